@@ -1,0 +1,296 @@
+//! [`ConnectionActor`]: one client socket. It owns the read half (decoded by
+//! [`FrameCodec`]), the handshake, and the connection's sessions; everything it and its
+//! sessions and consumers write goes through the connection's bounded [`FrameSink`].
+//!
+//! Bad input — bytes that do not decode, an oversize length, an unknown frame, a wrong
+//! protocol version, a frame before the handshake — gets an `Error` frame naming the reason,
+//! then the connection closes. Nothing here can take down another connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use super::session::{SessionActor, SessionCommand};
+use super::{Shutdown, write_frame, writer_limits};
+use crate::config::{Config, Limits};
+use crate::destination::{CollectStats, DestinationRegistry};
+use crate::protocol::{
+    ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
+};
+use crate::writer::{CloseReason, FrameSink, writer};
+
+/// The connection's writer stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterStopped(CloseReason);
+
+enum State {
+    AwaitingHello,
+    Open { client_id: String },
+}
+
+pub struct ConnectionActor {
+    peer: SocketAddr,
+    broker_name: String,
+    limits: Limits,
+    sink: FrameSink,
+    registry: Addr<DestinationRegistry>,
+    state: State,
+    sessions: HashMap<u32, Addr<SessionActor>>,
+}
+
+impl ConnectionActor {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        registry: Addr<DestinationRegistry>,
+        config: Config,
+        ctx: &mut Context<Self>,
+    ) -> ConnectionActor {
+        let limits = config.limits;
+        let (read, write) = stream.into_split();
+        let (sink, run) = writer(write, writer_limits(&limits));
+        let me = ctx.address();
+        actix::spawn(async move {
+            let reason = run.await;
+            me.do_send(WriterStopped(reason));
+        });
+        ctx.add_stream(FramedRead::new(
+            read,
+            FrameCodec::new(limits.max_frame_bytes as usize),
+        ));
+        ctx.run_later(
+            Duration::from_millis(limits.handshake_timeout_ms),
+            |act, ctx| {
+                if matches!(act.state, State::AwaitingHello) {
+                    act.fail(
+                        ErrorCode::HandshakeTimeout,
+                        "no Hello within the handshake timeout".into(),
+                        ctx,
+                    );
+                }
+            },
+        );
+        tracing::debug!(%peer, "connection accepted");
+        ConnectionActor {
+            peer,
+            broker_name: config.broker.name,
+            limits,
+            sink,
+            registry,
+            state: State::AwaitingHello,
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Tells the client why, closes the connection, and stops.
+    fn fail(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        tracing::warn!(peer = %self.peer, ?code, "closing connection: {message}");
+        let frame = Frame::Error { code, message };
+        self.sink
+            .close(encode_frame(&frame, self.limits.max_frame_bytes as usize).ok());
+        ctx.stop();
+    }
+
+    fn send(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
+        if let Err(e) = write_frame(&self.sink, frame, &self.limits) {
+            tracing::debug!(peer = %self.peer, "cannot write {}: {e}", frame.name());
+            ctx.stop();
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        if let State::AwaitingHello = self.state {
+            return self.on_hello(frame, ctx);
+        }
+        let (session, command) = match frame {
+            Frame::OpenSession { session, ack_mode } => {
+                if self.sessions.contains_key(&session) {
+                    return self.fail(
+                        ErrorCode::ProtocolViolation,
+                        format!("session {session} is already open"),
+                        ctx,
+                    );
+                }
+                let addr = SessionActor::new(
+                    session,
+                    ack_mode,
+                    self.sink.clone(),
+                    self.registry.clone(),
+                    self.limits.clone(),
+                )
+                .start();
+                self.sessions.insert(session, addr);
+                return;
+            }
+            Frame::CloseSession { session } => {
+                if let Some(addr) = self.sessions.remove(&session) {
+                    addr.do_send(Shutdown);
+                }
+                return;
+            }
+            Frame::StatRequest { request } => {
+                let stats = self.registry.send(CollectStats);
+                ctx.spawn(stats.into_actor(self).map(move |result, act, ctx| {
+                    let destinations = result.unwrap_or_default();
+                    act.send(
+                        &Frame::StatReply {
+                            request,
+                            destinations,
+                        },
+                        ctx,
+                    );
+                }));
+                return;
+            }
+            Frame::Disconnect => {
+                tracing::debug!(peer = %self.peer, "client disconnected");
+                self.sink.close(None);
+                ctx.stop();
+                return;
+            }
+            Frame::Send {
+                session,
+                destination,
+                receipt,
+                messages,
+            } => (
+                session,
+                SessionCommand::Send {
+                    destination,
+                    receipt,
+                    messages,
+                },
+            ),
+            Frame::Subscribe {
+                session,
+                consumer,
+                destination,
+                prefetch,
+                receipt,
+            } => (
+                session,
+                SessionCommand::Subscribe {
+                    consumer,
+                    destination,
+                    prefetch,
+                    receipt,
+                },
+            ),
+            Frame::Unsubscribe { session, consumer } => {
+                (session, SessionCommand::Unsubscribe { consumer })
+            }
+            Frame::Ack { session, acks } => (session, SessionCommand::Ack { acks }),
+            Frame::Pull {
+                session,
+                consumer,
+                count,
+            } => (session, SessionCommand::Pull { consumer, count }),
+            other @ (Frame::Hello { .. }
+            | Frame::Welcome { .. }
+            | Frame::Receipt { .. }
+            | Frame::Deliver { .. }
+            | Frame::StatReply { .. }
+            | Frame::Error { .. }) => {
+                let message = format!("a client may not send {} here", other.name());
+                return self.fail(ErrorCode::ProtocolViolation, message, ctx);
+            }
+        };
+        match self.sessions.get(&session) {
+            Some(addr) => addr.do_send(command),
+            // Acks and pulls may race the close of their session: nothing is left to do.
+            None if matches!(
+                command,
+                SessionCommand::Ack { .. }
+                    | SessionCommand::Pull { .. }
+                    | SessionCommand::Unsubscribe { .. }
+            ) =>
+            {
+                tracing::debug!(peer = %self.peer, session, "command for a closed session ignored");
+            }
+            None => self.fail(
+                ErrorCode::ProtocolViolation,
+                format!("session {session} is not open"),
+                ctx,
+            ),
+        }
+    }
+
+    fn on_hello(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        match frame {
+            Frame::Hello { version, client_id } if version == PROTOCOL_VERSION => {
+                tracing::debug!(peer = %self.peer, %client_id, "handshake complete");
+                self.state = State::Open { client_id };
+                let welcome = Frame::Welcome {
+                    version: PROTOCOL_VERSION,
+                    broker: self.broker_name.clone(),
+                    max_frame_bytes: self.limits.max_frame_bytes,
+                };
+                self.send(&welcome, ctx);
+            }
+            Frame::Hello { version, .. } => self.fail(
+                ErrorCode::UnsupportedVersion,
+                format!("unsupported protocol version {version}; this broker speaks version {PROTOCOL_VERSION}"),
+                ctx,
+            ),
+            other => self.fail(
+                ErrorCode::ProtocolViolation,
+                format!("expected Hello first, got {}", other.name()),
+                ctx,
+            ),
+        }
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for (_, session) in self.sessions.drain() {
+            session.do_send(Shutdown);
+        }
+        // Anything still queued is written; then the socket closes.
+        self.sink.close(None);
+        let client = match &self.state {
+            State::Open { client_id } => client_id.as_str(),
+            State::AwaitingHello => "-",
+        };
+        tracing::debug!(peer = %self.peer, client, "connection closed");
+    }
+}
+
+impl StreamHandler<Result<Frame, ProtocolError>> for ConnectionActor {
+    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(ProtocolError::Io(e)) => {
+                tracing::debug!(peer = %self.peer, "read failed: {e}");
+                ctx.stop();
+            }
+            Err(e) => self.fail(ErrorCode::MalformedFrame, e.to_string(), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<WriterStopped> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, WriterStopped(reason): WriterStopped, ctx: &mut Context<Self>) {
+        match reason {
+            CloseReason::Finished => {}
+            CloseReason::Io(_) => {
+                tracing::debug!(peer = %self.peer, "closing connection: {reason}")
+            }
+            _ => tracing::warn!(peer = %self.peer, "closing connection: {reason}"),
+        }
+        ctx.stop();
+    }
+}

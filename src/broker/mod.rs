@@ -1,0 +1,189 @@
+//! The broker process: its listener, and the connection, session and consumer actors that
+//! stand between a client socket and the destinations. [`Broker::start`] wires them up
+//! inside a running actix system; [`BrokerThread`] runs a whole broker on its own thread
+//! (for tests and for embedding in another program).
+
+mod connection;
+mod consumer;
+mod listener;
+mod session;
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use actix::{Actor, Addr, Message as ActixMessage};
+use bytes::Bytes;
+
+pub use connection::ConnectionActor;
+pub use consumer::ConsumerActor;
+pub use session::SessionActor;
+
+use crate::config::{Config, ConfigError, Limits};
+use crate::destination::{CollectStats, DestinationRegistry};
+use crate::protocol::{DestinationStat, ErrorCode, Frame, ProtocolError, encode_frame};
+use crate::runtime::ArbiterPool;
+use crate::writer::{FrameSink, WriterError, WriterLimits};
+
+/// Errors of the broker module.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the broker thread failed to start: {0}")]
+    Thread(String),
+    #[error(transparent)]
+    Encode(#[from] ProtocolError),
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+}
+
+/// Asks an actor to stop (sessions, consumers).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Encodes `frame` and queues it on `sink`.
+pub(crate) fn write_frame(
+    sink: &FrameSink,
+    frame: &Frame,
+    limits: &Limits,
+) -> Result<(), BrokerError> {
+    let bytes: Bytes = encode_frame(frame, limits.max_frame_bytes as usize)?;
+    sink.send(bytes)?;
+    Ok(())
+}
+
+pub(crate) fn writer_limits(limits: &Limits) -> WriterLimits {
+    let slow = Frame::Error {
+        code: ErrorCode::SlowConsumer,
+        message: format!(
+            "slow consumer: more than {} bytes were waiting to be written to this connection",
+            limits.max_pending_write_bytes
+        ),
+    };
+    WriterLimits {
+        max_pending_bytes: limits.max_pending_write_bytes,
+        batch_bytes: limits.write_batch_bytes,
+        write_timeout: std::time::Duration::from_millis(limits.write_timeout_ms),
+        slow_consumer_frame: encode_frame(&slow, limits.max_frame_bytes as usize).ok(),
+    }
+}
+
+/// A running broker inside an actix system.
+pub struct Broker {
+    local_addr: SocketAddr,
+    arbiters: ArbiterPool,
+    registry: Addr<DestinationRegistry>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Broker {
+    /// Starts the arbiters, the registry and the listener. Call inside an actix system.
+    pub async fn start(config: Config) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        let listen = config.broker.listen_addr()?;
+        let socket = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let local_addr = socket.local_addr().map_err(|source| BrokerError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let arbiters = ArbiterPool::start(config.broker.arbiter_count());
+        let registry = DestinationRegistry::new(arbiters.clone(), config.limits.clone()).start();
+        let accept = listener::spawn(socket, arbiters.clone(), registry.clone(), config.clone());
+        tracing::info!(name = %config.broker.name, "listening on {local_addr}");
+        tracing::info!(
+            arbiters = arbiters.len(),
+            "store: memory (the journal under {} arrives with persistence)",
+            config.broker.data_dir.display()
+        );
+        Ok(Broker {
+            local_addr,
+            arbiters,
+            registry,
+            accept,
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Counters of every destination.
+    pub async fn stats(&self) -> Vec<DestinationStat> {
+        self.registry.send(CollectStats).await.unwrap_or_default()
+    }
+
+    /// Stops accepting and stops the arbiters.
+    pub fn stop(self) {
+        self.accept.abort();
+        self.arbiters.stop();
+    }
+}
+
+/// A broker on a thread of its own, with its own actix system. Dropping it stops the broker.
+pub struct BrokerThread {
+    local_addr: SocketAddr,
+    system: actix::System,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BrokerThread {
+    /// Starts a broker and returns once it is listening.
+    pub fn spawn(config: Config) -> Result<BrokerThread, BrokerError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("actormq-broker".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                let started = system.block_on(Broker::start(config));
+                match started {
+                    Ok(broker) => {
+                        let _ = tx.send(Ok((broker.local_addr(), actix::System::current())));
+                        let _ = system.run();
+                        broker.arbiters.stop();
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| BrokerError::Thread(e.to_string()))?;
+        let (local_addr, system) = rx
+            .recv()
+            .map_err(|e| BrokerError::Thread(e.to_string()))??;
+        Ok(BrokerThread {
+            local_addr,
+            system,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `tcp://host:port` of this broker.
+    pub fn url(&self) -> String {
+        format!("tcp://{}", self.local_addr)
+    }
+}
+
+impl Drop for BrokerThread {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! [`Connection`]: one socket to a broker, its handshake, and the driver task that routes
+//! what the broker sends.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use super::ClientError;
+use super::session::{Session, SessionInner};
+use crate::config::Limits;
+use crate::message::AckMode;
+use crate::protocol::{
+    DestinationStat, Frame, FrameCodec, PROTOCOL_VERSION, WireDelivery, encode_frame,
+};
+use crate::writer::{FrameSink, WriterLimits, writer};
+
+/// Settings of a connection.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Sent in `Hello`; shows up in the broker's logs.
+    pub client_id: String,
+    pub connect_timeout: Duration,
+    /// How long `close` waits for the broker to acknowledge the disconnect.
+    pub close_timeout: Duration,
+    pub max_frame_bytes: u32,
+    pub max_pending_write_bytes: usize,
+    pub write_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        let limits = Limits::default();
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnectOptions {
+            client_id: format!(
+                "client-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+            connect_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            max_frame_bytes: limits.max_frame_bytes,
+            max_pending_write_bytes: limits.max_pending_write_bytes,
+            write_timeout: Duration::from_millis(limits.write_timeout_ms),
+        }
+    }
+}
+
+/// Deliveries and pending acknowledgements of one consumer, as the driver sees them.
+pub(super) struct ConsumerRoute {
+    pub session: u32,
+    pub deliveries: mpsc::UnboundedSender<WireDelivery>,
+    pub acks: Arc<Mutex<Vec<u64>>>,
+}
+
+pub(super) enum Command {
+    /// Route the `Receipt` with this id to `reply`.
+    Expect {
+        receipt: u64,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    ExpectStat {
+        request: u64,
+        reply: oneshot::Sender<Vec<DestinationStat>>,
+    },
+    AddConsumer {
+        consumer: u32,
+        route: ConsumerRoute,
+    },
+    /// Flush the consumer's acknowledgements, then unsubscribe it.
+    RemoveConsumer {
+        consumer: u32,
+    },
+    CloseSession {
+        session: u32,
+    },
+    /// Flush every acknowledgement, say goodbye, and wait for the broker to close.
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What every handle of a connection shares.
+pub(super) struct Shared {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub sink: FrameSink,
+    pub max_frame_bytes: usize,
+    pub client_id: String,
+    next_id: AtomicU32,
+    next_request: AtomicU64,
+    /// Why the connection ended, once it has.
+    failure: Arc<Mutex<Option<ClientError>>>,
+}
+
+impl Shared {
+    pub fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn next_request(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Why the connection is unusable.
+    pub fn failure(&self) -> ClientError {
+        self.failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_else(|| ClientError::ConnectionClosed("the connection is closed".into()))
+    }
+
+    pub fn command(&self, command: Command) -> Result<(), ClientError> {
+        self.commands.send(command).map_err(|_| self.failure())
+    }
+
+    pub fn write(&self, frame: &Frame) -> Result<(), ClientError> {
+        let bytes = encode_frame(frame, self.max_frame_bytes)?;
+        self.sink.send(bytes).map_err(|_| self.failure())
+    }
+
+    /// Registers for the receipt, then writes the frame; resolves with the receipt.
+    pub fn request(
+        &self,
+        receipt: u64,
+        frame: &Frame,
+    ) -> Result<oneshot::Receiver<Result<(), ClientError>>, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Expect { receipt, reply })?;
+        self.write(frame)?;
+        Ok(rx)
+    }
+}
+
+/// A connection to one broker. Cheap to clone; the socket closes when `close` is called or
+/// every clone, session, producer and consumer is dropped.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    broker: String,
+    close_timeout: Duration,
+}
+
+/// `tcp://host:port` (or `host:port`) → `host:port`.
+fn parse_url(url: &str) -> Result<&str, ClientError> {
+    let addr = url.strip_prefix("tcp://").unwrap_or(url);
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr),
+        _ => Err(ClientError::InvalidUrl(url.to_string())),
+    }
+}
+
+impl Connection {
+    /// Connects with default options.
+    pub async fn connect(url: &str) -> Result<Connection, ClientError> {
+        Connection::connect_with(url, ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        options: ConnectOptions,
+    ) -> Result<Connection, ClientError> {
+        let addr = parse_url(url)?;
+        let connect_error = |reason: String| ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect_error("timed out".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let (read, write) = stream.into_split();
+        let max_frame_bytes = options.max_frame_bytes as usize;
+        let (sink, run_writer) = writer(
+            write,
+            WriterLimits {
+                max_pending_bytes: options.max_pending_write_bytes,
+                batch_bytes: Limits::default().write_batch_bytes,
+                write_timeout: options.write_timeout,
+                slow_consumer_frame: None,
+            },
+        );
+        let writer_task = tokio::spawn(run_writer);
+        let mut reader = FramedRead::new(read, FrameCodec::new(max_frame_bytes));
+
+        let hello = Frame::Hello {
+            version: PROTOCOL_VERSION,
+            client_id: options.client_id.clone(),
+        };
+        sink.send(encode_frame(&hello, max_frame_bytes)?)?;
+        let welcome = tokio::time::timeout(options.connect_timeout, reader.next())
+            .await
+            .map_err(|_| ClientError::Handshake("no answer to Hello".into()))?;
+        let broker = match welcome {
+            Some(Ok(Frame::Welcome { broker, .. })) => broker,
+            Some(Ok(Frame::Error { code, message })) => {
+                return Err(ClientError::Broker { code, message });
+            }
+            Some(Ok(other)) => {
+                return Err(ClientError::Handshake(format!(
+                    "expected Welcome, got {}",
+                    other.name()
+                )));
+            }
+            Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
+            None => {
+                return Err(ClientError::Handshake(
+                    "the broker closed the connection".into(),
+                ));
+            }
+        };
+
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let failure = Arc::new(Mutex::new(None));
+        let shared = Arc::new(Shared {
+            commands,
+            sink: sink.clone(),
+            max_frame_bytes,
+            client_id: options.client_id,
+            next_id: AtomicU32::new(1),
+            next_request: AtomicU64::new(1),
+            failure: failure.clone(),
+        });
+        let driver = Driver {
+            reader,
+            commands: command_rx,
+            sink,
+            max_frame_bytes,
+            receipts: HashMap::new(),
+            stats: HashMap::new(),
+            consumers: HashMap::new(),
+            deferred: VecDeque::new(),
+            close_timeout: options.close_timeout,
+        };
+        tokio::spawn(async move {
+            let error = driver.run().await;
+            if let Ok(mut slot) = failure.lock() {
+                *slot = Some(error);
+            }
+            let _ = writer_task.await;
+        });
+        Ok(Connection {
+            shared,
+            broker,
+            close_timeout: options.close_timeout,
+        })
+    }
+
+    /// The broker's name, from its `Welcome`.
+    pub fn broker_name(&self) -> &str {
+        &self.broker
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// Opens a session. `Client` and `Individual` acknowledgement arrive with the
+    /// delivery-guarantees work; until then they are refused.
+    pub fn session(&self, ack_mode: AckMode) -> Result<Session, ClientError> {
+        if matches!(ack_mode, AckMode::Client | AckMode::Individual) {
+            return Err(ClientError::Unsupported(format!(
+                "{ack_mode:?} acknowledgement (use Auto or DupsOk)"
+            )));
+        }
+        let id = self.shared.next_id();
+        self.shared.write(&Frame::OpenSession {
+            session: id,
+            ack_mode,
+        })?;
+        Ok(Session::new(Arc::new(SessionInner::new(
+            id,
+            ack_mode,
+            self.shared.clone(),
+        ))))
+    }
+
+    /// Counters of every destination on the broker.
+    pub async fn stat(&self) -> Result<Vec<DestinationStat>, ClientError> {
+        let request = self.shared.next_request();
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .command(Command::ExpectStat { request, reply })?;
+        self.shared.write(&Frame::StatRequest { request })?;
+        rx.await.map_err(|_| self.shared.failure())
+    }
+
+    /// Acknowledges what consumers have taken, closes every session (the broker
+    /// redelivers what was not acknowledged) and waits for the broker to close the socket.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        let (done, rx) = oneshot::channel();
+        if self.shared.command(Command::Close { done }).is_err() {
+            return Ok(()); // already closed
+        }
+        tokio::time::timeout(self.close_timeout + Duration::from_secs(1), rx)
+            .await
+            .map_err(|_| ClientError::Timeout("the broker to close the connection".into()))?
+            .ok();
+        Ok(())
+    }
+}
+
+/// The task that owns a connection's read half and routing tables.
+struct Driver {
+    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    sink: FrameSink,
+    max_frame_bytes: usize,
+    receipts: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
+    stats: HashMap<u64, oneshot::Sender<Vec<DestinationStat>>>,
+    consumers: HashMap<u32, ConsumerRoute>,
+    /// Commands taken from the channel early by `drain_commands`, oldest first.
+    deferred: VecDeque<Command>,
+    close_timeout: Duration,
+}
+
+/// What the driver does after an event.
+enum Next {
+    Continue,
+    Stop(ClientError),
+}
+
+impl Driver {
+    /// Runs until the connection ends; returns why.
+    async fn run(mut self) -> ClientError {
+        let error = loop {
+            if let Some(command) = self.deferred.pop_front() {
+                if let Next::Stop(error) = self.on_command(command).await {
+                    break error;
+                }
+                continue;
+            }
+            let next = tokio::select! {
+                // Commands first: a reply is never read before the command that expects it.
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => {
+                        self.goodbye().await;
+                        Next::Stop(ClientError::ConnectionClosed("the connection was closed".into()))
+                    }
+                },
+                frame = self.reader.next() => self.on_frame(frame),
+            };
+            if let Next::Stop(error) = next {
+                break error;
+            }
+        };
+        for (_, reply) in self.receipts.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.sink.close(None);
+        error
+    }
+
+    async fn on_command(&mut self, command: Command) -> Next {
+        match command {
+            Command::Expect { receipt, reply } => {
+                self.receipts.insert(receipt, reply);
+            }
+            Command::ExpectStat { request, reply } => {
+                self.stats.insert(request, reply);
+            }
+            Command::AddConsumer { consumer, route } => {
+                self.consumers.insert(consumer, route);
+            }
+            Command::RemoveConsumer { consumer } => {
+                if let Some(route) = self.consumers.remove(&consumer) {
+                    self.flush_acks(consumer, &route);
+                    self.write(&Frame::Unsubscribe {
+                        session: route.session,
+                        consumer,
+                    });
+                }
+            }
+            Command::CloseSession { session } => self.write(&Frame::CloseSession { session }),
+            Command::Close { done } => {
+                self.goodbye().await;
+                let _ = done.send(());
+                return Next::Stop(ClientError::ConnectionClosed(
+                    "the connection was closed".into(),
+                ));
+            }
+        }
+        Next::Continue
+    }
+
+    fn on_frame(&mut self, frame: Option<Result<Frame, crate::protocol::ProtocolError>>) -> Next {
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Next::Stop(e.into()),
+            None => {
+                return Next::Stop(ClientError::ConnectionClosed(
+                    "the broker closed the connection".into(),
+                ));
+            }
+        };
+        match frame {
+            Frame::Deliver { deliveries } => {
+                for delivery in deliveries {
+                    if !self.consumers.contains_key(&delivery.consumer) {
+                        self.drain_commands();
+                    }
+                    // A delivery for a consumer that is gone is dropped: it was never
+                    // acknowledged, so the broker delivers it again elsewhere.
+                    if let Some(route) = self.consumers.get(&delivery.consumer) {
+                        let _ = route.deliveries.send(delivery);
+                    }
+                }
+            }
+            Frame::Receipt { receipt, error } => {
+                if !self.receipts.contains_key(&receipt) {
+                    self.drain_commands();
+                }
+                if let Some(reply) = self.receipts.remove(&receipt) {
+                    let _ = reply.send(match error {
+                        None => Ok(()),
+                        Some(e) => Err(ClientError::Refused(e)),
+                    });
+                }
+            }
+            Frame::StatReply {
+                request,
+                destinations,
+            } => {
+                if !self.stats.contains_key(&request) {
+                    self.drain_commands();
+                }
+                if let Some(reply) = self.stats.remove(&request) {
+                    let _ = reply.send(destinations);
+                }
+            }
+            Frame::Error { code, message } => {
+                return Next::Stop(ClientError::Broker { code, message });
+            }
+            other => {
+                return Next::Stop(ClientError::Protocol(format!(
+                    "unexpected {} frame from the broker",
+                    other.name()
+                )));
+            }
+        }
+        Next::Continue
+    }
+
+    /// Takes in the registrations already queued (a reply can race the command that
+    /// expects it); any other command is kept, in order, for the main loop.
+    fn drain_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Expect { receipt, reply } => {
+                    self.receipts.insert(receipt, reply);
+                }
+                Command::ExpectStat { request, reply } => {
+                    self.stats.insert(request, reply);
+                }
+                Command::AddConsumer { consumer, route } => {
+                    self.consumers.insert(consumer, route);
+                }
+                other => self.deferred.push_back(other),
+            }
+        }
+    }
+
+    fn write(&self, frame: &Frame) {
+        if let Ok(bytes) = encode_frame(frame, self.max_frame_bytes) {
+            let _ = self.sink.send(bytes);
+        }
+    }
+
+    fn flush_acks(&self, consumer: u32, route: &ConsumerRoute) {
+        let tags = match route.acks.lock() {
+            Ok(mut acks) => std::mem::take(&mut *acks),
+            Err(_) => return,
+        };
+        if !tags.is_empty() {
+            self.write(&Frame::Ack {
+                session: route.session,
+                acks: tags.into_iter().map(|tag| (consumer, tag)).collect(),
+            });
+        }
+    }
+
+    /// Flushes acknowledgements, sends `Disconnect`, and waits (bounded) for the broker to
+    /// close its side, so that everything before it has been processed.
+    async fn goodbye(&mut self) {
+        for (consumer, route) in &self.consumers {
+            self.flush_acks(*consumer, route);
+        }
+        self.write(&Frame::Disconnect);
+        let drain = async { while let Some(Ok(_)) = self.reader.next().await {} };
+        let _ = tokio::time::timeout(self.close_timeout, drain).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("tcp://127.0.0.1:7670").unwrap(), "127.0.0.1:7670");
+        assert_eq!(parse_url("localhost:1").unwrap(), "localhost:1");
+        assert!(parse_url("tcp://nowhere").is_err());
+        assert!(parse_url("tcp://:80").is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! [`Consumer`]: receives from one destination, as calls to `receive`, as a
+//! `futures::Stream`, or forwarded to an actix actor as [`Delivery`] messages.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Recipient;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use super::ClientError;
+use super::connection::{Command, ConsumerRoute};
+use super::session::SessionInner;
+use crate::config::Limits;
+use crate::message::{Destination, Message};
+use crate::protocol::{Frame, WireDelivery};
+
+/// Settings of one consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    /// Deliveries the broker may send ahead of acknowledgements. 0: nothing is sent until
+    /// `receive` asks for one message (pull).
+    pub prefetch: u32,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            prefetch: Limits::default().default_prefetch,
+        }
+    }
+}
+
+impl ConsumerOptions {
+    pub fn prefetch(prefetch: u32) -> ConsumerOptions {
+        ConsumerOptions { prefetch }
+    }
+}
+
+/// One message handed to an actor by [`Consumer::forward_to`].
+#[derive(Clone, Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Delivery {
+    pub message: Message,
+    /// The broker delivered it before and it was not acknowledged.
+    pub redelivered: bool,
+}
+
+/// A subscription to one destination.
+pub struct Consumer {
+    session: Arc<SessionInner>,
+    id: u32,
+    destination: Destination,
+    prefetch: u32,
+    deliveries: mpsc::UnboundedReceiver<WireDelivery>,
+    acks: Arc<Mutex<Vec<u64>>>,
+    /// Acknowledgements are sent once this many have gathered.
+    ack_batch: usize,
+    /// Pull mode: one message has been asked for and not yet arrived.
+    pull_outstanding: bool,
+}
+
+impl Consumer {
+    pub(super) async fn subscribe(
+        session: Arc<SessionInner>,
+        destination: Destination,
+        options: ConsumerOptions,
+    ) -> Result<Consumer, ClientError> {
+        let shared = session.shared.clone();
+        let id = shared.next_id();
+        let (tx, deliveries) = mpsc::unbounded_channel();
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        shared.command(Command::AddConsumer {
+            consumer: id,
+            route: ConsumerRoute {
+                session: session.id,
+                deliveries: tx,
+                acks: acks.clone(),
+            },
+        })?;
+        let receipt = shared.next_request();
+        let frame = Frame::Subscribe {
+            session: session.id,
+            consumer: id,
+            destination: destination.clone(),
+            prefetch: options.prefetch,
+            receipt,
+        };
+        let consumer = Consumer {
+            session,
+            id,
+            destination,
+            prefetch: options.prefetch,
+            deliveries,
+            acks,
+            ack_batch: (options.prefetch as usize / 2).max(1),
+            pull_outstanding: false,
+        };
+        // From here on, dropping `consumer` unsubscribes.
+        let confirmed = shared.request(receipt, &frame)?;
+        confirmed.await.map_err(|_| shared.failure())??;
+        Ok(consumer)
+    }
+
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// The next message, or `None` if none arrives within `timeout`.
+    pub async fn receive(&mut self, timeout: Duration) -> Result<Option<Message>, ClientError> {
+        match tokio::time::timeout(timeout, self.next_delivery()).await {
+            Ok(delivery) => delivery.map(|d| Some(d.message)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The next message, waiting as long as it takes.
+    pub async fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
+        let delivery = match self.deliveries.try_recv() {
+            Ok(delivery) => delivery,
+            Err(_) => {
+                // Caught up: acknowledge everything taken before waiting.
+                self.flush_acks()?;
+                if self.prefetch == 0 && !self.pull_outstanding {
+                    self.session.shared.write(&Frame::Pull {
+                        session: self.session.id,
+                        consumer: self.id,
+                        count: 1,
+                    })?;
+                    self.pull_outstanding = true;
+                }
+                match self.deliveries.recv().await {
+                    Some(delivery) => delivery,
+                    None => return Err(self.session.shared.failure()),
+                }
+            }
+        };
+        self.pull_outstanding = false;
+        self.take(delivery)
+    }
+
+    fn take(&mut self, delivery: WireDelivery) -> Result<Delivery, ClientError> {
+        let full = match self.acks.lock() {
+            Ok(mut acks) => {
+                acks.push(delivery.tag);
+                acks.len() >= self.ack_batch
+            }
+            Err(_) => false,
+        };
+        if full {
+            self.flush_acks()?;
+        }
+        let message = Arc::try_unwrap(delivery.message).unwrap_or_else(|shared| (*shared).clone());
+        Ok(Delivery {
+            message,
+            redelivered: delivery.redelivered,
+        })
+    }
+
+    fn flush_acks(&self) -> Result<(), ClientError> {
+        let tags = match self.acks.lock() {
+            Ok(mut acks) if !acks.is_empty() => std::mem::take(&mut *acks),
+            _ => return Ok(()),
+        };
+        self.session.shared.write(&Frame::Ack {
+            session: self.session.id,
+            acks: tags.into_iter().map(|tag| (self.id, tag)).collect(),
+        })
+    }
+
+    /// The consumer as a stream of messages. It ends after yielding the error that closed
+    /// the connection. Credit gives back-pressure: the broker sends no more than `prefetch`
+    /// messages ahead of what the stream's reader has taken.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Message, ClientError>> + Send {
+        futures::stream::unfold(Some(self), |consumer| async move {
+            let mut consumer = consumer?;
+            match consumer.next_delivery().await {
+                Ok(delivery) => Some((Ok(delivery.message), Some(consumer))),
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+
+    /// Hands every message to an actix actor, one at a time: the next is sent once the
+    /// actor has handled the previous one, so a slow actor slows delivery. Runs until the
+    /// connection closes, the actor stops, or the handle is aborted.
+    pub fn forward_to(mut self, recipient: Recipient<Delivery>) -> ForwardHandle {
+        let task = tokio::spawn(async move {
+            loop {
+                let delivery = match self.next_delivery().await {
+                    Ok(delivery) => delivery,
+                    Err(e) => return Err(e),
+                };
+                if recipient.send(delivery).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        ForwardHandle { task }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // The driver flushes our acknowledgements, then unsubscribes; the broker redelivers
+        // whatever was prefetched and not taken.
+        let _ = self
+            .session
+            .shared
+            .command(Command::RemoveConsumer { consumer: self.id });
+    }
+}
+
+/// The task started by [`Consumer::forward_to`].
+pub struct ForwardHandle {
+    task: tokio::task::JoinHandle<Result<(), ClientError>>,
+}
+
+impl ForwardHandle {
+    /// Stops forwarding (and closes the consumer).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Waits for forwarding to end: `Ok` when the actor stopped, the error that closed the
+    /// connection otherwise.
+    pub async fn join(self) -> Result<(), ClientError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The async Rust client: [`Connection`] → [`Session`] → [`Producer`] / [`Consumer`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), actormq::client::ClientError> {
+//! use std::time::Duration;
+//! use actormq::client::{AckMode, Connection, Destination, Message};
+//!
+//! let connection = Connection::connect("tcp://127.0.0.1:7670").await?;
+//! let session = connection.session(AckMode::Auto)?;
+//! let producer = session.producer(Destination::queue("orders"));
+//! producer.send(Message::new("hello")).await?;
+//! let mut consumer = session.consumer(Destination::queue("orders")).await?;
+//! let message = consumer.receive(Duration::from_secs(1)).await?;
+//! assert_eq!(message.unwrap().body_text(), "hello");
+//! connection.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! One task per connection (the driver) reads frames and routes them: receipts to the
+//! calls awaiting them, deliveries to their consumer's buffer. Writes go through the
+//! connection's bounded writer. Consumers acknowledge lazily: in `Auto` mode a message
+//! taken by the application is acknowledged in a batch once half the prefetch has been
+//! taken or the consumer's buffer runs dry, and at the latest when the consumer or the
+//! connection closes.
+
+mod connection;
+mod consumer;
+mod session;
+
+pub use connection::{ConnectOptions, Connection};
+pub use consumer::{Consumer, ConsumerOptions, Delivery, ForwardHandle};
+pub use session::{Producer, SendConfirmation, Session};
+
+pub use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
+pub use crate::protocol::{DestinationStat, ErrorCode};
+
+/// Everything that can go wrong for a client. Cloneable, so one failure can be reported
+/// to every call waiting on the connection.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ClientError {
+    #[error("invalid broker url `{0}`: expected tcp://HOST:PORT")]
+    InvalidUrl(String),
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("the broker closed the connection ({code:?}): {message}")]
+    Broker { code: ErrorCode, message: String },
+    #[error("the broker refused the request: {0}")]
+    Refused(String),
+    #[error("connection closed: {0}")]
+    ConnectionClosed(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
+}
+
+impl From<crate::protocol::ProtocolError> for ClientError {
+    fn from(e: crate::protocol::ProtocolError) -> Self {
+        ClientError::Protocol(e.to_string())
+    }
+}
+
+impl From<crate::writer::WriterError> for ClientError {
+    fn from(e: crate::writer::WriterError) -> Self {
+        ClientError::ConnectionClosed(e.to_string())
+    }
+}

@@ -1,0 +1,164 @@
+//! [`Session`] and [`Producer`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::ClientError;
+use super::connection::{Command, Shared};
+use super::consumer::{Consumer, ConsumerOptions};
+use crate::message::{AckMode, Destination, Message, now_millis};
+use crate::protocol::Frame;
+
+/// A session's identity on its connection; closes the session when the last handle goes.
+pub(super) struct SessionInner {
+    pub id: u32,
+    pub ack_mode: AckMode,
+    pub shared: Arc<Shared>,
+}
+
+impl SessionInner {
+    pub fn new(id: u32, ack_mode: AckMode, shared: Arc<Shared>) -> SessionInner {
+        SessionInner {
+            id,
+            ack_mode,
+            shared,
+        }
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        // Through the driver, so it follows the acks and unsubscribes of this session's
+        // consumers, which the driver writes.
+        let _ = self
+            .shared
+            .command(Command::CloseSession { session: self.id });
+    }
+}
+
+/// A single-threaded context for producing and consuming, with one acknowledgement mode.
+/// Closed on the broker when it and all its producers and consumers are dropped.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+impl Session {
+    pub(super) fn new(inner: Arc<SessionInner>) -> Session {
+        Session { inner }
+    }
+
+    pub fn ack_mode(&self) -> AckMode {
+        self.inner.ack_mode
+    }
+
+    /// A producer for one destination. No round trip: destinations are created on first use.
+    pub fn producer(&self, destination: Destination) -> Producer {
+        Producer {
+            session: self.inner.clone(),
+            destination,
+            sequence: AtomicU64::new(1),
+        }
+    }
+
+    /// A consumer with the default prefetch (1000). Returns once the broker has made the
+    /// subscription active: every message sent to a topic after this returns is received.
+    pub async fn consumer(&self, destination: Destination) -> Result<Consumer, ClientError> {
+        self.consumer_with(destination, ConsumerOptions::default())
+            .await
+    }
+
+    pub async fn consumer_with(
+        &self,
+        destination: Destination,
+        options: ConsumerOptions,
+    ) -> Result<Consumer, ClientError> {
+        Consumer::subscribe(self.inner.clone(), destination, options).await
+    }
+}
+
+/// Sends messages to one destination.
+pub struct Producer {
+    session: Arc<SessionInner>,
+    destination: Destination,
+    sequence: AtomicU64,
+}
+
+/// Resolves when the broker confirms a send.
+pub struct SendConfirmation {
+    reply: oneshot::Receiver<Result<(), ClientError>>,
+    shared: Arc<Shared>,
+}
+
+impl Future for SendConfirmation {
+    type Output = Result<(), ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.reply).poll(cx) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.shared.failure())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Producer {
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// Sends one message and waits until the broker has accepted it.
+    pub async fn send(&self, message: Message) -> Result<(), ClientError> {
+        self.begin_send(vec![message])?.await
+    }
+
+    /// Sends messages in one frame and waits until the broker has accepted all of them.
+    pub async fn send_batch(&self, messages: Vec<Message>) -> Result<(), ClientError> {
+        self.begin_send(messages)?.await
+    }
+
+    /// Writes messages in one frame and returns at once; the returned future resolves when
+    /// the broker confirms them. Keep several in flight to pipeline sends.
+    pub fn begin_send(&self, messages: Vec<Message>) -> Result<SendConfirmation, ClientError> {
+        let shared = &self.session.shared;
+        let receipt = shared.next_request();
+        let frame = self.frame(messages, Some(receipt));
+        let reply = shared.request(receipt, &frame)?;
+        Ok(SendConfirmation {
+            reply,
+            shared: shared.clone(),
+        })
+    }
+
+    /// Writes one message and returns without waiting for a confirmation.
+    pub fn send_oneway(&self, message: Message) -> Result<(), ClientError> {
+        let frame = self.frame(vec![message], None);
+        self.session.shared.write(&frame)
+    }
+
+    fn frame(&self, mut messages: Vec<Message>, receipt: Option<u64>) -> Frame {
+        let now = now_millis();
+        for message in &mut messages {
+            if message.id.is_empty() {
+                let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+                message.id = format!(
+                    "{}:{}:{seq}",
+                    self.session.shared.client_id, self.session.id
+                );
+            }
+            if message.timestamp == 0 {
+                message.timestamp = now;
+            }
+        }
+        Frame::Send {
+            session: self.session.id,
+            destination: self.destination.clone(),
+            receipt,
+            messages,
+        }
+    }
+}

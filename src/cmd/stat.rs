@@ -1,0 +1,35 @@
+//! `actormq stat`: one row per destination.
+
+use std::process::ExitCode;
+
+use actormq::client::Connection;
+
+#[derive(clap::Args)]
+pub struct StatArgs {
+    /// Broker URL.
+    #[arg(long, default_value = "tcp://127.0.0.1:7670")]
+    url: String,
+}
+
+pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
+    let connection = Connection::connect(&args.url).await?;
+    let stats = connection.stat().await?;
+    connection.close().await?;
+    let width = stats.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}",
+        "KIND", "NAME", "DEPTH", "ENQUEUED", "DEQUEUED", "CONSUMERS"
+    );
+    for s in stats {
+        println!(
+            "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}",
+            s.kind.as_str(),
+            s.name,
+            s.depth,
+            s.enqueued,
+            s.dequeued,
+            s.consumers
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,426 @@
+//! Typed settings and every limit in one commented place.
+//!
+//! Settings are layered with the `config` crate: the embedded `config/default.toml`, then
+//! `config/<profile>.toml` (`--profile`), then a file from anywhere (`--config`), then
+//! `ACTORMQ__SECTION__KEY` environment variables (prefix and separator both `__`, since keys
+//! contain `_`), then command-line overrides. Each layer is checked on its own, so an
+//! unknown key or a bad value is reported with the key *and* the file (or variable) that
+//! set it. `config/default.toml` lists every key; a unit test keeps it equal to
+//! [`Config::default`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config as Layers, Environment, File, FileFormat, Map, Source, Value, ValueKind};
+use serde::{Deserialize, Serialize};
+
+/// The embedded default profile.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+const DEFAULT_ORIGIN: &str = "config/default.toml (embedded)";
+const ENV_PREFIX: &str = "ACTORMQ";
+const ENV_SEPARATOR: &str = "__";
+
+/// Why settings could not be loaded. Every variant names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown key `{key}` in {origin}")]
+    UnknownKey { key: String, origin: String },
+    #[error("bad value for key `{key}` in {origin}: {reason}")]
+    Invalid {
+        key: String,
+        origin: String,
+        reason: String,
+    },
+    #[error("profile `{profile}` not found: {path} does not exist")]
+    ProfileNotFound { profile: String, path: String },
+    #[error("cannot read {origin}: {reason}")]
+    Read { origin: String, reason: String },
+    /// A value of the wrong type; the `config` crate's message names the key and the file.
+    #[error("{0}")]
+    Type(#[from] config::ConfigError),
+}
+
+/// All settings of one broker.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub broker: BrokerSettings,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// This broker's name.
+    pub name: String,
+    /// Native protocol listener, `host:port` (port 0 picks a free port).
+    pub listen: String,
+    /// Where persistent data lives.
+    pub data_dir: PathBuf,
+    /// Arbiters (threads) for destination and connection actors; 0 = one per core.
+    pub arbiters: usize,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            name: "actormq".into(),
+            listen: "127.0.0.1:7670".into(),
+            data_dir: PathBuf::from("./data"),
+            arbiters: 0,
+        }
+    }
+}
+
+impl BrokerSettings {
+    /// The listen address; valid once [`Config::validate`] has passed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            key: "broker.listen".into(),
+            origin: "settings".into(),
+            reason: format!("`{}` is not host:port ({e})", self.listen),
+        })
+    }
+
+    /// How many arbiters to run.
+    pub fn arbiter_count(&self) -> usize {
+        if self.arbiters == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.arbiters
+        }
+    }
+}
+
+/// Every limit the broker enforces, with its default. Mirrored in `config/default.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame either side may send, excluding the 4-byte length (16 MiB). A longer
+    /// length prefix is refused before its body is read.
+    pub max_frame_bytes: u32,
+    /// Bytes queued for one connection's socket before the connection is closed as a slow
+    /// consumer (64 MiB). Bounds the broker's memory per connection.
+    pub max_pending_write_bytes: usize,
+    /// Bytes gathered into one socket write (256 KiB): one syscall per batch of frames.
+    pub write_batch_bytes: usize,
+    /// A socket write that takes longer than this closes the connection (10 s).
+    pub write_timeout_ms: u64,
+    /// Time a new connection has to send its `Hello` (10 s).
+    pub handshake_timeout_ms: u64,
+    /// Credit of a consumer that does not choose its own (1000, as ActiveMQ's queue prefetch).
+    pub default_prefetch: u32,
+    /// Largest prefetch a consumer may ask for (1,000,000).
+    pub max_prefetch: u32,
+    /// Most deliveries in one `Deliver` frame (256).
+    pub max_deliveries_per_frame: usize,
+    /// Messages a topic keeps for a subscriber without credit before that subscriber's
+    /// connection is closed as a slow consumer (100,000).
+    pub max_subscriber_backlog: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_pending_write_bytes: 64 * 1024 * 1024,
+            write_batch_bytes: 256 * 1024,
+            write_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            default_prefetch: 1000,
+            max_prefetch: 1_000_000,
+            max_deliveries_per_frame: 256,
+            max_subscriber_backlog: 100_000,
+        }
+    }
+}
+
+/// Where to read settings from.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSources {
+    /// `config/<profile>.toml` under `config_dir`.
+    pub profile: Option<String>,
+    /// Folder of profiles; `config` when unset.
+    pub config_dir: Option<PathBuf>,
+    /// A settings file from anywhere.
+    pub file: Option<PathBuf>,
+    /// Read `ACTORMQ__*` environment variables.
+    pub environment: bool,
+    /// Final `(key, value)` overrides, e.g. from the command line, with their origin.
+    pub overrides: Vec<(String, String, String)>,
+}
+
+/// One layer of settings and where it came from.
+struct Layer {
+    origin: String,
+    source: Box<dyn Source + Send + Sync>,
+    /// The layer's values alone, for checking its keys.
+    values: Map<String, Value>,
+}
+
+impl Layer {
+    fn new(origin: &str, source: Box<dyn Source + Send + Sync>) -> Result<Layer, ConfigError> {
+        let values = Layers::builder()
+            .add_source(vec![source.clone_into_box()])
+            .build()
+            .and_then(|c| c.try_deserialize::<Map<String, Value>>())
+            .map_err(|e| ConfigError::Read {
+                origin: origin.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Layer {
+            origin: origin.into(),
+            source,
+            values,
+        })
+    }
+}
+
+/// Command-line overrides as a `config` source whose values name their origin.
+#[derive(Clone, Debug)]
+struct Overrides(Map<String, Value>);
+
+impl Source for Overrides {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        Ok(self.0.clone())
+    }
+}
+
+impl Config {
+    /// Loads and validates settings from `sources`.
+    pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
+        let mut layers = vec![Layer::new(
+            DEFAULT_ORIGIN,
+            Box::new(File::from_str(DEFAULT_TOML, FileFormat::Toml)),
+        )?];
+        if let Some(profile) = &sources.profile {
+            let dir = sources
+                .config_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config"));
+            let path = dir.join(format!("{profile}.toml"));
+            if !path.is_file() {
+                return Err(ConfigError::ProfileNotFound {
+                    profile: profile.clone(),
+                    path: path.display().to_string(),
+                });
+            }
+            layers.push(path_layer(&path)?);
+        }
+        if let Some(path) = &sources.file {
+            if !path.is_file() {
+                return Err(ConfigError::Read {
+                    origin: path.display().to_string(),
+                    reason: "no such file".into(),
+                });
+            }
+            layers.push(path_layer(path)?);
+        }
+        if sources.environment {
+            let env = Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator(ENV_SEPARATOR)
+                .separator(ENV_SEPARATOR)
+                .try_parsing(true);
+            layers.push(Layer::new("the environment (ACTORMQ__*)", Box::new(env))?);
+        }
+        for (key, value, origin) in &sources.overrides {
+            let Some((section, name)) = key.split_once('.') else {
+                return Err(ConfigError::UnknownKey {
+                    key: key.clone(),
+                    origin: origin.clone(),
+                });
+            };
+            let mut table = Map::new();
+            table.insert(
+                name.to_string(),
+                Value::new(Some(origin), ValueKind::String(value.clone())),
+            );
+            let mut values = Map::new();
+            values.insert(
+                section.to_string(),
+                Value::new(Some(origin), ValueKind::Table(table)),
+            );
+            layers.push(Layer::new(origin, Box::new(Overrides(values)))?);
+        }
+
+        let known = &layers[0].values;
+        for layer in &layers[1..] {
+            check_known_keys(known, &layer.values, "", &layer.origin)?;
+        }
+
+        let mut builder = Layers::builder();
+        for layer in &layers {
+            builder = builder.add_source(vec![layer.source.clone_into_box()]);
+        }
+        let config: Config = builder.build()?.try_deserialize().map_err(|e| match e {
+            config::ConfigError::Type {
+                unexpected,
+                expected,
+                key: Some(key),
+                ..
+            } => ConfigError::Invalid {
+                origin: origin_of(&layers, &key),
+                reason: format!("expected {expected}, found {unexpected}"),
+                key,
+            },
+            other => ConfigError::Type(other),
+        })?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, reason, .. } => ConfigError::Invalid {
+                origin: origin_of(&layers, &key),
+                key,
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values that have a type but not every value of it makes sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, reason: String) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.into(),
+                origin: "settings".into(),
+                reason,
+            }
+        }
+        self.broker.listen_addr()?;
+        if self.broker.name.trim().is_empty() {
+            return Err(invalid("broker.name", "must not be empty".into()));
+        }
+        let l = &self.limits;
+        if !(1024..=1 << 30).contains(&l.max_frame_bytes) {
+            return Err(invalid(
+                "limits.max_frame_bytes",
+                format!("{} is outside 1024..=1073741824", l.max_frame_bytes),
+            ));
+        }
+        if l.max_pending_write_bytes < l.max_frame_bytes as usize {
+            return Err(invalid(
+                "limits.max_pending_write_bytes",
+                format!(
+                    "{} is smaller than limits.max_frame_bytes ({})",
+                    l.max_pending_write_bytes, l.max_frame_bytes
+                ),
+            ));
+        }
+        let positive = [
+            ("limits.write_batch_bytes", l.write_batch_bytes as u64),
+            ("limits.write_timeout_ms", l.write_timeout_ms),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            (
+                "limits.max_deliveries_per_frame",
+                l.max_deliveries_per_frame as u64,
+            ),
+            (
+                "limits.max_subscriber_backlog",
+                l.max_subscriber_backlog as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0".into()));
+            }
+        }
+        if l.default_prefetch > l.max_prefetch {
+            return Err(invalid(
+                "limits.default_prefetch",
+                format!(
+                    "{} is greater than limits.max_prefetch ({})",
+                    l.default_prefetch, l.max_prefetch
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn path_layer(path: &Path) -> Result<Layer, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        origin: origin.clone(),
+        reason: e.to_string(),
+    })?;
+    Layer::new(&origin, Box::new(File::from_str(&text, FileFormat::Toml)))
+}
+
+/// Fails on the first key of `values` that `known` does not have.
+fn check_known_keys(
+    known: &Map<String, Value>,
+    values: &Map<String, Value>,
+    prefix: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    for (key, value) in values {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let Some(known_value) = known.get(key) else {
+            return Err(ConfigError::UnknownKey {
+                key: path,
+                origin: origin.into(),
+            });
+        };
+        if let (ValueKind::Table(known_table), ValueKind::Table(table)) =
+            (&known_value.kind, &value.kind)
+        {
+            check_known_keys(known_table, table, &path, origin)?;
+        }
+    }
+    Ok(())
+}
+
+/// The origin of the last layer that set `key` (`section.name`).
+fn origin_of(layers: &[Layer], key: &str) -> String {
+    let mut parts = key.split('.');
+    let section = parts.next().unwrap_or_default();
+    let name = parts.next().unwrap_or_default();
+    layers
+        .iter()
+        .rev()
+        .find(|layer| match layer.values.get(section).map(|v| &v.kind) {
+            Some(ValueKind::Table(t)) => t.contains_key(name),
+            _ => false,
+        })
+        .map(|layer| layer.origin.clone())
+        .unwrap_or_else(|| DEFAULT_ORIGIN.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_the_code_default() {
+        let loaded = Config::load(&ConfigSources::default()).unwrap();
+        assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn overrides_win_and_are_validated() {
+        let mut sources = ConfigSources::default();
+        sources.overrides.push((
+            "broker.listen".into(),
+            "127.0.0.1:0".into(),
+            "--listen".into(),
+        ));
+        assert_eq!(Config::load(&sources).unwrap().broker.listen, "127.0.0.1:0");
+        sources
+            .overrides
+            .push(("broker.listen".into(), "nowhere".into(), "--listen".into()));
+        let err = Config::load(&sources).unwrap_err().to_string();
+        assert!(
+            err.contains("broker.listen") && err.contains("--listen"),
+            "{err}"
+        );
+    }
+}

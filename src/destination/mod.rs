@@ -1,0 +1,167 @@
+//! Destinations: queues and topics, the registry that creates them on first use, and the
+//! typed messages every destination understands.
+//!
+//! Sessions and consumers reach a destination only through a [`DestinationRef`]: a set of
+//! typed recipients. Today they point at a local [`QueueActor`] or [`TopicActor`]; a
+//! destination homed on another broker will be the same type pointing at a bridge proxy,
+//! so session and consumer code never learns which.
+
+mod queue;
+mod registry;
+mod topic;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::{Actor, Handler, Message as ActixMessage, Recipient};
+
+pub use queue::QueueActor;
+pub use registry::{CollectStats, DestinationRegistry, Lookup};
+pub use topic::TopicActor;
+
+use crate::message::{Destination, Message};
+use crate::protocol::DestinationStat;
+
+/// Why a destination could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DestinationError {
+    #[error("destination {0} is not available")]
+    Unavailable(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A consumer's identity, unique within the broker process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConsumerId(pub u64);
+
+impl ConsumerId {
+    pub fn next() -> ConsumerId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConsumerId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Put messages on the destination. Answered once they are accepted.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<(), DestinationError>")]
+pub struct Enqueue {
+    pub messages: Vec<Arc<Message>>,
+}
+
+/// Start delivering to `sink`, `prefetch` deliveries ahead of acknowledgements
+/// (0: only what `Control::Grant` allows). Answered once the subscription is active.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<(), DestinationError>")]
+pub struct Subscribe {
+    pub consumer: ConsumerId,
+    pub prefetch: u32,
+    pub sink: Recipient<Dispatch>,
+}
+
+/// Fire-and-forget requests about one consumer.
+#[derive(ActixMessage, Debug)]
+#[rtype(result = "()")]
+pub enum Control {
+    /// The consumer is gone: what it had not acknowledged is delivered again to others.
+    Unsubscribe(ConsumerId),
+    /// These deliveries are done with; each returns one credit.
+    Settle {
+        consumer: ConsumerId,
+        tags: Vec<u64>,
+    },
+    /// Pull mode: allow `credit` more deliveries.
+    Grant { consumer: ConsumerId, credit: u32 },
+}
+
+/// Ask for the destination's counters.
+#[derive(ActixMessage)]
+#[rtype(result = "DestinationStat")]
+pub struct GetStat;
+
+/// One message on its way to a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub tag: u64,
+    pub redelivered: bool,
+    pub message: Arc<Message>,
+}
+
+/// What a destination sends to a consumer.
+#[derive(ActixMessage, Debug)]
+#[rtype(result = "()")]
+pub enum Dispatch {
+    Deliver(Vec<Delivery>),
+    /// The destination dropped this consumer; the reason goes to the client.
+    Evicted(String),
+}
+
+/// A location-transparent reference to one destination.
+#[derive(Clone)]
+pub struct DestinationRef {
+    destination: Destination,
+    enqueue: Recipient<Enqueue>,
+    subscribe: Recipient<Subscribe>,
+    control: Recipient<Control>,
+    stat: Recipient<GetStat>,
+}
+
+impl DestinationRef {
+    /// A reference to an actor running in this process.
+    pub fn local<A>(destination: Destination, addr: actix::Addr<A>) -> DestinationRef
+    where
+        A: Actor<Context = actix::Context<A>>
+            + Handler<Enqueue>
+            + Handler<Subscribe>
+            + Handler<Control>
+            + Handler<GetStat>,
+    {
+        DestinationRef {
+            destination,
+            enqueue: addr.clone().recipient(),
+            subscribe: addr.clone().recipient(),
+            control: addr.clone().recipient(),
+            stat: addr.recipient(),
+        }
+    }
+
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    fn unavailable(&self) -> DestinationError {
+        DestinationError::Unavailable(self.destination.to_string())
+    }
+
+    /// Puts messages on the destination; resolves once they are accepted.
+    pub fn enqueue(
+        &self,
+        messages: Vec<Arc<Message>>,
+    ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
+        let request = self.enqueue.send(Enqueue { messages });
+        let unavailable = self.unavailable();
+        async move { request.await.unwrap_or(Err(unavailable)) }
+    }
+
+    /// Registers a consumer; resolves once the subscription is active.
+    pub fn subscribe(
+        &self,
+        subscribe: Subscribe,
+    ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
+        let request = self.subscribe.send(subscribe);
+        let unavailable = self.unavailable();
+        async move { request.await.unwrap_or(Err(unavailable)) }
+    }
+
+    pub fn control(&self, control: Control) {
+        self.control.do_send(control);
+    }
+
+    pub fn stat(
+        &self,
+    ) -> impl Future<Output = Result<DestinationStat, DestinationError>> + 'static {
+        let request = self.stat.send(GetStat);
+        let unavailable = self.unavailable();
+        async move { request.await.map_err(|_| unavailable) }
+    }
+}

@@ -1,0 +1,79 @@
+//! # actormq
+//!
+//! A message broker built on actix actors: JMS-style queues and topics over a native
+//! MessagePack protocol, with an async Rust client. This page is the project's map; keep it
+//! true as the code moves.
+//!
+//! ## The actor tree
+//!
+//! ```text
+//! actix System (main thread)
+//! ├── listener task ─ accepts sockets, sets TCP_NODELAY, hands each to the next arbiter
+//! ├── DestinationRegistry ─ name → DestinationRef; creates destinations on first use
+//! └── ArbiterPool: one Arbiter (thread) per core
+//!     ├── ConnectionActor ─ one per socket: FrameCodec reads, handshake, sessions
+//!     │   ├── writer task ─ the one bounded writer of this socket (FrameSink → batches)
+//!     │   └── SessionActor ─ one per client session: sends, acks, its consumers
+//!     │       └── ConsumerActor ─ one per subscription: Dispatch → Deliver frames
+//!     ├── QueueActor ─ placed by hash of its name: backlog, competing consumers, credit
+//!     └── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
+//! ```
+//!
+//! A connection and its sessions and consumers live on one arbiter; a destination lives
+//! on the arbiter its name hashes to, so one hot queue stays on one core and many queues
+//! use them all. Actors talk only by typed messages; nothing blocks inside an actor.
+//!
+//! ## The flow of one message
+//!
+//! 1. [`client::Producer::send`] encodes a `Send` frame (a batch of messages, with a receipt
+//!    id) and queues it on the connection's [`writer::FrameSink`].
+//! 2. [`broker::ConnectionActor`] decodes it ([`protocol::FrameCodec`]) and passes it to the
+//!    frame's [`broker::SessionActor`].
+//! 3. The session resolves the destination through the registry (once, then cached) to a
+//!    [`destination::DestinationRef`] and sends it [`destination::Enqueue`]; when that is
+//!    answered it writes `Receipt`, which resolves the producer's future.
+//! 4. [`destination::QueueActor`] dispatches to consumers with credit (their prefetch),
+//!    in batches, keeping each delivery in that consumer's in-flight set;
+//!    [`destination::TopicActor`] copies the `Arc` of the message to every subscriber's
+//!    backlog and drains each as its credit allows.
+//! 5. [`broker::ConsumerActor`] writes a `Deliver` frame; the client's driver task routes it
+//!    to the [`client::Consumer`]. When the application takes it, the client acknowledges
+//!    (in batches); the ack returns credit and removes the message from the in-flight set.
+//!    A consumer that goes away leaves its in-flight messages to be redelivered.
+//!
+//! ## Where the code differs from the starting map (`ARCHITECTURE.md`)
+//!
+//! - The in-flight set lives in the destination, not in `ConsumerActor`: the destination is
+//!   the actor that redelivers, so it owns what it may have to redeliver, and a consumer
+//!   that dies needs to send nothing but "unsubscribe".
+//! - A `DestinationRef` is a set of typed `Recipient`s rather than an enum of addresses:
+//!   a proxy actor that forwards through the cluster bridge will plug in without any
+//!   change to sessions or consumers.
+//! - The store is memory only for now; the journal, persistence, clusters, failover and
+//!   STOMP are later issues.
+//!
+//! ## Where each part lives
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`message`] | `Message`, `Destination`, `Property`, `AckMode` |
+//! | [`protocol`] | native frames and the length-prefixed MessagePack codec (no I/O) |
+//! | [`writer`] | the bounded, batching socket writer used by broker and client |
+//! | [`config`] | settings, profiles, validation, and every limit with its default |
+//! | [`runtime`] | the arbiter pool |
+//! | [`broker`] | listener, connection, session and consumer actors; broker start-up |
+//! | [`destination`] | queue and topic actors, the registry, `DestinationRef` |
+//! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer` |
+
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod destination;
+pub mod message;
+pub mod protocol;
+pub mod runtime;
+pub mod writer;
+
+pub use broker::{Broker, BrokerError, BrokerThread};
+pub use config::{Config, ConfigError, ConfigSources, Limits};
+pub use message::{AckMode, Destination, Message, Property};

@@ -1,0 +1,137 @@
+//! The `actormq` command line: run a broker, send, receive, and look at a broker's counters.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "actormq",
+    version,
+    about = "A small, fast message broker built on actors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (embedded defaults, then --profile, then --config, then ACTORMQ__* variables).
+    Broker(BrokerArgs),
+    /// Send messages to a queue or topic.
+    Send(cmd::send::SendArgs),
+    /// Receive messages from a queue or topic.
+    Receive(cmd::receive::ReceiveArgs),
+    /// Show each destination's depth and counters.
+    Stat(cmd::stat::StatArgs),
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// Layer config/<PROFILE>.toml over the defaults.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Layer this settings file (from anywhere) over the defaults and the profile.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder that holds the profiles.
+    #[arg(long, default_value = "config")]
+    config_dir: PathBuf,
+    /// Listen address, overriding the settings (e.g. 127.0.0.1:0 for any free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data folder, overriding the settings.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Broker(args) => {
+            init_logging("info");
+            return run_broker(args);
+        }
+        Command::Send(args) => {
+            init_logging("warn");
+            cmd::client_runtime().and_then(|rt| rt.block_on(cmd::send::run(args)))
+        }
+        Command::Receive(args) => {
+            init_logging("warn");
+            cmd::client_runtime().and_then(|rt| rt.block_on(cmd::receive::run(args)))
+        }
+        Command::Stat(args) => {
+            init_logging("warn");
+            cmd::client_runtime().and_then(|rt| rt.block_on(cmd::stat::run(args)))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("actormq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_broker(args: BrokerArgs) -> ExitCode {
+    let mut sources = actormq::ConfigSources {
+        profile: args.profile.clone(),
+        config_dir: Some(args.config_dir),
+        file: args.config.clone(),
+        environment: true,
+        overrides: Vec::new(),
+    };
+    if let Some(listen) = args.listen {
+        sources
+            .overrides
+            .push(("broker.listen".into(), listen, "--listen".into()));
+    }
+    if let Some(dir) = args.data_dir {
+        sources.overrides.push((
+            "broker.data_dir".into(),
+            dir.display().to_string(),
+            "--data-dir".into(),
+        ));
+    }
+    let config = match actormq::Config::load(&sources) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("actormq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let profile = args.profile.as_deref().unwrap_or("default");
+    match &args.config {
+        Some(file) => tracing::info!("profile: {profile}, with settings from {}", file.display()),
+        None => tracing::info!("profile: {profile}"),
+    }
+    let system = actix_rt::System::new();
+    let result: anyhow::Result<()> = system.block_on(async move {
+        let broker = actormq::Broker::start(config).await?;
+        cmd::shutdown_signal().await;
+        tracing::info!("shutting down");
+        broker.stop();
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("actormq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Length-prefixed MessagePack framing as a `tokio_util` codec (a pure state machine over
+//! a byte buffer; the caller owns the socket).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::frame::Frame;
+
+/// Size of the length prefix.
+const LEN_BYTES: usize = 4;
+
+/// Why bytes could not become a frame (or a frame bytes).
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("could not encode frame: {0}")]
+    Encode(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes and decodes [`Frame`]s, refusing any frame longer than `max_frame_bytes`.
+#[derive(Clone, Debug)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    pub fn new(max_frame_bytes: usize) -> FrameCodec {
+        FrameCodec { max_frame_bytes }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        if src.len() < LEN_BYTES {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max_frame_bytes {
+            return Err(ProtocolError::FrameTooLarge {
+                len,
+                max: self.max_frame_bytes,
+            });
+        }
+        if src.len() < LEN_BYTES + len {
+            src.reserve(LEN_BYTES + len - src.len());
+            return Ok(None);
+        }
+        src.advance(LEN_BYTES);
+        let body = src.split_to(len);
+        rmp_serde::from_slice(&body)
+            .map(Some)
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))
+    }
+}
+
+impl Encoder<&Frame> for FrameCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        encode_frame_into(frame, dst, self.max_frame_bytes)
+    }
+}
+
+/// Appends one length-prefixed frame to `dst`, refusing one longer than `max_frame_bytes`.
+pub fn encode_frame_into(
+    frame: &Frame,
+    dst: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<(), ProtocolError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    let mut writer = dst.writer();
+    let encoded = rmp_serde::encode::write_named(&mut writer, frame);
+    let dst = writer.into_inner();
+    if let Err(e) = encoded {
+        dst.truncate(start);
+        return Err(ProtocolError::Encode(e.to_string()));
+    }
+    let len = dst.len() - start - LEN_BYTES;
+    if len > max_frame_bytes {
+        dst.truncate(start);
+        return Err(ProtocolError::FrameTooLarge {
+            len,
+            max: max_frame_bytes,
+        });
+    }
+    dst[start..start + LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// One frame as its own length-prefixed buffer.
+pub fn encode_frame(frame: &Frame, max_frame_bytes: usize) -> Result<Bytes, ProtocolError> {
+    let mut buf = BytesMut::with_capacity(128);
+    encode_frame_into(frame, &mut buf, max_frame_bytes)?;
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::message::{Destination, Message, Property};
+    use crate::protocol::{PROTOCOL_VERSION, WireDelivery};
+
+    fn round_trip(frame: Frame) {
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        codec.encode(&frame, &mut buf).unwrap();
+        // Feed it one byte at a time: the decoder must wait for the whole frame.
+        let bytes = buf.freeze();
+        let mut src = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            src.put_u8(*b);
+            let got = codec.decode(&mut src).unwrap();
+            if i + 1 < bytes.len() {
+                assert!(got.is_none());
+            } else {
+                assert_eq!(got, Some(frame.clone()));
+            }
+        }
+        assert!(src.is_empty());
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        round_trip(Frame::Hello {
+            version: PROTOCOL_VERSION,
+            client_id: "c1".into(),
+        });
+        let message = Message::new(&b"body\0with nul"[..])
+            .with_header("h", "v")
+            .with_property("n", Property::Int(-3))
+            .with_property("f", Property::Float(1.5))
+            .with_correlation_id("corr")
+            .with_reply_to(Destination::queue("replies"))
+            .with_priority(7);
+        round_trip(Frame::Send {
+            session: 1,
+            destination: Destination::topic("t"),
+            receipt: Some(9),
+            messages: vec![message.clone(), Message::new("two")],
+        });
+        round_trip(Frame::Deliver {
+            deliveries: vec![WireDelivery {
+                consumer: 3,
+                tag: 42,
+                redelivered: true,
+                message: Arc::new(message),
+            }],
+        });
+        round_trip(Frame::Ack {
+            session: 1,
+            acks: vec![(3, 42), (3, 43)],
+        });
+        round_trip(Frame::Disconnect);
+    }
+
+    #[test]
+    fn oversize_length_is_refused_before_reading_the_body() {
+        let mut codec = FrameCodec::new(100);
+        let mut src = BytesMut::from(&[0u8, 0, 1, 0][..]);
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(ProtocolError::FrameTooLarge { len: 256, max: 100 })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let mut codec = FrameCodec::new(100);
+        let mut src = BytesMut::from(&[0u8, 0, 0, 3, 0xc1, 0xc1, 0xc1][..]);
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn encoding_refuses_oversize_frames() {
+        let frame = Frame::Send {
+            session: 1,
+            destination: Destination::queue("q"),
+            receipt: None,
+            messages: vec![Message::new(vec![0u8; 200])],
+        };
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        assert!(matches!(
+            encode_frame_into(&frame, &mut buf, 100),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        assert_eq!(&buf[..], b"keep");
+    }
+}

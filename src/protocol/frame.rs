@@ -1,0 +1,152 @@
+//! The frames both sides exchange. Frames batch: one `Send` carries many messages, one
+//! `Deliver` many deliveries, one `Ack` many acknowledgements.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::{AckMode, Destination, DestinationKind, Message};
+
+/// The protocol version this build speaks. A `Hello` with another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Why the broker refused something, so a client can tell errors apart without parsing text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The bytes did not decode, or a frame was longer than the limit.
+    MalformedFrame,
+    /// A well-formed frame that is not allowed now (before the handshake, unknown session...).
+    ProtocolViolation,
+    /// The client's protocol version is not this broker's.
+    UnsupportedVersion,
+    /// The handshake did not arrive in time.
+    HandshakeTimeout,
+    /// The connection could not keep up with what was sent to it.
+    SlowConsumer,
+    /// The broker could not do what was asked (the message says why).
+    Refused,
+}
+
+/// A message on its way to a consumer. `tag` identifies the delivery for acknowledgement;
+/// it is unique within the destination. The message is shared (`Arc`) inside the broker so
+/// that a topic's fan-out clones a pointer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireDelivery {
+    pub consumer: u32,
+    pub tag: u64,
+    pub redelivered: bool,
+    pub message: Arc<Message>,
+}
+
+/// One row of `stat`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationStat {
+    pub kind: DestinationKind,
+    pub name: String,
+    /// Messages waiting plus messages delivered and not yet acknowledged.
+    pub depth: u64,
+    pub enqueued: u64,
+    pub dequeued: u64,
+    pub consumers: u64,
+}
+
+/// Every frame of the native protocol. Ids (`session`, `consumer`, `receipt`, `request`)
+/// are chosen by the client and are unique within its connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Client → broker, first frame.
+    Hello {
+        version: u32,
+        client_id: String,
+    },
+    /// Broker → client, answer to `Hello`.
+    Welcome {
+        version: u32,
+        broker: String,
+        max_frame_bytes: u32,
+    },
+    OpenSession {
+        session: u32,
+        ack_mode: AckMode,
+    },
+    CloseSession {
+        session: u32,
+    },
+    /// Start a consumer; `prefetch` is its credit (0 = pull with `Pull`). The broker sends
+    /// `Receipt { receipt }` once the subscription is active.
+    Subscribe {
+        session: u32,
+        consumer: u32,
+        destination: Destination,
+        prefetch: u32,
+        receipt: u64,
+    },
+    Unsubscribe {
+        session: u32,
+        consumer: u32,
+    },
+    /// Messages for one destination. With a receipt, the broker confirms with `Receipt`
+    /// once every message is enqueued.
+    Send {
+        session: u32,
+        destination: Destination,
+        receipt: Option<u64>,
+        messages: Vec<Message>,
+    },
+    /// Confirms the frame that carried this receipt; `error` says why it failed.
+    Receipt {
+        receipt: u64,
+        error: Option<String>,
+    },
+    Deliver {
+        deliveries: Vec<WireDelivery>,
+    },
+    /// Acknowledges deliveries: `(consumer, tag)` pairs of one session.
+    Ack {
+        session: u32,
+        acks: Vec<(u32, u64)>,
+    },
+    /// Grants `count` more deliveries to a consumer with prefetch 0.
+    Pull {
+        session: u32,
+        consumer: u32,
+        count: u32,
+    },
+    StatRequest {
+        request: u64,
+    },
+    StatReply {
+        request: u64,
+        destinations: Vec<DestinationStat>,
+    },
+    /// Broker → client: the connection is being closed for this reason.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// Client → broker: close cleanly; unacknowledged deliveries are redelivered.
+    Disconnect,
+}
+
+impl Frame {
+    /// The frame's name, for logs and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::Welcome { .. } => "Welcome",
+            Frame::OpenSession { .. } => "OpenSession",
+            Frame::CloseSession { .. } => "CloseSession",
+            Frame::Subscribe { .. } => "Subscribe",
+            Frame::Unsubscribe { .. } => "Unsubscribe",
+            Frame::Send { .. } => "Send",
+            Frame::Receipt { .. } => "Receipt",
+            Frame::Deliver { .. } => "Deliver",
+            Frame::Ack { .. } => "Ack",
+            Frame::Pull { .. } => "Pull",
+            Frame::StatRequest { .. } => "StatRequest",
+            Frame::StatReply { .. } => "StatReply",
+            Frame::Error { .. } => "Error",
+            Frame::Disconnect => "Disconnect",
+        }
+    }
+}

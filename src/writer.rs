@@ -1,0 +1,285 @@
+//! The one bounded writer per connection, used by broker and client alike.
+//!
+//! Whoever has something to say encodes a frame and hands the bytes to a [`FrameSink`];
+//! a single task ([`run_writer`]) drains the queue and writes frames to the socket in
+//! batches (one syscall per batch). The sink counts the bytes not yet written: past
+//! `max_pending_bytes` the connection is a slow consumer and is closed with a reason instead
+//! of growing memory, as NATS does. Each write has a deadline. This replaces
+//! `actix::io::FramedWrite`, whose buffer is unbounded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+
+/// Why a sink refused a frame.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum WriterError {
+    #[error("connection is closed")]
+    Closed,
+    #[error("slow consumer: {pending} bytes waiting to be written exceeds the limit of {limit}")]
+    SlowConsumer { pending: usize, limit: usize },
+}
+
+/// Why a writer stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Every sink was dropped or `close` was called; all queued frames were written.
+    Finished,
+    /// The peer did not read fast enough.
+    SlowConsumer { limit: usize },
+    /// One write took longer than the deadline.
+    WriteTimeout(Duration),
+    /// The socket failed.
+    Io(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Finished => write!(f, "closed"),
+            CloseReason::SlowConsumer { limit } => write!(
+                f,
+                "slow consumer: more than {limit} bytes were waiting to be written"
+            ),
+            CloseReason::WriteTimeout(d) => write!(f, "a socket write took longer than {d:?}"),
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+/// Settings of one writer.
+#[derive(Clone, Debug)]
+pub struct WriterLimits {
+    pub max_pending_bytes: usize,
+    pub batch_bytes: usize,
+    pub write_timeout: Duration,
+    /// Written (best effort, within [`LAST_WORDS_TIMEOUT`]) when the connection is closed as
+    /// a slow consumer, so the peer learns why.
+    pub slow_consumer_frame: Option<Bytes>,
+}
+
+/// How long the writer tries to deliver its last frame to a peer that is being dropped.
+pub const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(1);
+
+enum Command {
+    Frame(Bytes),
+    /// Write this last frame (if any), then close the socket.
+    Close(Option<Bytes>),
+}
+
+struct Shared {
+    pending: AtomicUsize,
+    closed: AtomicBool,
+    abort: Notify,
+}
+
+/// The sending end of a connection's writer. Cheap to clone.
+#[derive(Clone)]
+pub struct FrameSink {
+    tx: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    limit: usize,
+}
+
+impl FrameSink {
+    /// Queues one encoded frame. Fails once the connection is closed, or when the bytes
+    /// waiting to be written would pass the limit (the connection is then closed).
+    pub fn send(&self, frame: Bytes) -> Result<(), WriterError> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(WriterError::Closed);
+        }
+        let len = frame.len();
+        let before = self.shared.pending.fetch_add(len, Ordering::Relaxed);
+        // A single frame larger than the limit still goes out when nothing is waiting.
+        if before > 0 && before + len > self.limit {
+            self.shared.pending.fetch_sub(len, Ordering::Relaxed);
+            self.shared.closed.store(true, Ordering::Relaxed);
+            self.shared.abort.notify_one();
+            return Err(WriterError::SlowConsumer {
+                pending: before + len,
+                limit: self.limit,
+            });
+        }
+        self.tx.send(Command::Frame(frame)).map_err(|_| {
+            self.shared.pending.fetch_sub(len, Ordering::Relaxed);
+            WriterError::Closed
+        })
+    }
+
+    /// Writes `last` (if any) after everything already queued, then closes the socket.
+    pub fn close(&self, last: Option<Bytes>) {
+        if !self.shared.closed.swap(true, Ordering::Relaxed) {
+            let _ = self.tx.send(Command::Close(last));
+        }
+    }
+
+    /// Whether the connection has been closed (by either side).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed) || self.tx.is_closed()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.shared.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// A sink and the future that writes what it receives to `socket`. The future returns
+/// once the writer stops, saying why; run it on its own task.
+pub fn writer<W>(
+    socket: W,
+    limits: WriterLimits,
+) -> (FrameSink, impl Future<Output = CloseReason> + use<W>)
+where
+    W: AsyncWrite + Unpin,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        pending: AtomicUsize::new(0),
+        closed: AtomicBool::new(false),
+        abort: Notify::new(),
+    });
+    let sink = FrameSink {
+        tx,
+        shared: shared.clone(),
+        limit: limits.max_pending_bytes,
+    };
+    (sink, run_writer(socket, rx, shared, limits))
+}
+
+async fn run_writer<W>(
+    mut socket: W,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+    limits: WriterLimits,
+) -> CloseReason
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut batch = BytesMut::with_capacity(limits.batch_bytes.min(64 * 1024));
+    let slow = CloseReason::SlowConsumer {
+        limit: limits.max_pending_bytes,
+    };
+    let reason = loop {
+        let first = tokio::select! {
+            biased;
+            _ = shared.abort.notified() => {
+                // Between batches the stream is at a frame boundary: say why, if we can.
+                if let Some(frame) = &limits.slow_consumer_frame {
+                    let _ = tokio::time::timeout(LAST_WORDS_TIMEOUT, socket.write_all(frame)).await;
+                }
+                break slow;
+            }
+            command = rx.recv() => command,
+        };
+        let mut last = None;
+        let mut closing = false;
+        match first {
+            None => break CloseReason::Finished,
+            Some(Command::Frame(frame)) => batch.extend_from_slice(&frame),
+            Some(Command::Close(frame)) => {
+                last = frame;
+                closing = true;
+            }
+        }
+        while !closing && batch.len() < limits.batch_bytes {
+            match rx.try_recv() {
+                Ok(Command::Frame(frame)) => batch.extend_from_slice(&frame),
+                Ok(Command::Close(frame)) => {
+                    last = frame;
+                    closing = true;
+                }
+                Err(_) => break,
+            }
+        }
+        let batch_len = batch.len();
+        if let Some(frame) = last {
+            batch.extend_from_slice(&frame);
+        }
+        if !batch.is_empty() {
+            let write = tokio::time::timeout(limits.write_timeout, socket.write_all(&batch));
+            let written = tokio::select! {
+                biased;
+                _ = shared.abort.notified() => break slow,
+                written = write => written,
+            };
+            match written {
+                Err(_) => break CloseReason::WriteTimeout(limits.write_timeout),
+                Ok(Err(e)) => break CloseReason::Io(e.to_string()),
+                Ok(Ok(())) => {}
+            }
+            shared.pending.fetch_sub(batch_len, Ordering::Relaxed);
+            batch.clear();
+        }
+        if closing {
+            break CloseReason::Finished;
+        }
+    };
+    shared.closed.store(true, Ordering::Relaxed);
+    rx.close();
+    // Best effort: the socket may be the very thing that is stuck.
+    let _ = tokio::time::timeout(Duration::from_millis(200), socket.shutdown()).await;
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn limits(max: usize) -> WriterLimits {
+        WriterLimits {
+            max_pending_bytes: max,
+            batch_bytes: 1024,
+            write_timeout: Duration::from_secs(5),
+            slow_consumer_frame: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_everything_then_the_last_frame_in_order() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let (sink, run) = writer(client, limits(1 << 20));
+        let task = tokio::spawn(run);
+        for i in 0..100u8 {
+            sink.send(Bytes::from(vec![i; 10])).unwrap();
+        }
+        sink.close(Some(Bytes::from_static(b"bye")));
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), 1003);
+        assert_eq!(&got[1000..], b"bye");
+        assert_eq!(task.await.unwrap(), CloseReason::Finished);
+        assert_eq!(
+            sink.send(Bytes::from_static(b"x")),
+            Err(WriterError::Closed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_reading_is_a_slow_consumer() {
+        let (client, _server) = tokio::io::duplex(64);
+        let (sink, run) = writer(client, limits(1000));
+        let task = tokio::spawn(run);
+        let mut refused = None;
+        for _ in 0..1000 {
+            if let Err(e) = sink.send(Bytes::from(vec![0u8; 100])) {
+                refused = Some(e);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            refused,
+            Some(WriterError::SlowConsumer { limit: 1000, .. })
+        ));
+        assert_eq!(
+            task.await.unwrap(),
+            CloseReason::SlowConsumer { limit: 1000 }
+        );
+    }
+}
