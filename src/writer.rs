@@ -75,6 +75,8 @@ struct Shared {
     pending: AtomicUsize,
     closed: AtomicBool,
     abort: Notify,
+    /// Woken after every write, so producers of frames can wait for room.
+    drained: Notify,
 }
 
 /// The sending end of a connection's writer. Cheap to clone.
@@ -126,6 +128,25 @@ impl FrameSink {
     pub fn pending_bytes(&self) -> usize {
         self.shared.pending.load(Ordering::Relaxed)
     }
+
+    /// Resolves once at most `bytes` are waiting to be written, or the connection closed.
+    /// Lets a sender pace itself to the socket instead of reaching the limit.
+    pub fn drained_to(&self, bytes: usize) -> impl Future<Output = ()> + 'static {
+        let shared = self.shared.clone();
+        async move {
+            loop {
+                let drained = shared.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if shared.pending.load(Ordering::Relaxed) <= bytes
+                    || shared.closed.load(Ordering::Relaxed)
+                {
+                    return;
+                }
+                drained.await;
+            }
+        }
+    }
 }
 
 /// A sink and the future that writes what it receives to `socket`. The future returns
@@ -142,6 +163,7 @@ where
         pending: AtomicUsize::new(0),
         closed: AtomicBool::new(false),
         abort: Notify::new(),
+        drained: Notify::new(),
     });
     let sink = FrameSink {
         tx,
@@ -213,6 +235,7 @@ where
                 Ok(Ok(())) => {}
             }
             shared.pending.fetch_sub(batch_len, Ordering::Relaxed);
+            shared.drained.notify_waiters();
             batch.clear();
         }
         if closing {
@@ -220,6 +243,7 @@ where
         }
     };
     shared.closed.store(true, Ordering::Relaxed);
+    shared.drained.notify_waiters();
     rx.close();
     // Best effort: the socket may be the very thing that is stuck.
     let _ = tokio::time::timeout(Duration::from_millis(200), socket.shutdown()).await;
@@ -258,6 +282,19 @@ mod tests {
             sink.send(Bytes::from_static(b"x")),
             Err(WriterError::Closed)
         );
+    }
+
+    #[tokio::test]
+    async fn drained_to_waits_for_the_reader() {
+        let (client, mut server) = tokio::io::duplex(16);
+        let (sink, run) = writer(client, limits(1 << 20));
+        tokio::spawn(run);
+        sink.send(Bytes::from(vec![1u8; 1000])).unwrap();
+        let drained = tokio::spawn(sink.drained_to(0));
+        let mut buf = vec![0u8; 1000];
+        server.read_exact(&mut buf).await.unwrap();
+        drained.await.unwrap();
+        assert_eq!(sink.pending_bytes(), 0);
     }
 
     #[tokio::test]

@@ -3,6 +3,14 @@
 //! pulls back to the destination, and unsubscribes when it stops — so the destination
 //! (which keeps the in-flight set, since it is the one that redelivers) hands whatever was
 //! not acknowledged to another consumer.
+//!
+//! It paces itself to the socket: while more than half of the connection's pending-bytes
+//! limit waits to be written, deliveries are held here (as pointers to messages the
+//! destination holds anyway) until the writer has drained to a quarter. A consumer whose
+//! prefetch times message size exceeds the limit is thus slowed, not disconnected; one
+//! whose socket stops draining altogether is closed by the writer's deadline.
+
+use std::collections::VecDeque;
 
 use actix::prelude::*;
 
@@ -11,6 +19,9 @@ use crate::config::Limits;
 use crate::destination::{ConsumerId, Control, Delivery, DestinationRef, Dispatch};
 use crate::protocol::{ErrorCode, Frame, ProtocolError, WireDelivery, encode_frame};
 use crate::writer::FrameSink;
+
+/// Bytes a delivery adds to a frame beyond its body and headers (ids, tags, field names).
+const DELIVERY_OVERHEAD: usize = 256;
 
 /// What the session passes to a consumer.
 #[derive(Message)]
@@ -28,6 +39,10 @@ pub struct ConsumerActor {
     destination: DestinationRef,
     sink: FrameSink,
     limits: Limits,
+    /// Deliveries waiting for room on the connection's writer.
+    held: VecDeque<WireDelivery>,
+    /// A wait for the writer to drain is under way.
+    waiting: bool,
 }
 
 impl ConsumerActor {
@@ -46,7 +61,62 @@ impl ConsumerActor {
             destination,
             sink,
             limits,
+            held: VecDeque::new(),
+            waiting: false,
         }
+    }
+
+    fn high_water(&self) -> usize {
+        self.limits.max_pending_write_bytes / 2
+    }
+
+    /// Writes held deliveries, a frame at a time, until none are left or the writer is
+    /// past its high-water mark (then waits for it to drain).
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let frame_budget = self.limits.max_frame_bytes as usize / 2;
+        while !self.held.is_empty() {
+            if self.sink.pending_bytes() > self.high_water() {
+                return self.wait_for_room(ctx);
+            }
+            let mut bytes = 0;
+            let mut count = 0;
+            for delivery in &self.held {
+                let size = delivery.message.body.len() + DELIVERY_OVERHEAD;
+                if count > 0
+                    && (bytes + size > frame_budget
+                        || count >= self.limits.max_deliveries_per_frame)
+                {
+                    break;
+                }
+                bytes += size;
+                count += 1;
+            }
+            let batch: Vec<WireDelivery> = self.held.drain(..count).collect();
+            if let Err(e) = self.deliver(batch) {
+                tracing::debug!(consumer = self.consumer, "cannot deliver: {e}");
+                return ctx.stop();
+            }
+        }
+    }
+
+    fn wait_for_room(&mut self, ctx: &mut Context<Self>) {
+        if self.waiting {
+            return;
+        }
+        self.waiting = true;
+        let low_water = self.limits.max_pending_write_bytes / 4;
+        ctx.spawn(
+            self.sink
+                .drained_to(low_water)
+                .into_actor(self)
+                .map(|(), act, ctx| {
+                    act.waiting = false;
+                    if act.sink.is_closed() {
+                        return ctx.stop();
+                    }
+                    act.flush(ctx);
+                }),
+        );
     }
 
     /// Writes deliveries as one frame, or as several if one would pass the frame limit.
@@ -83,24 +153,21 @@ impl Handler<Dispatch> for ConsumerActor {
     fn handle(&mut self, msg: Dispatch, ctx: &mut Context<Self>) {
         match msg {
             Dispatch::Deliver(batch) => {
-                let deliveries: Vec<WireDelivery> = batch
-                    .into_iter()
-                    .map(
-                        |Delivery {
-                             tag,
-                             redelivered,
-                             message,
-                         }| WireDelivery {
-                            consumer: self.consumer,
-                            tag,
-                            redelivered,
-                            message,
-                        },
-                    )
-                    .collect();
-                if let Err(e) = self.deliver(deliveries) {
-                    tracing::debug!(consumer = self.consumer, "cannot deliver: {e}");
-                    ctx.stop();
+                let consumer = self.consumer;
+                self.held.extend(batch.into_iter().map(
+                    |Delivery {
+                         tag,
+                         redelivered,
+                         message,
+                     }| WireDelivery {
+                        consumer,
+                        tag,
+                        redelivered,
+                        message,
+                    },
+                ));
+                if !self.waiting {
+                    self.flush(ctx);
                 }
             }
             Dispatch::Evicted(reason) => {

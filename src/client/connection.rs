@@ -201,8 +201,13 @@ impl Connection {
         let welcome = tokio::time::timeout(options.connect_timeout, reader.next())
             .await
             .map_err(|_| ClientError::Handshake("no answer to Hello".into()))?;
-        let broker = match welcome {
-            Some(Ok(Frame::Welcome { broker, .. })) => broker,
+        // Frames the broker would refuse are refused here, before they cost the connection.
+        let (broker, max_frame_bytes) = match welcome {
+            Some(Ok(Frame::Welcome {
+                broker,
+                max_frame_bytes: broker_max,
+                ..
+            })) => (broker, max_frame_bytes.min(broker_max as usize)),
             Some(Ok(Frame::Error { code, message })) => {
                 return Err(ClientError::Broker { code, message });
             }
