@@ -1,0 +1,251 @@
+//! The `actormq` binary: configuration errors, and send/receive/stat against a broker
+//! process started on port 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_actormq");
+
+fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// A settings file with `contents`, unique to this test.
+fn settings_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("actormq-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// Runs `actormq broker ARGS` expecting it to refuse to start; returns its stderr.
+fn broker_refuses(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(BIN);
+    command.arg("broker");
+    if !args.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    command
+        .arg("--config-dir")
+        .arg(config_dir())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    let output = run_with_deadline(command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit status 2; stderr: {stderr}"
+    );
+    stderr
+}
+
+fn run_with_deadline(mut command: Command, limit: Duration) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let (tx, rx) = mpsc::channel();
+    let id = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(id.to_string()).status();
+            panic!("the command did not finish within {limit:?}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_key_names_the_key_and_the_file() {
+    let file = settings_file("unknown.toml", "[broker]\nlissten = \"127.0.0.1:1\"\n");
+    let stderr = broker_refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains("unknown key `broker.lissten`"), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn an_unknown_section_names_the_key_and_the_file() {
+    let file = settings_file("section.toml", "[brokr]\nname = \"x\"\n");
+    let stderr = broker_refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains("unknown key `brokr`"), "{stderr}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_the_key_and_the_file() {
+    let file = settings_file("type.toml", "[limits]\nmax_frame_bytes = \"lots\"\n");
+    let stderr = broker_refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains("limits.max_frame_bytes"), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn a_value_out_of_range_names_the_key_and_the_file() {
+    let file = settings_file("range.toml", "[limits]\nmax_frame_bytes = 10\n");
+    let stderr = broker_refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains("limits.max_frame_bytes"), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn a_bad_environment_value_names_the_variable_layer() {
+    let stderr = broker_refuses(&[], &[("ACTORMQ__LIMITS__DEFAULT_PREFETCH", "many")]);
+    assert!(stderr.contains("limits.default_prefetch"), "{stderr}");
+    assert!(stderr.contains("environment"), "{stderr}");
+    let stderr = broker_refuses(&[], &[("ACTORMQ__LIMITS__NO_SUCH_LIMIT", "1")]);
+    assert!(
+        stderr.contains("unknown key `limits.no_such_limit`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_listen_address_names_the_option() {
+    let stderr = broker_refuses(&["--listen", "nowhere"], &[]);
+    assert!(
+        stderr.contains("broker.listen") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_profile_is_named() {
+    let stderr = broker_refuses(&["--profile", "nosuch"], &[]);
+    assert!(stderr.contains("profile `nosuch` not found"), "{stderr}");
+}
+
+/// A broker process on a free port, killed on drop.
+struct BrokerProcess {
+    child: Child,
+    url: String,
+}
+
+impl BrokerProcess {
+    fn start(args: &[&str]) -> BrokerProcess {
+        let mut child = Command::new(BIN)
+            .arg("broker")
+            .args(["--listen", "127.0.0.1:0", "--config-dir"])
+            .arg(config_dir())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the broker starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let url = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no listen line; saw {seen:?}"));
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                let addr = addr.split_whitespace().next().expect("an address");
+                break format!("tcp://{addr}");
+            }
+            seen.push(line);
+        };
+        assert!(
+            seen.iter().any(|l| l.contains("profile: ")),
+            "a profile line: {seen:?}"
+        );
+        BrokerProcess { child, url }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(BIN);
+        command.args(args).args(["--url", &self.url]);
+        run_with_deadline(command, Duration::from_secs(60))
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn send_receive_and_stat_through_the_command_line() {
+    let broker = BrokerProcess::start(&["--profile", "dev"]);
+    let sent = broker.run(&[
+        "send",
+        "--to",
+        "queue:cli",
+        "--count",
+        "5000",
+        "--size",
+        "256",
+    ]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+
+    let received = broker.run(&[
+        "receive",
+        "--from",
+        "queue:cli",
+        "--count",
+        "5000",
+        "--quiet",
+    ]);
+    assert!(
+        received.status.success(),
+        "{}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&received.stdout).trim(), "5000");
+
+    let sent = broker.run(&["send", "--to", "queue:cli", "--body", "hello there"]);
+    assert!(sent.status.success());
+    let received = broker.run(&["receive", "--from", "queue:cli", "--count", "1"]);
+    assert!(received.status.success());
+    assert_eq!(String::from_utf8_lossy(&received.stdout), "hello there\n");
+
+    let stat = broker.run(&["stat"]);
+    assert!(stat.status.success());
+    let table = String::from_utf8_lossy(&stat.stdout).to_string();
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.contains(" cli "))
+        .unwrap_or_else(|| panic!("a row for queue cli in {table}"))
+        .split_whitespace()
+        .collect();
+    // kind, name, depth, enqueued, dequeued, consumers
+    assert_eq!(row, ["queue", "cli", "0", "5001", "5001", "0"], "{table}");
+}
+
+#[test]
+fn receive_exits_1_when_fewer_messages_arrive() {
+    let broker = BrokerProcess::start(&[]);
+    let received = broker.run(&[
+        "receive",
+        "--from",
+        "queue:empty",
+        "--count",
+        "5",
+        "--timeout",
+        "0.3",
+        "--quiet",
+    ]);
+    assert_eq!(received.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&received.stderr).contains("received 0 of 5"));
+}
