@@ -46,6 +46,17 @@ pub enum ConfigError {
 pub struct Config {
     pub broker: BrokerSettings,
     pub limits: Limits,
+    /// Named groups of destinations: a send to `group:NAME` puts a copy on each member.
+    pub groups: Vec<GroupSettings>,
+}
+
+/// One `[[groups]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSettings {
+    pub name: String,
+    /// Queues and topics, written `queue:NAME` / `topic:NAME`.
+    pub members: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -329,6 +340,34 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0".into()));
             }
         }
+        for group in &self.groups {
+            if group.name.trim().is_empty() || group.members.is_empty() {
+                return Err(invalid(
+                    "groups",
+                    format!(
+                        "group `{}` needs a name and at least one member",
+                        group.name
+                    ),
+                ));
+            }
+            for member in &group.members {
+                match member.parse::<crate::message::Destination>() {
+                    Ok(d)
+                        if (d.is_queue() || d.is_topic())
+                            && !d.is_temporary()
+                            && !d.is_wildcard() => {}
+                    _ => {
+                        return Err(invalid(
+                            "groups",
+                            format!(
+                                "member `{member}` of group `{}` is not a queue:NAME or topic:NAME",
+                                group.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         if l.default_prefetch > l.max_prefetch {
             return Err(invalid(
                 "limits.default_prefetch",
@@ -383,14 +422,17 @@ fn check_known_keys(
 fn origin_of(layers: &[Layer], key: &str) -> String {
     let mut parts = key.split('.');
     let section = parts.next().unwrap_or_default();
-    let name = parts.next().unwrap_or_default();
+    let name = parts.next();
     layers
         .iter()
         .rev()
-        .find(|layer| match layer.values.get(section).map(|v| &v.kind) {
-            Some(ValueKind::Table(t)) => t.contains_key(name),
-            _ => false,
-        })
+        .find(
+            |layer| match (layer.values.get(section).map(|v| &v.kind), name) {
+                (Some(ValueKind::Table(t)), Some(name)) => t.contains_key(name),
+                (Some(_), None) => true,
+                _ => false,
+            },
+        )
         .map(|layer| layer.origin.clone())
         .unwrap_or_else(|| DEFAULT_ORIGIN.into())
 }

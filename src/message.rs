@@ -16,18 +16,31 @@ use serde::{Deserialize, Serialize};
 /// Errors from parsing message-model values (destination names).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MessageError {
-    #[error("destination `{0}` must look like `queue:NAME` or `topic:NAME`")]
+    #[error(
+        "destination `{0}` must look like `queue:NAME`, `topic:NAME`, `temp-queue:NAME`, `temp-topic:NAME`, `group:NAME`, or a comma-separated list of queues and topics"
+    )]
     BadDestination(String),
     #[error("destination name must not be empty")]
     EmptyDestinationName,
 }
 
-/// Whether a destination is a queue (each message to one consumer) or a topic (each
-/// message to every current subscriber).
+/// What a destination is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DestinationKind {
+    /// Each message to exactly one consumer.
     Queue,
+    /// Each message to every current subscriber. A name with `*` (one level) or `>` (all
+    /// levels below) segments is a wildcard subscription: `prices.*`, `prices.>`.
     Topic,
+    /// A queue that lives as long as the connection that created it; only that connection
+    /// may consume from it.
+    TempQueue,
+    /// A topic that lives as long as the connection that created it.
+    TempTopic,
+    /// Several queues and topics sent to as one unit: `queue:orders,topic:audit`.
+    Composite,
+    /// A named group of destinations configured on the broker; each member gets a copy.
+    Group,
 }
 
 impl DestinationKind {
@@ -35,12 +48,27 @@ impl DestinationKind {
         match self {
             DestinationKind::Queue => "queue",
             DestinationKind::Topic => "topic",
+            DestinationKind::TempQueue => "temp-queue",
+            DestinationKind::TempTopic => "temp-topic",
+            DestinationKind::Composite => "composite",
+            DestinationKind::Group => "group",
         }
+    }
+
+    fn parse(kind: &str) -> Option<DestinationKind> {
+        Some(match kind {
+            "queue" => DestinationKind::Queue,
+            "topic" => DestinationKind::Topic,
+            "temp-queue" => DestinationKind::TempQueue,
+            "temp-topic" => DestinationKind::TempTopic,
+            "group" => DestinationKind::Group,
+            _ => return None,
+        })
     }
 }
 
-/// A queue or topic name. Written `queue:orders` / `topic:prices` on the command line
-/// and on the wire.
+/// A destination. Written `queue:orders`, `topic:prices.>`, `temp-queue:ID`,
+/// `group:billing` or `queue:orders,topic:audit` on the command line and on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Destination {
@@ -71,32 +99,132 @@ impl Destination {
         &self.name
     }
 
+    /// A named group configured on the broker (`[[groups]]`).
+    pub fn group(name: impl AsRef<str>) -> Destination {
+        Destination {
+            kind: DestinationKind::Group,
+            name: Arc::from(name.as_ref()),
+        }
+    }
+
+    /// Several queues and topics as one destination. Fails if a part is itself composite,
+    /// a group, or the list is empty.
+    pub fn composite(parts: &[Destination]) -> Result<Destination, MessageError> {
+        let name = parts
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        name.parse()
+    }
+
+    pub(crate) fn with_kind(kind: DestinationKind, name: &str) -> Destination {
+        Destination {
+            kind,
+            name: Arc::from(name),
+        }
+    }
+
+    /// Each message to one consumer (queues and temporary queues).
     pub fn is_queue(&self) -> bool {
-        self.kind == DestinationKind::Queue
+        matches!(
+            self.kind,
+            DestinationKind::Queue | DestinationKind::TempQueue
+        )
+    }
+
+    /// Each message to every subscriber (topics and temporary topics).
+    pub fn is_topic(&self) -> bool {
+        matches!(
+            self.kind,
+            DestinationKind::Topic | DestinationKind::TempTopic
+        )
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self.kind,
+            DestinationKind::TempQueue | DestinationKind::TempTopic
+        )
+    }
+
+    /// A topic name with a `*` or `>` segment.
+    pub fn is_wildcard(&self) -> bool {
+        self.kind == DestinationKind::Topic && self.name.split('.').any(|s| s == "*" || s == ">")
+    }
+
+    /// The parts of a composite destination; a single destination is its own only part.
+    pub fn parts(&self) -> Vec<Destination> {
+        if self.kind != DestinationKind::Composite {
+            return vec![self.clone()];
+        }
+        self.name
+            .split(',')
+            .filter_map(|part| parse_single(part).ok())
+            .collect()
+    }
+
+    /// Whether this wildcard topic matches the topic `name`: `*` matches one segment, `>`
+    /// one or more trailing segments (as NATS does; `prices.>` does not match `prices`).
+    pub fn matches(&self, name: &str) -> bool {
+        if self.kind != DestinationKind::Topic {
+            return false;
+        }
+        let mut pattern = self.name.split('.');
+        let mut segments = name.split('.');
+        loop {
+            match (pattern.next(), segments.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(p), Some(s)) if p == s => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
     }
 }
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.kind.as_str(), self.name)
+        match self.kind {
+            DestinationKind::Composite => f.write_str(&self.name),
+            kind => write!(f, "{}:{}", kind.as_str(), self.name),
+        }
     }
+}
+
+/// One `kind:name`, not a list.
+fn parse_single(s: &str) -> Result<Destination, MessageError> {
+    let (kind, name) = s
+        .split_once(':')
+        .ok_or_else(|| MessageError::BadDestination(s.to_string()))?;
+    if name.is_empty() {
+        return Err(MessageError::EmptyDestinationName);
+    }
+    let kind =
+        DestinationKind::parse(kind).ok_or_else(|| MessageError::BadDestination(s.to_string()))?;
+    Ok(Destination::with_kind(kind, name))
 }
 
 impl FromStr for Destination {
     type Err = MessageError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, name) = s
-            .split_once(':')
-            .ok_or_else(|| MessageError::BadDestination(s.to_string()))?;
-        if name.is_empty() {
-            return Err(MessageError::EmptyDestinationName);
+        if !s.contains(',') {
+            return parse_single(s);
         }
-        match kind {
-            "queue" => Ok(Destination::queue(name)),
-            "topic" => Ok(Destination::topic(name)),
-            _ => Err(MessageError::BadDestination(s.to_string())),
+        let mut parts = Vec::new();
+        for part in s.split(',') {
+            let part = parse_single(part.trim())?;
+            if !(part.is_queue() || part.is_topic()) || part.is_wildcard() {
+                return Err(MessageError::BadDestination(s.to_string()));
+            }
+            parts.push(part.to_string());
         }
+        Ok(Destination::with_kind(
+            DestinationKind::Composite,
+            &parts.join(","),
+        ))
     }
 }
 
@@ -267,6 +395,46 @@ mod tests {
             "queue:".parse::<Destination>(),
             Err(MessageError::EmptyDestinationName)
         );
+        let t: Destination = "temp-queue:c1.1".parse().unwrap();
+        assert!(t.is_temporary() && t.is_queue());
+        assert_eq!(t.to_string(), "temp-queue:c1.1");
+    }
+
+    #[test]
+    fn composites_list_their_parts() {
+        let c: Destination = "queue:orders, topic:audit".parse().unwrap();
+        assert_eq!(c.kind(), DestinationKind::Composite);
+        assert_eq!(c.to_string(), "queue:orders,topic:audit");
+        assert_eq!(
+            c.parts(),
+            vec![Destination::queue("orders"), Destination::topic("audit")]
+        );
+        assert!("queue:a,group:g".parse::<Destination>().is_err());
+        assert!("queue:a,topic:x.*".parse::<Destination>().is_err());
+        assert_eq!(
+            Destination::composite(&[Destination::queue("a"), Destination::topic("b")])
+                .unwrap()
+                .parts()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn wildcards() {
+        let one = Destination::topic("prices.*");
+        let all = Destination::topic("prices.>");
+        assert!(one.is_wildcard() && all.is_wildcard());
+        assert!(!Destination::topic("prices.eu").is_wildcard());
+        assert!(one.matches("prices.eu"));
+        assert!(!one.matches("prices.eu.acme"));
+        assert!(!one.matches("prices"));
+        assert!(all.matches("prices.eu"));
+        assert!(all.matches("prices.eu.acme"));
+        assert!(!all.matches("prices"));
+        assert!(!all.matches("stocks.eu"));
+        assert!(Destination::topic("a.*.c").matches("a.b.c"));
+        assert!(!Destination::topic("a.*.c").matches("a.b.d"));
     }
 
     #[test]

@@ -15,9 +15,12 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::session::{SessionActor, SessionCommand};
-use super::{Shutdown, write_frame, writer_limits};
+use super::{Shutdown, receipt_frame, write_frame, writer_limits};
 use crate::config::{Config, Limits};
-use crate::destination::{CollectStats, DestinationRegistry};
+use crate::destination::{
+    CollectStats, ConnectionId, CreateTemporary, DestinationError, DestinationRegistry,
+    DropTemporaries,
+};
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
 };
@@ -34,6 +37,7 @@ enum State {
 }
 
 pub struct ConnectionActor {
+    id: ConnectionId,
     peer: SocketAddr,
     broker_name: String,
     limits: Limits,
@@ -77,6 +81,7 @@ impl ConnectionActor {
         );
         tracing::debug!(%peer, "connection accepted");
         ConnectionActor {
+            id: ConnectionId::next(),
             peer,
             broker_name: config.broker.name,
             limits,
@@ -118,6 +123,7 @@ impl ConnectionActor {
                 }
                 let addr = SessionActor::new(
                     session,
+                    self.id,
                     ack_mode,
                     self.sink.clone(),
                     self.registry.clone(),
@@ -144,6 +150,22 @@ impl ConnectionActor {
                         },
                         ctx,
                     );
+                }));
+                return;
+            }
+            Frame::CreateTemporary {
+                destination,
+                receipt,
+            } => {
+                let created = self.registry.send(CreateTemporary {
+                    destination: destination.clone(),
+                    owner: self.id,
+                });
+                ctx.spawn(created.into_actor(self).map(move |result, act, ctx| {
+                    let result = result.unwrap_or_else(|_| {
+                        Err(DestinationError::Unavailable(destination.to_string()))
+                    });
+                    act.send(&receipt_frame(receipt, result), ctx);
                 }));
                 return;
             }
@@ -228,6 +250,7 @@ impl ConnectionActor {
                 let welcome = Frame::Welcome {
                     version: PROTOCOL_VERSION,
                     broker: self.broker_name.clone(),
+                    connection_id: format!("{}.{}", self.broker_name, self.id.0),
                     max_frame_bytes: self.limits.max_frame_bytes,
                 };
                 self.send(&welcome, ctx);
@@ -253,6 +276,7 @@ impl Actor for ConnectionActor {
         for (_, session) in self.sessions.drain() {
             session.do_send(Shutdown);
         }
+        self.registry.do_send(DropTemporaries(self.id));
         // Anything still queued is written; then the socket closes.
         self.sink.close(None);
         let client = match &self.state {

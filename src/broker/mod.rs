@@ -19,7 +19,7 @@ pub use consumer::ConsumerActor;
 pub use session::SessionActor;
 
 use crate::config::{Config, ConfigError, Limits};
-use crate::destination::{CollectStats, DestinationRegistry};
+use crate::destination::{CollectStats, DestinationError, DestinationRegistry};
 use crate::protocol::{DestinationStat, ErrorCode, Frame, ProtocolError, encode_frame};
 use crate::runtime::ArbiterPool;
 use crate::writer::{FrameSink, WriterError, WriterLimits};
@@ -46,6 +46,14 @@ pub enum BrokerError {
 #[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// The `Receipt` answering a request.
+pub(crate) fn receipt_frame(receipt: u64, result: Result<(), DestinationError>) -> Frame {
+    Frame::Receipt {
+        receipt,
+        error: result.err().map(|e| e.refusal()),
+    }
+}
 
 /// Encodes `frame` and queues it on `sink`.
 pub(crate) fn write_frame(
@@ -98,7 +106,7 @@ impl Broker {
             source,
         })?;
         let arbiters = ArbiterPool::start(config.broker.arbiter_count());
-        let registry = DestinationRegistry::new(arbiters.clone(), config.limits.clone()).start();
+        let registry = DestinationRegistry::new(arbiters.clone(), &config).start();
         let accept = listener::spawn(socket, arbiters.clone(), registry.clone(), config.clone());
         tracing::info!(name = %config.broker.name, "listening on {local_addr}");
         tracing::info!(

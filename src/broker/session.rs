@@ -4,8 +4,10 @@
 //! acknowledgements to the consumer they belong to.
 //!
 //! Messages from one session reach a destination in the order they were sent: a
-//! destination not yet known is looked up with `ctx.wait`, which holds back the session's
-//! later commands until the lookup is done.
+//! destination not yet known is resolved with `ctx.wait`, which holds back the session's
+//! later commands until the registry has answered. A send to a composite destination or a
+//! group is resolved to all its members before anything is enqueued, and confirmed once
+//! every member has accepted it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,13 +15,13 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::consumer::{ConsumerActor, ConsumerCommand};
-use super::{Shutdown, write_frame};
+use super::{Shutdown, receipt_frame, write_frame};
 use crate::config::Limits;
 use crate::destination::{
-    ConsumerId, DestinationError, DestinationRef, DestinationRegistry, Lookup, Subscribe,
+    ConnectionId, ConsumerId, DestinationError, DestinationRef, DestinationRegistry, Lookup,
+    Resolve, Subscribe,
 };
 use crate::message::{AckMode, Destination, Message};
-use crate::protocol::Frame;
 use crate::writer::FrameSink;
 
 /// What a connection asks of one of its sessions.
@@ -51,17 +53,21 @@ pub enum SessionCommand {
 
 pub struct SessionActor {
     id: u32,
+    connection: ConnectionId,
     ack_mode: AckMode,
     sink: FrameSink,
     registry: Addr<DestinationRegistry>,
     limits: Limits,
-    destinations: HashMap<Destination, DestinationRef>,
+    /// Where a send to each destination this session has used goes (one reference, or
+    /// the parts of a composite or group).
+    targets: HashMap<Destination, Vec<DestinationRef>>,
     consumers: HashMap<u32, Addr<ConsumerActor>>,
 }
 
 impl SessionActor {
     pub fn new(
         id: u32,
+        connection: ConnectionId,
         ack_mode: AckMode,
         sink: FrameSink,
         registry: Addr<DestinationRegistry>,
@@ -69,47 +75,25 @@ impl SessionActor {
     ) -> SessionActor {
         SessionActor {
             id,
+            connection,
             ack_mode,
             sink,
             registry,
             limits,
-            destinations: HashMap::new(),
+            targets: HashMap::new(),
             consumers: HashMap::new(),
         }
     }
 
-    /// Calls `then` with the destination's reference, looking it up first (and holding back
-    /// the session's other commands meanwhile) if this session has not used it before.
-    fn with_destination<F>(&mut self, destination: Destination, ctx: &mut Context<Self>, then: F)
-    where
-        F: FnOnce(&mut Self, Result<DestinationRef, DestinationError>, &mut Context<Self>)
-            + 'static,
-    {
-        if let Some(found) = self.destinations.get(&destination) {
-            let found = found.clone();
-            return then(self, Ok(found), ctx);
-        }
-        let lookup = self.registry.send(Lookup(destination.clone()));
-        ctx.wait(lookup.into_actor(self).map(move |result, act, ctx| {
-            let result = result
-                .unwrap_or_else(|_| Err(DestinationError::Unavailable(destination.to_string())));
-            if let Ok(found) = &result {
-                act.destinations.insert(destination, found.clone());
-            }
-            then(act, result, ctx)
-        }));
-    }
-
-    fn receipt(&self, receipt: u64, result: Result<(), String>) {
-        let frame = Frame::Receipt {
-            receipt,
-            error: result.err(),
-        };
-        if let Err(e) = write_frame(&self.sink, &frame, &self.limits) {
+    fn receipt(&self, receipt: u64, result: Result<(), DestinationError>) {
+        if let Err(e) = write_frame(&self.sink, &receipt_frame(receipt, result), &self.limits) {
             tracing::debug!(session = self.id, "cannot write receipt: {e}");
         }
     }
 
+    /// Enqueues `messages` on every target of `destination` — resolved through the
+    /// registry the first time, holding back the session's later commands meanwhile so that
+    /// order is kept — and answers the receipt once all have accepted them.
     fn send(
         &mut self,
         destination: Destination,
@@ -117,27 +101,67 @@ impl SessionActor {
         messages: Vec<Message>,
         ctx: &mut Context<Self>,
     ) {
-        let messages: Vec<Arc<Message>> = messages
-            .into_iter()
-            .map(|mut message| {
-                message.destination = Some(destination.clone());
-                Arc::new(message)
+        if let Some(targets) = self.targets.get(&destination) {
+            let targets = targets.clone();
+            return self.enqueue(destination, targets, receipt, messages, ctx);
+        }
+        let resolve = self.registry.send(Resolve(destination.clone()));
+        ctx.wait(resolve.into_actor(self).map(move |result, act, ctx| {
+            let result = result
+                .unwrap_or_else(|_| Err(DestinationError::Unavailable(destination.to_string())));
+            match result {
+                Ok(targets) => {
+                    act.targets.insert(destination.clone(), targets.clone());
+                    act.enqueue(destination, targets, receipt, messages, ctx);
+                }
+                Err(e) => {
+                    tracing::debug!(session = act.id, "send to {destination} refused: {e}");
+                    if let Some(receipt) = receipt {
+                        act.receipt(receipt, Err(e));
+                    }
+                }
+            }
+        }));
+    }
+
+    fn enqueue(
+        &mut self,
+        destination: Destination,
+        targets: Vec<DestinationRef>,
+        receipt: Option<u64>,
+        messages: Vec<Message>,
+        ctx: &mut Context<Self>,
+    ) {
+        // Each target's copy names the destination it was sent to; bodies are shared.
+        let enqueued: Vec<_> = targets
+            .iter()
+            .map(|target| {
+                let copies = messages
+                    .iter()
+                    .map(|message| {
+                        let mut copy = message.clone();
+                        copy.destination = Some(target.destination().clone());
+                        Arc::new(copy)
+                    })
+                    .collect();
+                target.enqueue(copies)
             })
             .collect();
-        self.with_destination(destination, ctx, move |act, found, ctx| {
-            let enqueued = match found {
-                Ok(found) => futures::future::Either::Left(found.enqueue(messages)),
-                Err(e) => futures::future::Either::Right(futures::future::ready(Err(e))),
-            };
-            ctx.spawn(enqueued.into_actor(act).map(move |result, act, _ctx| {
-                if let Err(e) = &result {
-                    tracing::debug!(session = act.id, "send failed: {e}");
-                }
-                if let Some(receipt) = receipt {
-                    act.receipt(receipt, result.map_err(|e| e.to_string()));
-                }
-            }));
-        });
+        let all = futures::future::join_all(enqueued);
+        ctx.spawn(all.into_actor(self).map(move |results, act, _ctx| {
+            let result = results
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
+                .map(|_| ());
+            if let Err(e) = &result {
+                tracing::debug!(session = act.id, "send to {destination} failed: {e}");
+                // Look it up afresh next time (a temporary destination may be gone).
+                act.targets.remove(&destination);
+            }
+            if let Some(receipt) = receipt {
+                act.receipt(receipt, result);
+            }
+        }));
     }
 
     fn subscribe(
@@ -149,19 +173,28 @@ impl SessionActor {
         ctx: &mut Context<Self>,
     ) {
         if self.consumers.contains_key(&consumer) {
-            return self.receipt(receipt, Err(format!("consumer {consumer} already exists")));
+            let e = DestinationError::Refused(format!("consumer {consumer} already exists"));
+            return self.receipt(receipt, Err(e));
         }
         if prefetch > self.limits.max_prefetch {
             let max = self.limits.max_prefetch;
-            return self.receipt(
-                receipt,
-                Err(format!("prefetch {prefetch} is above the limit of {max}")),
-            );
+            let e = DestinationError::Refused(format!(
+                "prefetch {prefetch} is above the limit of {max}"
+            ));
+            return self.receipt(receipt, Err(e));
         }
-        self.with_destination(destination, ctx, move |act, found, ctx| {
+        let lookup = self.registry.send(Lookup {
+            destination: destination.clone(),
+            connection: self.connection,
+        });
+        ctx.wait(lookup.into_actor(self).map(move |found, act, ctx| {
             let found = match found {
-                Ok(found) => found,
-                Err(e) => return act.receipt(receipt, Err(e.to_string())),
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => return act.receipt(receipt, Err(e)),
+                Err(_) => {
+                    let e = DestinationError::Unavailable(destination.to_string());
+                    return act.receipt(receipt, Err(e));
+                }
             };
             let id = ConsumerId::next();
             let addr = ConsumerActor::new(
@@ -184,9 +217,9 @@ impl SessionActor {
                     act.consumers.remove(&consumer);
                     addr.do_send(Shutdown);
                 }
-                act.receipt(receipt, result.map_err(|e| e.to_string()));
+                act.receipt(receipt, result);
             }));
-        });
+        }));
     }
 }
 

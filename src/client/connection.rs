@@ -93,6 +93,8 @@ pub(super) struct Shared {
     pub sink: FrameSink,
     pub max_frame_bytes: usize,
     pub client_id: String,
+    /// The broker's name for this connection; prefixes temporary destinations.
+    pub connection_id: String,
     next_id: AtomicU32,
     next_request: AtomicU64,
     /// Why the connection ended, once it has.
@@ -202,12 +204,17 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Handshake("no answer to Hello".into()))?;
         // Frames the broker would refuse are refused here, before they cost the connection.
-        let (broker, max_frame_bytes) = match welcome {
+        let (broker, connection_id, max_frame_bytes) = match welcome {
             Some(Ok(Frame::Welcome {
                 broker,
+                connection_id,
                 max_frame_bytes: broker_max,
                 ..
-            })) => (broker, max_frame_bytes.min(broker_max as usize)),
+            })) => (
+                broker,
+                connection_id,
+                max_frame_bytes.min(broker_max as usize),
+            ),
             Some(Ok(Frame::Error { code, message })) => {
                 return Err(ClientError::Broker { code, message });
             }
@@ -232,6 +239,7 @@ impl Connection {
             sink: sink.clone(),
             max_frame_bytes,
             client_id: options.client_id,
+            connection_id,
             next_id: AtomicU32::new(1),
             next_request: AtomicU64::new(1),
             failure: failure.clone(),
@@ -430,7 +438,7 @@ impl Driver {
                 if let Some(reply) = self.receipts.remove(&receipt) {
                     let _ = reply.send(match error {
                         None => Ok(()),
-                        Some(e) => Err(ClientError::Refused(e)),
+                        Some(refusal) => Err(refusal.into()),
                     });
                 }
             }

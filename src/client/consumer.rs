@@ -116,6 +116,13 @@ impl Consumer {
 
     /// The next message, waiting as long as it takes.
     pub async fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
+        let (delivery, tag) = self.next_pending().await?;
+        self.done(tag)?;
+        Ok(delivery)
+    }
+
+    /// The next delivery and its tag; it counts as taken only once `done(tag)` is called.
+    pub(super) async fn next_pending(&mut self) -> Result<(Delivery, u64), ClientError> {
         let delivery = match self.deliveries.try_recv() {
             Ok(delivery) => delivery,
             Err(_) => {
@@ -136,13 +143,19 @@ impl Consumer {
             }
         };
         self.pull_outstanding = false;
-        self.take(delivery)
+        let message = Arc::try_unwrap(delivery.message).unwrap_or_else(|shared| (*shared).clone());
+        let taken = Delivery {
+            message,
+            redelivered: delivery.redelivered,
+        };
+        Ok((taken, delivery.tag))
     }
 
-    fn take(&mut self, delivery: WireDelivery) -> Result<Delivery, ClientError> {
+    /// The application is done with the delivery `tag`: acknowledge it (in a batch).
+    pub(super) fn done(&mut self, tag: u64) -> Result<(), ClientError> {
         let full = match self.acks.lock() {
             Ok(mut acks) => {
-                acks.push(delivery.tag);
+                acks.push(tag);
                 acks.len() >= self.ack_batch
             }
             Err(_) => false,
@@ -150,11 +163,7 @@ impl Consumer {
         if full {
             self.flush_acks()?;
         }
-        let message = Arc::try_unwrap(delivery.message).unwrap_or_else(|shared| (*shared).clone());
-        Ok(Delivery {
-            message,
-            redelivered: delivery.redelivered,
-        })
+        Ok(())
     }
 
     fn flush_acks(&self) -> Result<(), ClientError> {
@@ -182,21 +191,20 @@ impl Consumer {
     }
 
     /// Hands every message to an actix actor, one at a time: the next is sent once the
-    /// actor has handled the previous one, so a slow actor slows delivery. Runs until the
-    /// connection closes, the actor stops, or the handle is aborted.
-    pub fn forward_to(mut self, recipient: Recipient<Delivery>) -> ForwardHandle {
+    /// actor has handled the previous one (and only then is the previous one acknowledged),
+    /// so a slow actor slows delivery. Runs until the connection closes, the actor stops, or
+    /// the handle is aborted.
+    pub fn forward_to(mut self, recipient: Recipient<Delivery>) -> TaskHandle {
         let task = tokio::spawn(async move {
             loop {
-                let delivery = match self.next_delivery().await {
-                    Ok(delivery) => delivery,
-                    Err(e) => return Err(e),
-                };
+                let (delivery, tag) = self.next_pending().await?;
                 if recipient.send(delivery).await.is_err() {
                     return Ok(());
                 }
+                self.done(tag)?;
             }
         });
-        ForwardHandle { task }
+        TaskHandle { task }
     }
 }
 
@@ -211,19 +219,20 @@ impl Drop for Consumer {
     }
 }
 
-/// The task started by [`Consumer::forward_to`].
-pub struct ForwardHandle {
-    task: tokio::task::JoinHandle<Result<(), ClientError>>,
+/// A background task that consumes: [`Consumer::forward_to`], a responder's `serve`, a
+/// callback endpoint.
+pub struct TaskHandle {
+    pub(super) task: tokio::task::JoinHandle<Result<(), ClientError>>,
 }
 
-impl ForwardHandle {
-    /// Stops forwarding (and closes the consumer).
+impl TaskHandle {
+    /// Stops the task (and closes its consumer).
     pub fn abort(&self) {
         self.task.abort();
     }
 
-    /// Waits for forwarding to end: `Ok` when the actor stopped, the error that closed the
-    /// connection otherwise.
+    /// Waits for the task to end: `Ok` when its actor stopped (or it was aborted), the
+    /// error that closed the connection otherwise.
     pub async fn join(self) -> Result<(), ClientError> {
         match self.task.await {
             Ok(result) => result,

@@ -16,19 +16,30 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Messaging patterns sit on top: [`Requestor`] (request/response, as a blocking call or
+//! as a future, over one temporary reply queue), [`Responder`] (serve a queue with an async
+//! closure or an actix actor), callbacks ([`Producer::send_with_callback`],
+//! [`Session::callback_endpoint`]), one-way sends ([`Producer::send_oneway`]), wildcard
+//! topics (`topic:prices.*`, `topic:prices.>`), composite destinations
+//! (`queue:orders,topic:audit`) and configured groups (`group:NAME`).
+//!
 //! One task per connection (the driver) reads frames and routes them: receipts to the
 //! calls awaiting them, deliveries to their consumer's buffer. Writes go through the
 //! connection's bounded writer. Consumers acknowledge lazily: in `Auto` mode a message
 //! taken by the application is acknowledged in a batch once half the prefetch has been
 //! taken or the consumer's buffer runs dry, and at the latest when the consumer or the
-//! connection closes.
+//! connection closes. A message handed to an actor (`forward_to`) or a responder's handler
+//! counts as taken only once the actor or handler has finished with it, so one that dies
+//! mid-message leaves it to be redelivered.
 
 mod connection;
 mod consumer;
+mod request;
 mod session;
 
 pub use connection::{ConnectOptions, Connection};
-pub use consumer::{Consumer, ConsumerOptions, Delivery, ForwardHandle};
+pub use consumer::{Consumer, ConsumerOptions, Delivery, TaskHandle};
+pub use request::{CallbackEndpoint, Reply, Request, Requestor, Responder};
 pub use session::{Producer, SendConfirmation, Session};
 
 pub use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
@@ -48,6 +59,10 @@ pub enum ClientError {
     Broker { code: ErrorCode, message: String },
     #[error("the broker refused the request: {0}")]
     Refused(String),
+    #[error("{0}")]
+    DestinationGone(String),
+    #[error("{0}")]
+    DestinationUnavailable(String),
     #[error("connection closed: {0}")]
     ConnectionClosed(String),
     #[error("timed out waiting for {0}")]
@@ -61,6 +76,18 @@ pub enum ClientError {
 impl From<crate::protocol::ProtocolError> for ClientError {
     fn from(e: crate::protocol::ProtocolError) -> Self {
         ClientError::Protocol(e.to_string())
+    }
+}
+
+impl From<crate::protocol::Refusal> for ClientError {
+    fn from(refusal: crate::protocol::Refusal) -> Self {
+        match refusal.code {
+            ErrorCode::DestinationGone => ClientError::DestinationGone(refusal.message),
+            ErrorCode::DestinationUnavailable => {
+                ClientError::DestinationUnavailable(refusal.message)
+            }
+            _ => ClientError::Refused(refusal.message),
+        }
     }
 }
 

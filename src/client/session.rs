@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::ClientError;
 use super::connection::{Command, Shared};
 use super::consumer::{Consumer, ConsumerOptions};
-use crate::message::{AckMode, Destination, Message, now_millis};
+use crate::message::{AckMode, Destination, DestinationKind, Message, now_millis};
 use crate::protocol::Frame;
 
 /// A session's identity on its connection; closes the session when the last handle goes.
@@ -18,6 +18,8 @@ pub(super) struct SessionInner {
     pub id: u32,
     pub ack_mode: AckMode,
     pub shared: Arc<Shared>,
+    /// Numbers the session's messages: ids are `<client id>:<session>:<n>`.
+    sequence: AtomicU64,
 }
 
 impl SessionInner {
@@ -26,6 +28,7 @@ impl SessionInner {
             id,
             ack_mode,
             shared,
+            sequence: AtomicU64::new(1),
         }
     }
 }
@@ -52,6 +55,10 @@ impl Session {
         Session { inner }
     }
 
+    pub(super) fn connection_id(&self) -> &str {
+        &self.inner.shared.connection_id
+    }
+
     pub fn ack_mode(&self) -> AckMode {
         self.inner.ack_mode
     }
@@ -61,7 +68,6 @@ impl Session {
         Producer {
             session: self.inner.clone(),
             destination,
-            sequence: AtomicU64::new(1),
         }
     }
 
@@ -79,13 +85,39 @@ impl Session {
     ) -> Result<Consumer, ClientError> {
         Consumer::subscribe(self.inner.clone(), destination, options).await
     }
+
+    /// A temporary queue: it lives until this connection closes, and only this connection
+    /// may consume from it. Anyone may send to it (use it as a `reply_to`).
+    pub async fn temp_queue(&self) -> Result<Destination, ClientError> {
+        self.temporary(DestinationKind::TempQueue).await
+    }
+
+    /// A temporary topic: it lives until this connection closes.
+    pub async fn temp_topic(&self) -> Result<Destination, ClientError> {
+        self.temporary(DestinationKind::TempTopic).await
+    }
+
+    async fn temporary(&self, kind: DestinationKind) -> Result<Destination, ClientError> {
+        let shared = &self.inner.shared;
+        let name = format!("{}.{}", shared.connection_id, shared.next_id());
+        let destination = Destination::with_kind(kind, &name);
+        let receipt = shared.next_request();
+        let frame = Frame::CreateTemporary {
+            destination: destination.clone(),
+            receipt,
+        };
+        shared
+            .request(receipt, &frame)?
+            .await
+            .map_err(|_| shared.failure())??;
+        Ok(destination)
+    }
 }
 
 /// Sends messages to one destination.
 pub struct Producer {
     session: Arc<SessionInner>,
     destination: Destination,
-    sequence: AtomicU64,
 }
 
 /// Resolves when the broker confirms a send.
@@ -134,17 +166,36 @@ impl Producer {
         })
     }
 
-    /// Writes one message and returns without waiting for a confirmation.
+    /// Writes one message and returns as soon as it is written, awaiting no confirmation.
     pub fn send_oneway(&self, message: Message) -> Result<(), ClientError> {
         let frame = self.frame(vec![message], None);
         self.session.shared.write(&frame)
+    }
+
+    /// Sends a request whose answer goes to `callback` (a queue someone consumes, or a
+    /// [`Session::callback_endpoint`]) rather than back to this call. Returns the
+    /// correlation id the answer will carry.
+    pub async fn send_with_callback(
+        &self,
+        message: Message,
+        callback: &Destination,
+    ) -> Result<String, ClientError> {
+        let correlation_id = message.correlation_id.clone().unwrap_or_else(|| {
+            let seq = self.session.sequence.fetch_add(1, Ordering::Relaxed);
+            format!("{}:cb:{seq}", self.session.shared.connection_id)
+        });
+        let message = message
+            .with_reply_to(callback.clone())
+            .with_correlation_id(correlation_id.clone());
+        self.send(message).await?;
+        Ok(correlation_id)
     }
 
     fn frame(&self, mut messages: Vec<Message>, receipt: Option<u64>) -> Frame {
         let now = now_millis();
         for message in &mut messages {
             if message.id.is_empty() {
-                let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+                let seq = self.session.sequence.fetch_add(1, Ordering::Relaxed);
                 message.id = format!(
                     "{}:{}:{seq}",
                     self.session.shared.client_id, self.session.id

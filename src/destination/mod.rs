@@ -16,19 +16,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::{Actor, Handler, Message as ActixMessage, Recipient};
 
 pub use queue::QueueActor;
-pub use registry::{CollectStats, DestinationRegistry, Lookup};
+pub use registry::{
+    CollectStats, CreateTemporary, DestinationRegistry, DropTemporaries, Lookup, Resolve,
+};
 pub use topic::TopicActor;
 
 use crate::message::{Destination, Message};
-use crate::protocol::DestinationStat;
+use crate::protocol::{DestinationStat, ErrorCode, Refusal};
 
 /// Why a destination could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DestinationError {
     #[error("destination {0} is not available")]
     Unavailable(String),
+    #[error("destination {0} no longer exists")]
+    Gone(String),
     #[error("{0}")]
     Refused(String),
+}
+
+impl DestinationError {
+    /// The error as it travels in a `Receipt`.
+    pub fn refusal(&self) -> Refusal {
+        let code = match self {
+            DestinationError::Unavailable(_) => ErrorCode::DestinationUnavailable,
+            DestinationError::Gone(_) => ErrorCode::DestinationGone,
+            DestinationError::Refused(_) => ErrorCode::Refused,
+        };
+        Refusal {
+            code,
+            message: self.to_string(),
+        }
+    }
+}
+
+/// A connection's identity, unique within the broker process (owner of temporaries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
+impl ConnectionId {
+    pub fn next() -> ConnectionId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnectionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// A consumer's identity, unique within the broker process.
@@ -59,10 +89,15 @@ pub struct Subscribe {
     pub sink: Recipient<Dispatch>,
 }
 
-/// Fire-and-forget requests about one consumer.
-#[derive(ActixMessage, Debug)]
+/// Fire-and-forget requests to a destination.
+#[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub enum Control {
+    /// Topics: pass every published message on to this destination too (a wildcard
+    /// subscription point that matches this topic's name).
+    ForwardTo(Recipient<Enqueue>),
+    /// Stop the destination (a temporary one whose connection closed).
+    Delete,
     /// The consumer is gone: what it had not acknowledged is delivered again to others.
     Unsubscribe(ConsumerId),
     /// These deliveries are done with; each returns one credit.
@@ -129,8 +164,14 @@ impl DestinationRef {
         &self.destination
     }
 
+    /// What a closed mailbox means: a temporary destination is gone for good, any other
+    /// is unavailable for now.
     fn unavailable(&self) -> DestinationError {
-        DestinationError::Unavailable(self.destination.to_string())
+        if self.destination.is_temporary() {
+            DestinationError::Gone(self.destination.to_string())
+        } else {
+            DestinationError::Unavailable(self.destination.to_string())
+        }
     }
 
     /// Puts messages on the destination; resolves once they are accepted.
@@ -155,6 +196,11 @@ impl DestinationRef {
 
     pub fn control(&self, control: Control) {
         self.control.do_send(control);
+    }
+
+    /// Where to send messages for this destination, for forwarding.
+    pub fn enqueue_recipient(&self) -> Recipient<Enqueue> {
+        self.enqueue.clone()
     }
 
     pub fn stat(

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, MessageResult, Recipient};
+use actix::{Actor, ActorContext, Context, Handler, MessageResult, Recipient};
 
 use super::{
     ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
@@ -168,8 +168,12 @@ impl Handler<Subscribe> for QueueActor {
 impl Handler<Control> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Control, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) {
         match msg {
+            Control::ForwardTo(_) => {
+                tracing::warn!(queue = %self.destination, "queues do not forward; ignored");
+            }
+            Control::Delete => ctx.stop(),
             Control::Unsubscribe(id) => self.remove_consumer(id),
             Control::Settle { consumer, tags } => {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
@@ -204,6 +208,7 @@ impl Handler<GetStat> for QueueActor {
             kind: self.destination.kind(),
             name: self.destination.name().to_string(),
             depth: (self.backlog.len() + in_flight) as u64,
+            in_flight: in_flight as u64,
             enqueued: self.enqueued,
             dequeued: self.dequeued,
             consumers: self.consumers.len() as u64,

@@ -1,60 +1,160 @@
-//! [`DestinationRegistry`]: name → [`DestinationRef`]. Creates a destination on first use,
-//! on the arbiter its name hashes to. The one place that will ask placement where a
-//! destination lives once brokers form a cluster.
+//! [`DestinationRegistry`]: name → [`DestinationRef`]. Creates queues and topics on first
+//! use, on the arbiter their name hashes to; keeps temporary destinations with their owner
+//! connection (and deletes them with it); expands composite destinations and configured
+//! groups into their members; wires wildcard subscription points to the topics they match.
+//! The one place that will ask placement where a destination lives once brokers form a
+//! cluster.
 
 use std::collections::HashMap;
 
 use actix::{Actor, Context, Handler, Message as ActixMessage, ResponseFuture};
 
-use super::{DestinationError, DestinationRef, QueueActor, TopicActor};
-use crate::config::Limits;
+use super::{ConnectionId, Control, DestinationError, DestinationRef, QueueActor, TopicActor};
+use crate::config::{Config, Limits};
 use crate::message::{Destination, DestinationKind};
 use crate::protocol::DestinationStat;
 use crate::runtime::ArbiterPool;
 
-/// Find (or create) a destination.
+/// Where to send: the destinations a `Send` to `0` reaches (one, or every part of a
+/// composite, or every member of a group). Queues and topics are created on first use.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<Vec<DestinationRef>, DestinationError>")]
+pub struct Resolve(pub Destination);
+
+/// Where to consume from. A temporary destination only for the connection that owns it.
 #[derive(ActixMessage)]
 #[rtype(result = "Result<DestinationRef, DestinationError>")]
-pub struct Lookup(pub Destination);
+pub struct Lookup {
+    pub destination: Destination,
+    pub connection: ConnectionId,
+}
+
+/// Create a temporary destination owned by `owner`.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<(), DestinationError>")]
+pub struct CreateTemporary {
+    pub destination: Destination,
+    pub owner: ConnectionId,
+}
+
+/// The connection closed: delete its temporary destinations.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct DropTemporaries(pub ConnectionId);
 
 /// Counters of every destination, sorted by kind and name.
 #[derive(ActixMessage)]
 #[rtype(result = "Vec<DestinationStat>")]
 pub struct CollectStats;
 
+struct Entry {
+    reference: DestinationRef,
+    /// The connection that owns a temporary destination.
+    owner: Option<ConnectionId>,
+}
+
 pub struct DestinationRegistry {
-    destinations: HashMap<Destination, DestinationRef>,
+    destinations: HashMap<Destination, Entry>,
+    groups: HashMap<String, Vec<Destination>>,
     arbiters: ArbiterPool,
     limits: Limits,
 }
 
 impl DestinationRegistry {
-    pub fn new(arbiters: ArbiterPool, limits: Limits) -> DestinationRegistry {
+    pub fn new(arbiters: ArbiterPool, config: &Config) -> DestinationRegistry {
+        let groups = config
+            .groups
+            .iter()
+            .map(|g| {
+                let members = g.members.iter().filter_map(|m| m.parse().ok()).collect();
+                (g.name.clone(), members)
+            })
+            .collect();
         DestinationRegistry {
             destinations: HashMap::new(),
+            groups,
             arbiters,
-            limits,
+            limits: config.limits.clone(),
         }
     }
 
-    fn create(&self, destination: &Destination) -> DestinationRef {
+    /// Starts the actor for a queue or topic (of any flavour).
+    fn spawn_destination(&self, destination: &Destination) -> DestinationRef {
         let arbiter = self.arbiters.for_name(destination.name());
         let per_dispatch = self.limits.max_deliveries_per_frame;
         let d = destination.clone();
+        if destination.is_queue() {
+            let addr =
+                QueueActor::start_in_arbiter(arbiter, move |_| QueueActor::new(d, per_dispatch));
+            DestinationRef::local(destination.clone(), addr)
+        } else {
+            let backlog = self.limits.max_subscriber_backlog;
+            let addr = TopicActor::start_in_arbiter(arbiter, move |_| {
+                TopicActor::new(d, per_dispatch, backlog)
+            });
+            DestinationRef::local(destination.clone(), addr)
+        }
+    }
+
+    /// The queue or topic called `destination`, created if needed and wired to the
+    /// wildcard subscription points it matches (or, for a wildcard, to the topics).
+    fn queue_or_topic(&mut self, destination: &Destination) -> DestinationRef {
+        if let Some(entry) = self.destinations.get(&destination.clone()) {
+            return entry.reference.clone();
+        }
+        let created = self.spawn_destination(destination);
+        if destination.kind() == DestinationKind::Topic {
+            for (other, entry) in &self.destinations {
+                if other.kind() != DestinationKind::Topic {
+                    continue;
+                }
+                if destination.is_wildcard()
+                    && !other.is_wildcard()
+                    && destination.matches(other.name())
+                {
+                    entry
+                        .reference
+                        .control(Control::ForwardTo(created.enqueue_recipient()));
+                } else if !destination.is_wildcard()
+                    && other.is_wildcard()
+                    && other.matches(destination.name())
+                {
+                    created.control(Control::ForwardTo(entry.reference.enqueue_recipient()));
+                }
+            }
+        }
+        self.destinations.insert(
+            destination.clone(),
+            Entry {
+                reference: created.clone(),
+                owner: None,
+            },
+        );
+        created
+    }
+
+    /// A temporary destination if it exists.
+    fn temporary(&self, destination: &Destination) -> Result<&Entry, DestinationError> {
+        self.destinations
+            .get(destination)
+            .ok_or_else(|| DestinationError::Gone(destination.to_string()))
+    }
+
+    fn resolve_one(
+        &mut self,
+        destination: &Destination,
+    ) -> Result<DestinationRef, DestinationError> {
         match destination.kind() {
-            DestinationKind::Queue => {
-                let addr = QueueActor::start_in_arbiter(arbiter, move |_| {
-                    QueueActor::new(d, per_dispatch)
-                });
-                DestinationRef::local(destination.clone(), addr)
+            DestinationKind::TempQueue | DestinationKind::TempTopic => {
+                Ok(self.temporary(destination)?.reference.clone())
             }
-            DestinationKind::Topic => {
-                let backlog = self.limits.max_subscriber_backlog;
-                let addr = TopicActor::start_in_arbiter(arbiter, move |_| {
-                    TopicActor::new(d, per_dispatch, backlog)
-                });
-                DestinationRef::local(destination.clone(), addr)
-            }
+            DestinationKind::Topic if destination.is_wildcard() => Err(DestinationError::Refused(
+                format!("cannot send to the wildcard {destination}: name one topic"),
+            )),
+            DestinationKind::Queue | DestinationKind::Topic => Ok(self.queue_or_topic(destination)),
+            DestinationKind::Composite | DestinationKind::Group => Err(DestinationError::Refused(
+                format!("{destination} cannot be nested"),
+            )),
         }
     }
 }
@@ -63,16 +163,92 @@ impl Actor for DestinationRegistry {
     type Context = Context<Self>;
 }
 
+impl Handler<Resolve> for DestinationRegistry {
+    type Result = Result<Vec<DestinationRef>, DestinationError>;
+
+    fn handle(&mut self, Resolve(destination): Resolve, _ctx: &mut Context<Self>) -> Self::Result {
+        let parts = match destination.kind() {
+            DestinationKind::Composite => destination.parts(),
+            DestinationKind::Group => {
+                self.groups
+                    .get(destination.name())
+                    .cloned()
+                    .ok_or_else(|| {
+                        DestinationError::Refused(format!(
+                            "no group named `{}` is configured",
+                            destination.name()
+                        ))
+                    })?
+            }
+            _ => vec![destination],
+        };
+        // All parts are resolved before anything is sent: the unit is refused as a whole.
+        parts.iter().map(|part| self.resolve_one(part)).collect()
+    }
+}
+
 impl Handler<Lookup> for DestinationRegistry {
     type Result = Result<DestinationRef, DestinationError>;
 
-    fn handle(&mut self, Lookup(destination): Lookup, _ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(found) = self.destinations.get(&destination) {
-            return Ok(found.clone());
+    fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
+        let destination = &msg.destination;
+        match destination.kind() {
+            DestinationKind::TempQueue | DestinationKind::TempTopic => {
+                let entry = self.temporary(destination)?;
+                if entry.owner != Some(msg.connection) {
+                    return Err(DestinationError::Refused(format!(
+                        "only the connection that created {destination} may consume from it"
+                    )));
+                }
+                Ok(entry.reference.clone())
+            }
+            DestinationKind::Queue | DestinationKind::Topic => Ok(self.queue_or_topic(destination)),
+            DestinationKind::Composite | DestinationKind::Group => Err(DestinationError::Refused(
+                format!("cannot consume from {destination}: consume from its members"),
+            )),
         }
-        let created = self.create(&destination);
-        self.destinations.insert(destination, created.clone());
-        Ok(created)
+    }
+}
+
+impl Handler<CreateTemporary> for DestinationRegistry {
+    type Result = Result<(), DestinationError>;
+
+    fn handle(&mut self, msg: CreateTemporary, _ctx: &mut Context<Self>) -> Self::Result {
+        let destination = msg.destination;
+        if !destination.is_temporary() {
+            return Err(DestinationError::Refused(format!(
+                "{destination} is not a temporary destination"
+            )));
+        }
+        if self.destinations.contains_key(&destination) {
+            return Err(DestinationError::Refused(format!(
+                "{destination} already exists"
+            )));
+        }
+        let reference = self.spawn_destination(&destination);
+        self.destinations.insert(
+            destination,
+            Entry {
+                reference,
+                owner: Some(msg.owner),
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Handler<DropTemporaries> for DestinationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, DropTemporaries(owner): DropTemporaries, _ctx: &mut Context<Self>) {
+        self.destinations.retain(|destination, entry| {
+            if entry.owner != Some(owner) {
+                return true;
+            }
+            tracing::debug!(%destination, "temporary destination deleted with its connection");
+            entry.reference.control(Control::Delete);
+            false
+        });
     }
 }
 
@@ -80,7 +256,11 @@ impl Handler<CollectStats> for DestinationRegistry {
     type Result = ResponseFuture<Vec<DestinationStat>>;
 
     fn handle(&mut self, _msg: CollectStats, _ctx: &mut Context<Self>) -> Self::Result {
-        let requests: Vec<_> = self.destinations.values().map(|d| d.stat()).collect();
+        let requests: Vec<_> = self
+            .destinations
+            .values()
+            .map(|entry| entry.reference.stat())
+            .collect();
         Box::pin(async move {
             let mut stats: Vec<DestinationStat> = futures::future::join_all(requests)
                 .await

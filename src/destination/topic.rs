@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, MessageResult, Recipient};
+use actix::{Actor, ActorContext, Context, Handler, MessageResult, Recipient};
 
 use super::{
     ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
@@ -27,6 +27,8 @@ struct Subscriber {
 /// One topic and its subscribers.
 pub struct TopicActor {
     destination: Destination,
+    /// Wildcard subscription points whose pattern matches this topic.
+    forwards: Vec<Recipient<Enqueue>>,
     max_per_dispatch: usize,
     max_backlog: usize,
     subscribers: Vec<Subscriber>,
@@ -47,6 +49,7 @@ impl TopicActor {
     pub fn new(destination: Destination, max_per_dispatch: usize, max_backlog: usize) -> Self {
         TopicActor {
             destination,
+            forwards: Vec::new(),
             max_per_dispatch: max_per_dispatch.max(1),
             max_backlog,
             subscribers: Vec::new(),
@@ -105,6 +108,11 @@ impl Handler<Enqueue> for TopicActor {
             s.sink.do_send(Dispatch::Evicted(reason));
             false
         });
+        for forward in &self.forwards {
+            forward.do_send(Enqueue {
+                messages: msg.messages.clone(),
+            });
+        }
         let mut dropped = 0;
         for subscriber in &mut self.subscribers {
             subscriber.backlog.extend(msg.messages.iter().cloned());
@@ -139,8 +147,13 @@ impl Handler<Subscribe> for TopicActor {
 impl Handler<Control> for TopicActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Control, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) {
         let (id, granted, settled) = match msg {
+            Control::ForwardTo(target) => {
+                self.forwards.push(target);
+                return;
+            }
+            Control::Delete => return ctx.stop(),
             Control::Unsubscribe(id) => {
                 // A non-durable subscription's undelivered messages go with it.
                 self.subscribers.retain(|s| s.id != id);
@@ -175,15 +188,17 @@ impl Handler<GetStat> for TopicActor {
     type Result = MessageResult<GetStat>;
 
     fn handle(&mut self, _msg: GetStat, _ctx: &mut Context<Self>) -> Self::Result {
-        let depth: u64 = self
+        let in_flight: u64 = self.subscribers.iter().map(|s| s.in_flight).sum();
+        let waiting: u64 = self
             .subscribers
             .iter()
-            .map(|s| s.backlog.len() as u64 + s.in_flight)
+            .map(|s| s.backlog.len() as u64)
             .sum();
         MessageResult(DestinationStat {
             kind: self.destination.kind(),
             name: self.destination.name().to_string(),
-            depth,
+            depth: waiting + in_flight,
+            in_flight,
             enqueued: self.enqueued,
             dequeued: self.dequeued,
             consumers: self.subscribers.len() as u64,

@@ -25,6 +25,17 @@ pub enum ErrorCode {
     SlowConsumer,
     /// The broker could not do what was asked (the message says why).
     Refused,
+    /// The destination no longer exists (a temporary destination whose connection closed).
+    DestinationGone,
+    /// The destination exists but cannot be reached now.
+    DestinationUnavailable,
+}
+
+/// Why a request that carried a receipt failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
 }
 
 /// A message on its way to a consumer. `tag` identifies the delivery for acknowledgement;
@@ -45,6 +56,8 @@ pub struct DestinationStat {
     pub name: String,
     /// Messages waiting plus messages delivered and not yet acknowledged.
     pub depth: u64,
+    /// Messages delivered and not yet acknowledged (part of `depth`).
+    pub in_flight: u64,
     pub enqueued: u64,
     pub dequeued: u64,
     pub consumers: u64,
@@ -63,6 +76,9 @@ pub enum Frame {
     Welcome {
         version: u32,
         broker: String,
+        /// Unique on this broker; a prefix for the names of the connection's temporary
+        /// destinations.
+        connection_id: String,
         max_frame_bytes: u32,
     },
     OpenSession {
@@ -93,10 +109,16 @@ pub enum Frame {
         receipt: Option<u64>,
         messages: Vec<Message>,
     },
+    /// Creates a temporary queue or topic owned by this connection (the client picks a
+    /// name starting with its `connection_id`).
+    CreateTemporary {
+        destination: Destination,
+        receipt: u64,
+    },
     /// Confirms the frame that carried this receipt; `error` says why it failed.
     Receipt {
         receipt: u64,
-        error: Option<String>,
+        error: Option<Refusal>,
     },
     Deliver {
         deliveries: Vec<WireDelivery>,
@@ -139,6 +161,7 @@ impl Frame {
             Frame::Subscribe { .. } => "Subscribe",
             Frame::Unsubscribe { .. } => "Unsubscribe",
             Frame::Send { .. } => "Send",
+            Frame::CreateTemporary { .. } => "CreateTemporary",
             Frame::Receipt { .. } => "Receipt",
             Frame::Deliver { .. } => "Deliver",
             Frame::Ack { .. } => "Ack",
