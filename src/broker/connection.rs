@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::session::{SessionActor, SessionCommand};
-use super::{Shutdown, receipt_frame, write_frame, writer_limits};
+use super::wire::{ClientWire, NativeWire};
+use super::{Shutdown, write_frame, writer_limits};
 use crate::config::{Config, Limits};
 use crate::destination::{
     CollectStats, ConnectionId, CreateTemporary, DestinationError, DestinationRegistry,
@@ -42,9 +43,11 @@ pub struct ConnectionActor {
     broker_name: String,
     limits: Limits,
     sink: FrameSink,
+    /// The same writer, as sessions and consumers use it.
+    wire: NativeWire,
     registry: Addr<DestinationRegistry>,
     state: State,
-    sessions: HashMap<u32, Addr<SessionActor>>,
+    sessions: HashMap<u32, Addr<SessionActor<NativeWire>>>,
 }
 
 impl ConnectionActor {
@@ -84,6 +87,7 @@ impl ConnectionActor {
             id: ConnectionId::next(),
             peer,
             broker_name: config.broker.name,
+            wire: NativeWire::new(sink.clone(), limits.clone()),
             limits,
             sink,
             registry,
@@ -125,7 +129,7 @@ impl ConnectionActor {
                     session,
                     self.id,
                     ack_mode,
-                    self.sink.clone(),
+                    self.wire.clone(),
                     self.registry.clone(),
                     self.limits.clone(),
                 )
@@ -161,11 +165,11 @@ impl ConnectionActor {
                     destination: destination.clone(),
                     owner: self.id,
                 });
-                ctx.spawn(created.into_actor(self).map(move |result, act, ctx| {
+                ctx.spawn(created.into_actor(self).map(move |result, act, _ctx| {
                     let result = result.unwrap_or_else(|_| {
                         Err(DestinationError::Unavailable(destination.to_string()))
                     });
-                    act.send(&receipt_frame(receipt, result), ctx);
+                    act.wire.receipt(receipt, result);
                 }));
                 return;
             }

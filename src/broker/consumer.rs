@@ -1,5 +1,5 @@
 //! [`ConsumerActor`]: one subscription. It turns what its destination dispatches into
-//! `Deliver` frames on the connection's writer, passes the client's acknowledgements and
+//! deliveries on its client's [`ClientWire`] (native `Deliver` frames, or STOMP `MESSAGE`s), passes the client's acknowledgements and
 //! pulls back to the destination, and unsubscribes when it stops — so the destination
 //! (which keeps the in-flight set, since it is the one that redelivers) hands whatever was
 //! not acknowledged to another consumer.
@@ -15,10 +15,10 @@ use std::collections::VecDeque;
 use actix::prelude::*;
 
 use super::Shutdown;
+use super::wire::ClientWire;
 use crate::config::Limits;
 use crate::destination::{ConsumerId, Control, Delivery, DestinationRef, Dispatch};
-use crate::protocol::{ErrorCode, Frame, ProtocolError, WireDelivery, encode_frame};
-use crate::writer::FrameSink;
+use crate::protocol::WireDelivery;
 
 /// Bytes a delivery adds to a frame beyond its body and headers (ids, tags, field names).
 const DELIVERY_OVERHEAD: usize = 256;
@@ -31,13 +31,13 @@ pub enum ConsumerCommand {
     Pull(u32),
 }
 
-pub struct ConsumerActor {
+pub struct ConsumerActor<W: ClientWire> {
     id: ConsumerId,
     session: u32,
     /// The client's number for this consumer.
     consumer: u32,
     destination: DestinationRef,
-    sink: FrameSink,
+    wire: W,
     limits: Limits,
     /// Deliveries waiting for room on the connection's writer.
     held: VecDeque<WireDelivery>,
@@ -45,21 +45,21 @@ pub struct ConsumerActor {
     waiting: bool,
 }
 
-impl ConsumerActor {
+impl<W: ClientWire> ConsumerActor<W> {
     pub fn new(
         id: ConsumerId,
         session: u32,
         consumer: u32,
         destination: DestinationRef,
-        sink: FrameSink,
+        wire: W,
         limits: Limits,
-    ) -> ConsumerActor {
+    ) -> ConsumerActor<W> {
         ConsumerActor {
             id,
             session,
             consumer,
             destination,
-            sink,
+            wire,
             limits,
             held: VecDeque::new(),
             waiting: false,
@@ -75,7 +75,7 @@ impl ConsumerActor {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let frame_budget = self.limits.max_frame_bytes as usize / 2;
         while !self.held.is_empty() {
-            if self.sink.pending_bytes() > self.high_water() {
+            if self.wire.sink().pending_bytes() > self.high_water() {
                 return self.wait_for_room(ctx);
             }
             let mut bytes = 0;
@@ -92,7 +92,7 @@ impl ConsumerActor {
                 count += 1;
             }
             let batch: Vec<WireDelivery> = self.held.drain(..count).collect();
-            if let Err(e) = self.deliver(batch) {
+            if let Err(e) = self.wire.deliver(self.consumer, batch) {
                 tracing::debug!(consumer = self.consumer, "cannot deliver: {e}");
                 return ctx.stop();
             }
@@ -106,39 +106,22 @@ impl ConsumerActor {
         self.waiting = true;
         let low_water = self.limits.max_pending_write_bytes / 4;
         ctx.spawn(
-            self.sink
+            self.wire
+                .sink()
                 .drained_to(low_water)
                 .into_actor(self)
                 .map(|(), act, ctx| {
                     act.waiting = false;
-                    if act.sink.is_closed() {
+                    if act.wire.sink().is_closed() {
                         return ctx.stop();
                     }
                     act.flush(ctx);
                 }),
         );
     }
-
-    /// Writes deliveries as one frame, or as several if one would pass the frame limit.
-    fn deliver(&self, deliveries: Vec<WireDelivery>) -> Result<(), super::BrokerError> {
-        let frame = Frame::Deliver { deliveries };
-        match encode_frame(&frame, self.limits.max_frame_bytes as usize) {
-            Ok(bytes) => Ok(self.sink.send(bytes)?),
-            Err(ProtocolError::FrameTooLarge { .. }) if matches!(&frame, Frame::Deliver { deliveries } if deliveries.len() > 1) =>
-            {
-                let Frame::Deliver { mut deliveries } = frame else {
-                    return Ok(());
-                };
-                let second = deliveries.split_off(deliveries.len() / 2);
-                self.deliver(deliveries)?;
-                self.deliver(second)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
 }
 
-impl Actor for ConsumerActor {
+impl<W: ClientWire> Actor for ConsumerActor<W> {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -147,7 +130,7 @@ impl Actor for ConsumerActor {
     }
 }
 
-impl Handler<Dispatch> for ConsumerActor {
+impl<W: ClientWire> Handler<Dispatch> for ConsumerActor<W> {
     type Result = ();
 
     fn handle(&mut self, msg: Dispatch, ctx: &mut Context<Self>) {
@@ -171,19 +154,14 @@ impl Handler<Dispatch> for ConsumerActor {
                 }
             }
             Dispatch::Evicted(reason) => {
-                let frame = Frame::Error {
-                    code: ErrorCode::SlowConsumer,
-                    message: reason,
-                };
-                self.sink
-                    .close(encode_frame(&frame, self.limits.max_frame_bytes as usize).ok());
+                self.wire.evicted(self.consumer, reason);
                 ctx.stop();
             }
         }
     }
 }
 
-impl Handler<ConsumerCommand> for ConsumerActor {
+impl<W: ClientWire> Handler<ConsumerCommand> for ConsumerActor<W> {
     type Result = ();
 
     fn handle(&mut self, msg: ConsumerCommand, _ctx: &mut Context<Self>) {
@@ -201,7 +179,7 @@ impl Handler<ConsumerCommand> for ConsumerActor {
     }
 }
 
-impl Handler<Shutdown> for ConsumerActor {
+impl<W: ClientWire> Handler<Shutdown> for ConsumerActor<W> {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {

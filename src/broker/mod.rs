@@ -7,6 +7,7 @@ mod connection;
 mod consumer;
 mod listener;
 mod session;
+mod wire;
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -15,11 +16,12 @@ use actix::{Actor, Addr, Message as ActixMessage};
 use bytes::Bytes;
 
 pub use connection::ConnectionActor;
-pub use consumer::ConsumerActor;
-pub use session::SessionActor;
+pub use consumer::{ConsumerActor, ConsumerCommand};
+pub use session::{SessionActor, SessionCommand};
+pub use wire::{ClientWire, NativeWire};
 
 use crate::config::{Config, ConfigError, Limits};
-use crate::destination::{CollectStats, DestinationError, DestinationRegistry};
+use crate::destination::{CollectStats, DestinationRegistry};
 use crate::protocol::{DestinationStat, ErrorCode, Frame, ProtocolError, encode_frame};
 use crate::runtime::ArbiterPool;
 use crate::writer::{FrameSink, WriterError, WriterLimits};
@@ -46,14 +48,6 @@ pub enum BrokerError {
 #[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub struct Shutdown;
-
-/// The `Receipt` answering a request.
-pub(crate) fn receipt_frame(receipt: u64, result: Result<(), DestinationError>) -> Frame {
-    Frame::Receipt {
-        receipt,
-        error: result.err().map(|e| e.refusal()),
-    }
-}
 
 /// Encodes `frame` and queues it on `sink`.
 pub(crate) fn write_frame(

@@ -14,15 +14,15 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::Shutdown;
 use super::consumer::{ConsumerActor, ConsumerCommand};
-use super::{Shutdown, receipt_frame, write_frame};
+use super::wire::ClientWire;
 use crate::config::Limits;
 use crate::destination::{
     ConnectionId, ConsumerId, DestinationError, DestinationRef, DestinationRegistry, Lookup,
     Resolve, Subscribe,
 };
 use crate::message::{AckMode, Destination, Message};
-use crate::writer::FrameSink;
 
 /// What a connection asks of one of its sessions.
 #[derive(Message)]
@@ -51,33 +51,33 @@ pub enum SessionCommand {
     },
 }
 
-pub struct SessionActor {
+pub struct SessionActor<W: ClientWire> {
     id: u32,
     connection: ConnectionId,
     ack_mode: AckMode,
-    sink: FrameSink,
+    wire: W,
     registry: Addr<DestinationRegistry>,
     limits: Limits,
     /// Where a send to each destination this session has used goes (one reference, or
     /// the parts of a composite or group).
     targets: HashMap<Destination, Vec<DestinationRef>>,
-    consumers: HashMap<u32, Addr<ConsumerActor>>,
+    consumers: HashMap<u32, Addr<ConsumerActor<W>>>,
 }
 
-impl SessionActor {
+impl<W: ClientWire> SessionActor<W> {
     pub fn new(
         id: u32,
         connection: ConnectionId,
         ack_mode: AckMode,
-        sink: FrameSink,
+        wire: W,
         registry: Addr<DestinationRegistry>,
         limits: Limits,
-    ) -> SessionActor {
+    ) -> SessionActor<W> {
         SessionActor {
             id,
             connection,
             ack_mode,
-            sink,
+            wire,
             registry,
             limits,
             targets: HashMap::new(),
@@ -86,9 +86,7 @@ impl SessionActor {
     }
 
     fn receipt(&self, receipt: u64, result: Result<(), DestinationError>) {
-        if let Err(e) = write_frame(&self.sink, &receipt_frame(receipt, result), &self.limits) {
-            tracing::debug!(session = self.id, "cannot write receipt: {e}");
-        }
+        self.wire.receipt(receipt, result);
     }
 
     /// Enqueues `messages` on every target of `destination` — resolved through the
@@ -202,7 +200,7 @@ impl SessionActor {
                 act.id,
                 consumer,
                 found.clone(),
-                act.sink.clone(),
+                act.wire.clone(),
                 act.limits.clone(),
             )
             .start();
@@ -223,7 +221,7 @@ impl SessionActor {
     }
 }
 
-impl Actor for SessionActor {
+impl<W: ClientWire> Actor for SessionActor<W> {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
@@ -238,7 +236,7 @@ impl Actor for SessionActor {
     }
 }
 
-impl Handler<SessionCommand> for SessionActor {
+impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
     type Result = ();
 
     fn handle(&mut self, command: SessionCommand, ctx: &mut Context<Self>) {
@@ -284,7 +282,7 @@ impl Handler<SessionCommand> for SessionActor {
     }
 }
 
-impl Handler<Shutdown> for SessionActor {
+impl<W: ClientWire> Handler<Shutdown> for SessionActor<W> {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
