@@ -45,6 +45,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub broker: BrokerSettings,
+    pub stomp: StompSettings,
     pub limits: Limits,
     /// Named groups of destinations: a send to `group:NAME` puts a copy on each member.
     pub groups: Vec<GroupSettings>,
@@ -105,6 +106,35 @@ impl BrokerSettings {
     }
 }
 
+/// The STOMP 1.2 listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StompSettings {
+    pub enabled: bool,
+    /// `host:port` (port 0 picks a free port).
+    pub listen: String,
+}
+
+impl Default for StompSettings {
+    fn default() -> Self {
+        StompSettings {
+            enabled: true,
+            listen: "127.0.0.1:61613".into(),
+        }
+    }
+}
+
+impl StompSettings {
+    /// The STOMP listen address; valid once [`Config::validate`] has passed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            key: "stomp.listen".into(),
+            origin: "settings".into(),
+            reason: format!("`{}` is not host:port ({e})", self.listen),
+        })
+    }
+}
+
 /// Every limit the broker enforces, with its default. Mirrored in `config/default.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +160,15 @@ pub struct Limits {
     /// Messages a topic keeps for a subscriber without credit before that subscriber's
     /// connection is closed as a slow consumer (100,000).
     pub max_subscriber_backlog: usize,
+    /// Most headers in one STOMP frame (128).
+    pub stomp_max_headers: usize,
+    /// Longest STOMP header line, escaped, in bytes (8 KiB). A STOMP frame's whole size and
+    /// body are bounded by `max_frame_bytes`.
+    pub stomp_max_header_bytes: usize,
+    /// Heart-beat interval the broker offers and asks for (`heart-beat: N,N`; 10 s).
+    pub stomp_heartbeat_ms: u64,
+    /// Grace beyond the negotiated interval before a silent STOMP client is dropped (5 s).
+    pub stomp_heartbeat_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -144,6 +183,10 @@ impl Default for Limits {
             max_prefetch: 1_000_000,
             max_deliveries_per_frame: 256,
             max_subscriber_backlog: 100_000,
+            stomp_max_headers: 128,
+            stomp_max_header_bytes: 8 * 1024,
+            stomp_heartbeat_ms: 10_000,
+            stomp_heartbeat_grace_ms: 5_000,
         }
     }
 }
@@ -303,6 +346,9 @@ impl Config {
             }
         }
         self.broker.listen_addr()?;
+        if self.stomp.enabled {
+            self.stomp.listen_addr()?;
+        }
         if self.broker.name.trim().is_empty() {
             return Err(invalid("broker.name", "must not be empty".into()));
         }

@@ -72,6 +72,7 @@ pub mod destination;
 pub mod message;
 pub mod protocol;
 pub mod runtime;
+pub mod stomp;
 pub mod writer;
 
 pub use broker::{Broker, BrokerError, BrokerThread};

@@ -44,6 +44,9 @@ struct BrokerArgs {
     /// Listen address, overriding the settings (e.g. 127.0.0.1:0 for any free port).
     #[arg(long)]
     listen: Option<String>,
+    /// STOMP listen address, overriding the settings.
+    #[arg(long)]
+    stomp_listen: Option<String>,
     /// Data folder, overriding the settings.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -100,6 +103,11 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         sources
             .overrides
             .push(("broker.listen".into(), listen, "--listen".into()));
+    }
+    if let Some(listen) = args.stomp_listen {
+        sources
+            .overrides
+            .push(("stomp.listen".into(), listen, "--stomp-listen".into()));
     }
     if let Some(dir) = args.data_dir {
         sources.overrides.push((

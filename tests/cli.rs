@@ -29,6 +29,7 @@ fn broker_refuses(args: &[&str], env: &[(&str, &str)]) -> String {
     if !args.contains(&"--listen") {
         command.args(["--listen", "127.0.0.1:0"]);
     }
+    command.args(["--stomp-listen", "127.0.0.1:0"]);
     command
         .arg("--config-dir")
         .arg(config_dir())
@@ -133,7 +134,7 @@ impl BrokerProcess {
     fn start(args: &[&str]) -> BrokerProcess {
         let mut child = Command::new(BIN)
             .arg("broker")
-            .args(["--listen", "127.0.0.1:0", "--config-dir"])
+            .args(["--listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0", "--config-dir"])
             .arg(config_dir())
             .args(args)
             .env("RUST_LOG", "info")

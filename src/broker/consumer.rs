@@ -28,6 +28,8 @@ const DELIVERY_OVERHEAD: usize = 256;
 #[rtype(result = "()")]
 pub enum ConsumerCommand {
     Ack(Vec<u64>),
+    /// Give deliveries back to be delivered again (NACK).
+    Release(Vec<u64>),
     Pull(u32),
 }
 
@@ -167,6 +169,10 @@ impl<W: ClientWire> Handler<ConsumerCommand> for ConsumerActor<W> {
     fn handle(&mut self, msg: ConsumerCommand, _ctx: &mut Context<Self>) {
         let control = match msg {
             ConsumerCommand::Ack(tags) => Control::Settle {
+                consumer: self.id,
+                tags,
+            },
+            ConsumerCommand::Release(tags) => Control::Release {
                 consumer: self.id,
                 tags,
             },

@@ -1,6 +1,7 @@
-//! The native protocol listener: accepts sockets and starts one [`ConnectionActor`] for
-//! each, on the next arbiter in turn.
+//! A listener: accepts sockets and starts one connection actor for each (native
+//! [`ConnectionActor`] or STOMP), on the next arbiter in turn.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
@@ -11,10 +12,25 @@ use super::ConnectionActor;
 use crate::config::Config;
 use crate::destination::DestinationRegistry;
 use crate::runtime::ArbiterPool;
+use crate::stomp::StompConnectionActor;
 
 /// Pause after a failed accept (for example when the process is out of file descriptors),
 /// so that the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Starts the connection actor for one accepted socket; runs on the arbiter that will own it.
+pub(super) type StartConnection =
+    fn(TcpStream, SocketAddr, Addr<DestinationRegistry>, Config);
+
+/// The native protocol's connection actor.
+pub(super) fn native(stream: TcpStream, peer: SocketAddr, registry: Addr<DestinationRegistry>, config: Config) {
+    ConnectionActor::create(move |ctx| ConnectionActor::new(stream, peer, registry, config, ctx));
+}
+
+/// The STOMP listener's connection actor.
+pub(super) fn stomp(stream: TcpStream, peer: SocketAddr, registry: Addr<DestinationRegistry>, config: Config) {
+    StompConnectionActor::create(move |ctx| StompConnectionActor::new(stream, peer, registry, config, ctx));
+}
 
 /// Runs the accept loop as a task of the current arbiter; abort the handle to stop it.
 pub(super) fn spawn(
@@ -22,6 +38,7 @@ pub(super) fn spawn(
     arbiters: ArbiterPool,
     registry: Addr<DestinationRegistry>,
     config: Config,
+    start: StartConnection,
 ) -> JoinHandle<()> {
     actix::spawn(async move {
         loop {
@@ -50,11 +67,7 @@ pub(super) fn spawn(
             arbiters
                 .next()
                 .spawn_fn(move || match TcpStream::from_std(stream) {
-                    Ok(stream) => {
-                        ConnectionActor::create(move |ctx| {
-                            ConnectionActor::new(stream, peer, registry, config, ctx)
-                        });
-                    }
+                    Ok(stream) => start(stream, peer, registry, config),
                     Err(e) => tracing::warn!(%peer, "cannot adopt connection: {e}"),
                 });
         }

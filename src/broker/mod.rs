@@ -79,9 +79,10 @@ pub(crate) fn writer_limits(limits: &Limits) -> WriterLimits {
 /// A running broker inside an actix system.
 pub struct Broker {
     local_addr: SocketAddr,
+    stomp_addr: Option<SocketAddr>,
     arbiters: ArbiterPool,
     registry: Addr<DestinationRegistry>,
-    accept: tokio::task::JoinHandle<()>,
+    accept: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Broker {
@@ -101,8 +102,33 @@ impl Broker {
         })?;
         let arbiters = ArbiterPool::start(config.broker.arbiter_count());
         let registry = DestinationRegistry::new(arbiters.clone(), &config).start();
-        let accept = listener::spawn(socket, arbiters.clone(), registry.clone(), config.clone());
+        let mut accept = vec![listener::spawn(
+            socket,
+            arbiters.clone(),
+            registry.clone(),
+            config.clone(),
+            listener::native,
+        )];
         tracing::info!(name = %config.broker.name, "listening on {local_addr}");
+        let mut stomp_addr = None;
+        if config.stomp.enabled {
+            let listen = config.stomp.listen_addr()?;
+            let socket = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| BrokerError::Bind { addr: listen, source })?;
+            let addr = socket
+                .local_addr()
+                .map_err(|source| BrokerError::Bind { addr: listen, source })?;
+            accept.push(listener::spawn(
+                socket,
+                arbiters.clone(),
+                registry.clone(),
+                config.clone(),
+                listener::stomp,
+            ));
+            tracing::info!("STOMP listening on {addr}");
+            stomp_addr = Some(addr);
+        }
         tracing::info!(
             arbiters = arbiters.len(),
             "store: memory (the journal under {} arrives with persistence)",
@@ -110,6 +136,7 @@ impl Broker {
         );
         Ok(Broker {
             local_addr,
+            stomp_addr,
             arbiters,
             registry,
             accept,
@@ -121,6 +148,11 @@ impl Broker {
         self.local_addr
     }
 
+    /// The STOMP listener's address, if it is enabled.
+    pub fn stomp_addr(&self) -> Option<SocketAddr> {
+        self.stomp_addr
+    }
+
     /// Counters of every destination.
     pub async fn stats(&self) -> Vec<DestinationStat> {
         self.registry.send(CollectStats).await.unwrap_or_default()
@@ -128,7 +160,9 @@ impl Broker {
 
     /// Stops accepting and stops the arbiters.
     pub fn stop(self) {
-        self.accept.abort();
+        for accept in &self.accept {
+            accept.abort();
+        }
         self.arbiters.stop();
     }
 }
@@ -136,6 +170,7 @@ impl Broker {
 /// A broker on a thread of its own, with its own actix system. Dropping it stops the broker.
 pub struct BrokerThread {
     local_addr: SocketAddr,
+    stomp_addr: Option<SocketAddr>,
     system: actix::System,
     thread: Option<JoinHandle<()>>,
 }
@@ -151,7 +186,8 @@ impl BrokerThread {
                 let started = system.block_on(Broker::start(config));
                 match started {
                     Ok(broker) => {
-                        let _ = tx.send(Ok((broker.local_addr(), actix::System::current())));
+                        let addrs = (broker.local_addr(), broker.stomp_addr());
+                        let _ = tx.send(Ok((addrs, actix::System::current())));
                         let _ = system.run();
                         broker.arbiters.stop();
                     }
@@ -161,11 +197,12 @@ impl BrokerThread {
                 }
             })
             .map_err(|e| BrokerError::Thread(e.to_string()))?;
-        let (local_addr, system) = rx
+        let ((local_addr, stomp_addr), system) = rx
             .recv()
             .map_err(|e| BrokerError::Thread(e.to_string()))??;
         Ok(BrokerThread {
             local_addr,
+            stomp_addr,
             system,
             thread: Some(thread),
         })
@@ -173,6 +210,11 @@ impl BrokerThread {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The STOMP listener's address, if it is enabled.
+    pub fn stomp_addr(&self) -> Option<SocketAddr> {
+        self.stomp_addr
     }
 
     /// `tcp://host:port` of this broker.

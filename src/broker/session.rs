@@ -45,6 +45,10 @@ pub enum SessionCommand {
     Ack {
         acks: Vec<(u32, u64)>,
     },
+    /// Give deliveries back (NACK): `(consumer, tag)` pairs.
+    Release {
+        releases: Vec<(u32, u64)>,
+    },
     Pull {
         consumer: u32,
         count: u32,
@@ -221,6 +225,22 @@ impl<W: ClientWire> SessionActor<W> {
     }
 }
 
+impl<W: ClientWire> SessionActor<W> {
+    /// Groups `(consumer, tag)` pairs by consumer and sends each consumer its tags.
+    fn per_consumer(&self, pairs: Vec<(u32, u64)>, command: fn(Vec<u64>) -> ConsumerCommand) {
+        let mut by_consumer: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (consumer, tag) in pairs {
+            by_consumer.entry(consumer).or_default().push(tag);
+        }
+        for (consumer, tags) in by_consumer {
+            match self.consumers.get(&consumer) {
+                Some(addr) => addr.do_send(command(tags)),
+                None => tracing::debug!(session = self.id, consumer, "ack for a closed consumer ignored"),
+            }
+        }
+    }
+}
+
 impl<W: ClientWire> Actor for SessionActor<W> {
     type Context = Context<Self>;
 
@@ -257,21 +277,9 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
                     addr.do_send(Shutdown);
                 }
             }
-            SessionCommand::Ack { acks } => {
-                let mut by_consumer: HashMap<u32, Vec<u64>> = HashMap::new();
-                for (consumer, tag) in acks {
-                    by_consumer.entry(consumer).or_default().push(tag);
-                }
-                for (consumer, tags) in by_consumer {
-                    match self.consumers.get(&consumer) {
-                        Some(addr) => addr.do_send(ConsumerCommand::Ack(tags)),
-                        None => tracing::debug!(
-                            session = self.id,
-                            consumer,
-                            "ack for a closed consumer ignored"
-                        ),
-                    }
-                }
+            SessionCommand::Ack { acks } => self.per_consumer(acks, ConsumerCommand::Ack),
+            SessionCommand::Release { releases } => {
+                self.per_consumer(releases, ConsumerCommand::Release)
             }
             SessionCommand::Pull { consumer, count } => {
                 if let Some(addr) = self.consumers.get(&consumer) {

@@ -105,6 +105,9 @@ pub enum Control {
         consumer: ConsumerId,
         tags: Vec<u64>,
     },
+    /// The consumer gives these deliveries back (a NACK): a queue delivers them again,
+    /// marked redelivered; a topic drops them. Each returns one credit.
+    Release { consumer: ConsumerId, tags: Vec<u64> },
     /// Pull mode: allow `credit` more deliveries.
     Grant { consumer: ConsumerId, credit: u32 },
 }

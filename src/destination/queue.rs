@@ -189,6 +189,24 @@ impl Handler<Control> for QueueActor {
                 }
                 self.dispatch();
             }
+            Control::Release { consumer, tags } => {
+                let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
+                    return;
+                };
+                let mut released: Vec<(u64, Queued)> = tags
+                    .iter()
+                    .filter_map(|tag| c.in_flight.remove(tag).map(|q| (*tag, q)))
+                    .collect();
+                if c.prefetch > 0 {
+                    c.credit = (c.credit + released.len() as u32).min(c.prefetch);
+                }
+                released.sort_unstable_by_key(|(tag, _)| *tag);
+                for (_, mut queued) in released.into_iter().rev() {
+                    queued.redelivered = true;
+                    self.backlog.push_front(queued);
+                }
+                self.dispatch();
+            }
             Control::Grant { consumer, credit } => {
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
                     c.credit = c.credit.saturating_add(credit);

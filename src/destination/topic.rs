@@ -159,7 +159,9 @@ impl Handler<Control> for TopicActor {
                 self.subscribers.retain(|s| s.id != id);
                 return;
             }
-            Control::Settle { consumer, tags } => (consumer, 0, tags.len() as u32),
+            Control::Settle { consumer, tags } | Control::Release { consumer, tags } => {
+                (consumer, 0, tags.len() as u32)
+            }
             Control::Grant { consumer, credit } => (consumer, credit, 0),
         };
         let Some(subscriber) = self.subscribers.iter_mut().find(|s| s.id == id) else {

@@ -15,6 +15,7 @@ pub fn broker() -> BrokerThread {
 pub fn broker_with(adjust: impl FnOnce(&mut Config)) -> BrokerThread {
     let mut config = Config::default();
     config.broker.listen = "127.0.0.1:0".into();
+    config.stomp.listen = "127.0.0.1:0".into();
     config.broker.arbiters = 2;
     adjust(&mut config);
     BrokerThread::spawn(config).expect("the broker starts")

@@ -1,0 +1,351 @@
+//! The STOMP 1.2 codec: bytes in, frames out, and back — no I/O. Every limit is checked
+//! before the bytes it guards are buffered in full, so a client cannot make the broker hold
+//! an unbounded header or body.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::frame::{Command, Inbound, StompFrame};
+
+/// The limits a STOMP connection enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct StompLimits {
+    /// Whole frame: command, headers and body.
+    pub max_frame_bytes: usize,
+    pub max_headers: usize,
+    /// One header line (name, colon and value, escaped).
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+/// Why bytes are not a STOMP frame.
+#[derive(Debug, thiserror::Error)]
+pub enum StompError {
+    #[error("unknown command `{0}`")]
+    UnknownCommand(String),
+    #[error("more than {max} headers")]
+    TooManyHeaders { max: usize },
+    #[error("a header line is longer than {max} bytes")]
+    HeaderTooLong { max: usize },
+    #[error("body of {len} bytes exceeds the limit of {max}")]
+    BodyTooLarge { len: usize, max: usize },
+    #[error("frame exceeds the limit of {max} bytes")]
+    FrameTooLarge { max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Decodes [`Inbound`] items and encodes [`StompFrame`]s.
+#[derive(Debug)]
+pub struct StompCodec {
+    limits: StompLimits,
+    /// Where the search for the body's NUL resumes (bytes before it were checked).
+    scanned: usize,
+}
+
+impl StompCodec {
+    pub fn new(limits: StompLimits) -> StompCodec {
+        StompCodec { limits, scanned: 0 }
+    }
+
+    /// The end of the header section (just past its blank line), if it has all arrived.
+    fn header_end(&self, src: &[u8]) -> Result<Option<usize>, StompError> {
+        let mut start = 0;
+        let mut lines = 0;
+        while let Some(offset) = src[start..].iter().position(|&b| b == b'\n') {
+            let line = trim_cr(&src[start..start + offset]);
+            if line.len() > self.limits.max_header_bytes {
+                return Err(StompError::HeaderTooLong {
+                    max: self.limits.max_header_bytes,
+                });
+            }
+            start += offset + 1;
+            if line.is_empty() {
+                return Ok(Some(start));
+            }
+            lines += 1;
+            if lines > self.limits.max_headers + 1 {
+                return Err(StompError::TooManyHeaders {
+                    max: self.limits.max_headers,
+                });
+            }
+        }
+        if src.len() - start > self.limits.max_header_bytes {
+            return Err(StompError::HeaderTooLong {
+                max: self.limits.max_header_bytes,
+            });
+        }
+        Ok(None)
+    }
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn malformed(what: impl Into<String>) -> StompError {
+    StompError::Malformed(what.into())
+}
+
+/// Undoes STOMP 1.2 header escaping (`\r \n \c \\`).
+fn unescape(raw: &[u8]) -> Result<String, StompError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        out.push(match bytes.next() {
+            Some(b'r') => b'\r',
+            Some(b'n') => b'\n',
+            Some(b'c') => b':',
+            Some(b'\\') => b'\\',
+            Some(other) => return Err(malformed(format!("invalid escape `\\{}` in a header", *other as char))),
+            None => return Err(malformed("a header ends in a lone backslash")),
+        });
+    }
+    String::from_utf8(out).map_err(|_| malformed("a header is not UTF-8"))
+}
+
+fn escape_into(value: &str, dst: &mut BytesMut) {
+    for b in value.bytes() {
+        match b {
+            b'\r' => dst.put_slice(b"\\r"),
+            b'\n' => dst.put_slice(b"\\n"),
+            b':' => dst.put_slice(b"\\c"),
+            b'\\' => dst.put_slice(b"\\\\"),
+            other => dst.put_u8(other),
+        }
+    }
+}
+
+impl Decoder for StompCodec {
+    type Item = Inbound;
+    type Error = StompError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, StompError> {
+        // Heart-beats: end-of-lines between frames.
+        match src.first() {
+            None => return Ok(None),
+            Some(b'\n') => {
+                src.advance(1);
+                return Ok(Some(Inbound::Heartbeat));
+            }
+            Some(b'\r') if src.len() < 2 => return Ok(None),
+            Some(b'\r') if src[1] == b'\n' => {
+                src.advance(2);
+                return Ok(Some(Inbound::Heartbeat));
+            }
+            _ => {}
+        }
+        let Some(header_end) = self.header_end(src)? else {
+            return Ok(None);
+        };
+        let head = &src[..header_end];
+        let mut lines = head.split(|&b| b == b'\n').map(trim_cr);
+        let name = lines.next().unwrap_or_default();
+        let command = Command::parse(name).ok_or_else(|| {
+            let shown: String = String::from_utf8_lossy(name).chars().take(40).collect();
+            StompError::UnknownCommand(shown)
+        })?;
+        let mut headers = Vec::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let colon = line
+                .iter()
+                .position(|&b| b == b':')
+                .ok_or_else(|| malformed("a header line has no colon"))?;
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            let (name, value) = if command.escapes_headers() {
+                (unescape(name)?, unescape(value)?)
+            } else {
+                let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| malformed("a header is not UTF-8"));
+                (text(name)?, text(value)?)
+            };
+            headers.push((name, value));
+        }
+        let content_length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map(|(_, v)| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| malformed(format!("content-length `{v}` is not a number")))
+            })
+            .transpose()?;
+        let body_len = match content_length {
+            Some(len) => {
+                if len > self.limits.max_body_bytes {
+                    return Err(StompError::BodyTooLarge {
+                        len,
+                        max: self.limits.max_body_bytes,
+                    });
+                }
+                if header_end + len + 1 > self.limits.max_frame_bytes {
+                    return Err(StompError::FrameTooLarge {
+                        max: self.limits.max_frame_bytes,
+                    });
+                }
+                if src.len() < header_end + len + 1 {
+                    src.reserve(header_end + len + 1 - src.len());
+                    return Ok(None);
+                }
+                if src[header_end + len] != 0 {
+                    return Err(malformed("the body is not followed by NUL at content-length"));
+                }
+                len
+            }
+            None => {
+                let from = self.scanned.max(header_end);
+                match src[from..].iter().position(|&b| b == 0) {
+                    Some(offset) => from + offset - header_end,
+                    None => {
+                        let len = src.len() - header_end;
+                        if len > self.limits.max_body_bytes {
+                            return Err(StompError::BodyTooLarge {
+                                len,
+                                max: self.limits.max_body_bytes,
+                            });
+                        }
+                        if src.len() > self.limits.max_frame_bytes {
+                            return Err(StompError::FrameTooLarge {
+                                max: self.limits.max_frame_bytes,
+                            });
+                        }
+                        self.scanned = src.len();
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        self.scanned = 0;
+        src.advance(header_end);
+        let body = src.split_to(body_len).freeze();
+        src.advance(1); // the NUL
+        Ok(Some(Inbound::Frame(StompFrame {
+            command,
+            headers,
+            body,
+        })))
+    }
+}
+
+impl Encoder<&StompFrame> for StompCodec {
+    type Error = StompError;
+
+    fn encode(&mut self, frame: &StompFrame, dst: &mut BytesMut) -> Result<(), StompError> {
+        encode_into(frame, dst);
+        Ok(())
+    }
+}
+
+/// Appends one frame to `dst`.
+pub fn encode_into(frame: &StompFrame, dst: &mut BytesMut) {
+    dst.reserve(64 + frame.body.len());
+    dst.put_slice(frame.command.as_str().as_bytes());
+    dst.put_u8(b'\n');
+    for (name, value) in &frame.headers {
+        if frame.command.escapes_headers() {
+            escape_into(name, dst);
+            dst.put_u8(b':');
+            escape_into(value, dst);
+        } else {
+            dst.put_slice(name.as_bytes());
+            dst.put_u8(b':');
+            dst.put_slice(value.as_bytes());
+        }
+        dst.put_u8(b'\n');
+    }
+    dst.put_u8(b'\n');
+    dst.put_slice(&frame.body);
+    dst.put_u8(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> StompLimits {
+        StompLimits {
+            max_frame_bytes: 1 << 20,
+            max_headers: 8,
+            max_header_bytes: 256,
+            max_body_bytes: 1 << 16,
+        }
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Inbound>, StompError> {
+        let mut codec = StompCodec::new(limits());
+        let mut src = BytesMut::new();
+        let mut out = Vec::new();
+        // One byte at a time: the decoder must wait for whole frames.
+        for b in bytes {
+            src.put_u8(*b);
+            while let Some(item) = codec.decode(&mut src)? {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn frames_round_trip_with_escaped_headers_and_binary_bodies() {
+        let frame = StompFrame::new(Command::Send)
+            .header("destination", "/queue/a")
+            .header("odd:name", "line\nbreak\\back\rslash")
+            .header("content-length", "5")
+            .body(&b"a\0b\0c"[..]);
+        let mut buf = BytesMut::new();
+        encode_into(&frame, &mut buf);
+        assert!(buf.starts_with(b"SEND\ndestination:/queue/a\nodd\\cname:line\\nbreak\\\\back\\rslash\n"));
+        let items = decode_all(&buf).unwrap();
+        assert_eq!(items, vec![Inbound::Frame(frame)]);
+    }
+
+    #[test]
+    fn heartbeats_and_crlf_lines() {
+        let items = decode_all(b"\n\r\nCONNECT\r\naccept-version:1.2\r\nhost:x\r\n\r\n\0\n").unwrap();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0], Inbound::Heartbeat);
+        assert_eq!(items[1], Inbound::Heartbeat);
+        let Inbound::Frame(f) = &items[2] else { panic!() };
+        assert_eq!(f.command, Command::Connect);
+        assert_eq!(f.get("accept-version"), Some("1.2"));
+        assert_eq!(items[3], Inbound::Heartbeat);
+    }
+
+    #[test]
+    fn the_first_repeated_header_wins() {
+        let items = decode_all(b"SEND\nfoo:1\nfoo:2\n\nx\0").unwrap();
+        let Inbound::Frame(f) = &items[0] else { panic!() };
+        assert_eq!(f.get("foo"), Some("1"));
+        assert_eq!(&f.body[..], b"x");
+    }
+
+    #[test]
+    fn connect_headers_are_not_unescaped() {
+        let items = decode_all(b"CONNECT\nlogin:a\\cb\n\n\0").unwrap();
+        let Inbound::Frame(f) = &items[0] else { panic!() };
+        assert_eq!(f.get("login"), Some("a\\cb"));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let err = |bytes: &[u8]| decode_all(bytes).unwrap_err().to_string();
+        assert_eq!(err(b"HELLO\n\n\0"), "unknown command `HELLO`");
+        assert!(err(b"SEND\nnocolon\n\n\0").contains("no colon"));
+        assert!(err(b"SEND\na:\\t\n\n\0").contains("invalid escape"));
+        assert!(err(b"SEND\ncontent-length:x\n\n\0").contains("content-length"));
+        assert!(err(b"SEND\ncontent-length:1\n\nab\0").contains("not followed by NUL"));
+        let many: Vec<u8> = [&b"SEND\n"[..], &b"h:v\n".repeat(20), b"\n\0"].concat();
+        assert!(err(&many).contains("more than 8 headers"));
+        let long: Vec<u8> = [&b"SEND\nh:"[..], &[b'v'; 300], b"\n\n\0"].concat();
+        assert!(err(&long).contains("longer than 256"));
+        let body: Vec<u8> = [&b"SEND\n\n"[..], &[b'x'; 70_000]].concat();
+        assert!(err(&body).contains("exceeds the limit"));
+        assert!(err(b"SEND\ncontent-length:999999\n\n").contains("exceeds the limit"));
+        assert!(err(b"SEND\nh:\xff\n\n\0").contains("UTF-8"));
+    }
+}

@@ -1,0 +1,842 @@
+//! [`StompConnectionActor`]: one STOMP client. It speaks STOMP 1.0–1.2 and maps it onto one
+//! [`SessionActor`] (STOMP has one implicit session per connection), so STOMP and native
+//! clients share consumers and destinations.
+//!
+//! - Destinations: `/queue/NAME`, `/topic/NAME` (wildcards too), `/temp-queue/NAME` and
+//!   `/temp-topic/NAME`. A temporary name the client makes up (`/temp-queue/replies`) is
+//!   created for this connection on first use, as `temp-queue:<connection id>.replies`; in
+//!   `reply-to` and `destination` headers the broker writes the full name, which any client
+//!   can send to.
+//! - Acknowledgement per subscription: `auto` (acknowledged as it is written), `client`
+//!   (cumulative, as STOMP defines it) and `client-individual`; NACK gives a message back to
+//!   be redelivered. Transactions hold SENDs, ACKs and NACKs until COMMIT; ABORT drops them
+//!   (messages ACKed in an aborted transaction stay unacknowledged).
+//! - Every SEND and SUBSCRIBE is confirmed by the session: a `receipt` header is answered
+//!   only once the messages are enqueued or the subscription is active; a failure is an
+//!   ERROR naming it.
+//! - Heart-beats are offered and required as `limits.stomp_heartbeat_ms`; a client silent
+//!   past the negotiated interval plus `stomp_heartbeat_grace_ms` is dropped with an ERROR.
+//! - Selectors are refused with a clear ERROR until selectors exist; login and passcode
+//!   are accepted and not checked.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use super::codec::{StompCodec, StompError, StompLimits, encode_into};
+use super::frame::{Command, Inbound, StompFrame};
+use crate::broker::{BrokerError, ClientWire, SessionActor, SessionCommand, Shutdown};
+use crate::config::{Config, Limits};
+use crate::destination::{
+    ConnectionId, CreateTemporary, DestinationError, DestinationRegistry, DropTemporaries,
+};
+use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
+use crate::protocol::WireDelivery;
+use crate::writer::{CloseReason, FrameSink, WriterLimits, writer};
+
+/// Versions this listener speaks, oldest first.
+const VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
+/// The single session of a STOMP connection.
+const SESSION: u32 = 1;
+
+/// What the session and its consumers tell the STOMP connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum StompEvent {
+    Deliver {
+        consumer: u32,
+        deliveries: Vec<WireDelivery>,
+    },
+    Receipt {
+        receipt: u64,
+        result: Result<(), DestinationError>,
+    },
+    Evicted {
+        consumer: u32,
+        reason: String,
+    },
+}
+
+/// The STOMP connection's [`ClientWire`]: deliveries and receipts go to the connection
+/// actor, which knows the subscription ids and receipt names to write.
+#[derive(Clone)]
+pub struct StompWire {
+    sink: FrameSink,
+    connection: Recipient<StompEvent>,
+}
+
+impl ClientWire for StompWire {
+    fn sink(&self) -> &FrameSink {
+        &self.sink
+    }
+
+    fn deliver(&self, consumer: u32, deliveries: Vec<WireDelivery>) -> Result<(), BrokerError> {
+        self.connection.do_send(StompEvent::Deliver {
+            consumer,
+            deliveries,
+        });
+        Ok(())
+    }
+
+    fn receipt(&self, receipt: u64, result: Result<(), DestinationError>) {
+        self.connection.do_send(StompEvent::Receipt { receipt, result });
+    }
+
+    fn evicted(&self, consumer: u32, reason: String) {
+        self.connection.do_send(StompEvent::Evicted { consumer, reason });
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AckKind {
+    Auto,
+    Client,
+    ClientIndividual,
+}
+
+struct Subscription {
+    consumer: u32,
+    ack: AckKind,
+    /// Delivered and not yet acknowledged: (tag, message id), in delivery order.
+    unacked: VecDeque<(u64, String)>,
+}
+
+/// What to do when the session answers an internal receipt.
+struct Pending {
+    /// The client's `receipt` header, if it asked for one.
+    receipt: Option<String>,
+    /// The COMMIT this send belongs to (answered once all its sends are).
+    commit: Option<u64>,
+}
+
+/// Work held back by a transaction until COMMIT.
+enum Held {
+    Send(StompFrame),
+    Ack(StompFrame),
+    Nack(StompFrame),
+}
+
+/// The writer stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterStopped(CloseReason);
+
+/// A STOMP-level failure: becomes an ERROR frame and closes the connection.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+pub struct StompConnectionActor {
+    id: ConnectionId,
+    connection_id: String,
+    peer: SocketAddr,
+    broker_name: String,
+    limits: Limits,
+    sink: FrameSink,
+    registry: Addr<DestinationRegistry>,
+    session: Option<Addr<SessionActor<StompWire>>>,
+    subscriptions: HashMap<String, Subscription>,
+    /// Consumer number → subscription id.
+    by_consumer: HashMap<u32, String>,
+    next_number: u64,
+    pending: HashMap<u64, Pending>,
+    /// COMMIT id → (sends not yet confirmed, the COMMIT's receipt header).
+    commits: HashMap<u64, (usize, Option<String>)>,
+    transactions: HashMap<String, Vec<Held>>,
+    /// Temporary names this client made up → the destinations created for them.
+    temporaries: HashMap<(DestinationKind, String), Destination>,
+    last_read: Instant,
+}
+
+impl StompConnectionActor {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        registry: Addr<DestinationRegistry>,
+        config: Config,
+        ctx: &mut Context<Self>,
+    ) -> StompConnectionActor {
+        let limits = config.limits;
+        let (read, write) = stream.into_split();
+        let (sink, run) = writer(
+            write,
+            WriterLimits {
+                max_pending_bytes: limits.max_pending_write_bytes,
+                batch_bytes: limits.write_batch_bytes,
+                write_timeout: Duration::from_millis(limits.write_timeout_ms),
+                slow_consumer_frame: Some(error_bytes(&format!(
+                    "slow consumer: more than {} bytes were waiting to be written to this connection",
+                    limits.max_pending_write_bytes
+                ))),
+            },
+        );
+        let me = ctx.address();
+        actix::spawn(async move {
+            me.do_send(WriterStopped(run.await));
+        });
+        let max_frame = limits.max_frame_bytes as usize;
+        ctx.add_stream(FramedRead::new(
+            read,
+            StompCodec::new(StompLimits {
+                max_frame_bytes: max_frame,
+                max_headers: limits.stomp_max_headers,
+                max_header_bytes: limits.stomp_max_header_bytes,
+                max_body_bytes: max_frame,
+            }),
+        ));
+        ctx.run_later(Duration::from_millis(limits.handshake_timeout_ms), |act, ctx| {
+            if act.session.is_none() {
+                act.fail("no CONNECT within the handshake timeout".into(), ctx);
+            }
+        });
+        let id = ConnectionId::next();
+        StompConnectionActor {
+            id,
+            connection_id: format!("{}.s{}", config.broker.name, id.0),
+            peer,
+            broker_name: config.broker.name,
+            limits,
+            sink,
+            registry,
+            session: None,
+            subscriptions: HashMap::new(),
+            by_consumer: HashMap::new(),
+            next_number: 1,
+            pending: HashMap::new(),
+            commits: HashMap::new(),
+            transactions: HashMap::new(),
+            temporaries: HashMap::new(),
+            last_read: Instant::now(),
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        let n = self.next_number;
+        self.next_number += 1;
+        n
+    }
+
+    fn write(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) {
+        let mut buf = BytesMut::new();
+        encode_into(frame, &mut buf);
+        if self.sink.send(buf.freeze()).is_err() {
+            ctx.stop();
+        }
+    }
+
+    /// Sends an ERROR naming the problem, closes the connection, and stops.
+    fn fail(&mut self, message: String, ctx: &mut Context<Self>) {
+        tracing::warn!(peer = %self.peer, "closing STOMP connection: {message}");
+        self.sink.close(Some(error_bytes(&message)));
+        ctx.stop();
+    }
+
+    fn receipt_frame(receipt: &str) -> StompFrame {
+        StompFrame::new(Command::Receipt).header("receipt-id", receipt)
+    }
+
+    fn session(&self) -> Result<&Addr<SessionActor<StompWire>>, Failure> {
+        self.session
+            .as_ref()
+            .ok_or_else(|| Failure("CONNECT first".into()))
+    }
+
+    fn on_frame(&mut self, frame: StompFrame, ctx: &mut Context<Self>) {
+        let result = if self.session.is_none() {
+            match frame.command {
+                Command::Connect | Command::Stomp => self.on_connect(&frame, ctx),
+                other => Err(Failure(format!("expected CONNECT first, got {}", other.as_str()))),
+            }
+        } else {
+            self.on_command(frame, ctx)
+        };
+        if let Err(Failure(message)) = result {
+            self.fail(message, ctx);
+        }
+    }
+
+    fn on_connect(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        let accepted = frame.get("accept-version").unwrap_or("1.0");
+        let version = VERSIONS
+            .iter()
+            .rev()
+            .find(|v| accepted.split(',').any(|a| a.trim() == **v))
+            .ok_or_else(|| {
+                Failure(format!(
+                    "unsupported STOMP version `{accepted}`; this broker speaks {}",
+                    VERSIONS.join(",")
+                ))
+            })?;
+        let ours = self.limits.stomp_heartbeat_ms;
+        let (client_sends, client_wants) = parse_heartbeat(frame.get("heart-beat"))?;
+        let wire = StompWire {
+            sink: self.sink.clone(),
+            connection: ctx.address().recipient(),
+        };
+        let session = SessionActor::new(
+            SESSION,
+            self.id,
+            AckMode::Auto,
+            wire,
+            self.registry.clone(),
+            self.limits.clone(),
+        )
+        .start();
+        self.session = Some(session);
+        let connected = StompFrame::new(Command::Connected)
+            .header("version", *version)
+            .header("heart-beat", format!("{ours},{ours}"))
+            .header("session", self.connection_id.clone())
+            .header("server", format!("actormq/{} ({})", env!("CARGO_PKG_VERSION"), self.broker_name));
+        self.write(&connected, ctx);
+
+        if ours > 0 && client_wants > 0 {
+            let every = Duration::from_millis(ours.max(client_wants));
+            ctx.run_interval(every, |act, _ctx| {
+                let _ = act.sink.send(Bytes::from_static(b"\n"));
+            });
+        }
+        if ours > 0 && client_sends > 0 {
+            let within = Duration::from_millis(ours.max(client_sends) + self.limits.stomp_heartbeat_grace_ms);
+            ctx.run_interval(within / 4, move |act, ctx| {
+                if act.last_read.elapsed() > within {
+                    act.fail(format!("no heart-beat from the client within {} ms", within.as_millis()), ctx);
+                }
+            });
+        }
+        tracing::debug!(peer = %self.peer, version, "STOMP client connected");
+        Ok(())
+    }
+
+    fn on_command(&mut self, frame: StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        match frame.command {
+            Command::Send => self.on_send(frame, None, ctx),
+            Command::Subscribe => self.on_subscribe(frame, ctx),
+            Command::Unsubscribe => {
+                let id = frame
+                    .get("id")
+                    .or(frame.get("destination"))
+                    .ok_or_else(|| Failure("UNSUBSCRIBE needs an id header".into()))?;
+                let subscription = self
+                    .subscriptions
+                    .remove(id)
+                    .ok_or_else(|| Failure(format!("no subscription `{id}`")))?;
+                self.by_consumer.remove(&subscription.consumer);
+                self.session()?.do_send(SessionCommand::Unsubscribe {
+                    consumer: subscription.consumer,
+                });
+                self.answer(&frame, ctx);
+                Ok(())
+            }
+            Command::Ack | Command::Nack => {
+                if let Some(tx) = frame.get("transaction") {
+                    let held = if frame.command == Command::Ack { Held::Ack(frame.clone()) } else { Held::Nack(frame.clone()) };
+                    self.transaction(tx)?.push(held);
+                } else {
+                    self.settle(&frame)?;
+                }
+                self.answer(&frame, ctx);
+                Ok(())
+            }
+            Command::Begin => {
+                let tx = transaction_name(&frame)?;
+                if self.transactions.contains_key(tx) {
+                    return Err(Failure(format!("transaction `{tx}` has already begun")));
+                }
+                self.transactions.insert(tx.to_string(), Vec::new());
+                self.answer(&frame, ctx);
+                Ok(())
+            }
+            Command::Commit => {
+                let tx = transaction_name(&frame)?.to_string();
+                let held = self
+                    .transactions
+                    .remove(&tx)
+                    .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))?;
+                let commit = self.next();
+                let sends = held.iter().filter(|h| matches!(h, Held::Send(_))).count();
+                self.commits.insert(commit, (sends, frame.get("receipt").map(str::to_string)));
+                for work in held {
+                    match work {
+                        Held::Send(send) => self.on_send(send, Some(commit), ctx)?,
+                        Held::Ack(ack) | Held::Nack(ack) => self.settle(&ack)?,
+                    }
+                }
+                self.commit_progress(commit, ctx);
+                Ok(())
+            }
+            Command::Abort => {
+                let tx = transaction_name(&frame)?;
+                self.transactions
+                    .remove(tx)
+                    .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))?;
+                self.answer(&frame, ctx);
+                Ok(())
+            }
+            Command::Disconnect => {
+                let last = frame.get("receipt").map(|r| {
+                    let mut buf = BytesMut::new();
+                    encode_into(&Self::receipt_frame(r), &mut buf);
+                    buf.freeze()
+                });
+                self.sink.close(last);
+                ctx.stop();
+                Ok(())
+            }
+            Command::Connect | Command::Stomp => Err(Failure("already connected".into())),
+            other @ (Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
+                Err(Failure(format!("a client may not send {}", other.as_str())))
+            }
+        }
+    }
+
+    /// Answers a frame's `receipt` header at once (frames with nothing to wait for).
+    fn answer(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) {
+        if let Some(receipt) = frame.get("receipt") {
+            let receipt = Self::receipt_frame(receipt);
+            self.write(&receipt, ctx);
+        }
+    }
+
+    fn transaction(&mut self, tx: &str) -> Result<&mut Vec<Held>, Failure> {
+        self.transactions
+            .get_mut(tx)
+            .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))
+    }
+
+    fn on_send(&mut self, frame: StompFrame, commit: Option<u64>, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        if commit.is_none()
+            && let Some(tx) = frame.get("transaction")
+        {
+            let tx = tx.to_string();
+            let receipt = frame.get("receipt").map(str::to_string);
+            self.transaction(&tx)?.push(Held::Send(frame));
+            if let Some(receipt) = receipt {
+                self.write(&Self::receipt_frame(&receipt), ctx);
+            }
+            return Ok(());
+        }
+        let name = frame
+            .get("destination")
+            .ok_or_else(|| Failure("SEND needs a destination header".into()))?;
+        let destination = self.destination(name, false, ctx)?;
+        let reply_to = match frame.get("reply-to") {
+            Some(reply_to) => Some(self.destination(reply_to, true, ctx)?),
+            None => None,
+        };
+        let message = message_from(&frame, reply_to)?;
+        let receipt = self.next();
+        self.pending.insert(
+            receipt,
+            Pending {
+                receipt: if commit.is_some() { None } else { frame.get("receipt").map(str::to_string) },
+                commit,
+            },
+        );
+        self.session()?.do_send(SessionCommand::Send {
+            destination,
+            receipt: Some(receipt),
+            messages: vec![message],
+        });
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, frame: StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        let name = frame
+            .get("destination")
+            .ok_or_else(|| Failure("SUBSCRIBE needs a destination header".into()))?;
+        let id = frame.get("id").unwrap_or(name).to_string();
+        if self.subscriptions.contains_key(&id) {
+            return Err(Failure(format!("subscription `{id}` already exists")));
+        }
+        if frame.get("selector").is_some() {
+            return Err(Failure("selectors are not supported yet".into()));
+        }
+        let ack = match frame.get("ack").unwrap_or("auto") {
+            "auto" => AckKind::Auto,
+            "client" => AckKind::Client,
+            "client-individual" => AckKind::ClientIndividual,
+            other => return Err(Failure(format!("unknown ack mode `{other}`"))),
+        };
+        let prefetch = match frame.get("activemq.prefetchSize").or(frame.get("prefetch-count")) {
+            Some(p) => p
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| Failure(format!("prefetch `{p}` is not a number")))?,
+            None => self.limits.default_prefetch,
+        };
+        let destination = self.destination(name, true, ctx)?;
+        let consumer = self.next() as u32;
+        self.subscriptions.insert(
+            id.clone(),
+            Subscription {
+                consumer,
+                ack,
+                unacked: VecDeque::new(),
+            },
+        );
+        self.by_consumer.insert(consumer, id);
+        let receipt = self.next();
+        self.pending.insert(
+            receipt,
+            Pending {
+                receipt: frame.get("receipt").map(str::to_string),
+                commit: None,
+            },
+        );
+        self.session()?.do_send(SessionCommand::Subscribe {
+            consumer,
+            destination,
+            prefetch,
+            receipt,
+        });
+        Ok(())
+    }
+
+    /// ACK or NACK: (consumer, tags) to settle, cumulative for `client` subscriptions.
+    fn settle(&mut self, frame: &StompFrame) -> Result<(), Failure> {
+        let (consumer, tag) = match frame.get("id") {
+            Some(id) => parse_ack_id(id).ok_or_else(|| Failure(format!("unknown ack id `{id}`")))?,
+            None => {
+                // STOMP 1.0/1.1: message-id and subscription.
+                let message_id = frame
+                    .get("message-id")
+                    .ok_or_else(|| Failure(format!("{} needs an id header", frame.command.as_str())))?;
+                let subscription = frame.get("subscription").and_then(|s| self.subscriptions.get(s));
+                let subscription = match subscription {
+                    Some(s) => Some(s),
+                    None => self.subscriptions.values().find(|s| s.unacked.iter().any(|(_, m)| m == message_id)),
+                };
+                let found = subscription.and_then(|s| {
+                    s.unacked
+                        .iter()
+                        .find(|(_, m)| m == message_id)
+                        .map(|(tag, _)| (s.consumer, *tag))
+                });
+                found.ok_or_else(|| Failure(format!("no unacknowledged message `{message_id}`")))?
+            }
+        };
+        let id = self
+            .by_consumer
+            .get(&consumer)
+            .ok_or_else(|| Failure(format!("no subscription for ack id `{consumer}:{tag}`")))?;
+        let Some(subscription) = self.subscriptions.get_mut(id) else {
+            return Ok(());
+        };
+        let Some(position) = subscription.unacked.iter().position(|(t, _)| *t == tag) else {
+            return Err(Failure(format!("message `{consumer}:{tag}` is not waiting for an acknowledgement")));
+        };
+        let tags: Vec<u64> = match subscription.ack {
+            AckKind::Client => subscription.unacked.drain(..=position).map(|(t, _)| t).collect(),
+            _ => subscription.unacked.remove(position).map(|(t, _)| t).into_iter().collect(),
+        };
+        let pairs = tags.into_iter().map(|t| (consumer, t)).collect();
+        let command = if frame.command == Command::Nack {
+            SessionCommand::Release { releases: pairs }
+        } else {
+            SessionCommand::Ack { acks: pairs }
+        };
+        self.session()?.do_send(command);
+        Ok(())
+    }
+
+    /// A STOMP destination name as a broker destination. Temporary names the client made
+    /// up are created for this connection when `create` is set (SUBSCRIBE, reply-to).
+    fn destination(&mut self, name: &str, create: bool, ctx: &mut Context<Self>) -> Result<Destination, Failure> {
+        let (kind, rest) = if let Some(rest) = name.strip_prefix("/queue/") {
+            (DestinationKind::Queue, rest)
+        } else if let Some(rest) = name.strip_prefix("/topic/") {
+            (DestinationKind::Topic, rest)
+        } else if let Some(rest) = name.strip_prefix("/temp-queue/") {
+            (DestinationKind::TempQueue, rest)
+        } else if let Some(rest) = name.strip_prefix("/temp-topic/") {
+            (DestinationKind::TempTopic, rest)
+        } else {
+            return Err(Failure(format!(
+                "unknown destination `{name}`: use /queue/, /topic/, /temp-queue/ or /temp-topic/"
+            )));
+        };
+        if rest.is_empty() {
+            return Err(Failure(format!("destination `{name}` has no name")));
+        }
+        if !matches!(kind, DestinationKind::TempQueue | DestinationKind::TempTopic) {
+            return Ok(Destination::with_kind(kind, rest));
+        }
+        if let Some(found) = self.temporaries.get(&(kind, rest.to_string())) {
+            return Ok(found.clone());
+        }
+        // Someone's full temporary name (from a reply-to), or one of ours to create.
+        let is_full_name = rest.contains('.') && !create;
+        if is_full_name || !create {
+            return Ok(Destination::with_kind(kind, rest));
+        }
+        let created = Destination::with_kind(kind, &format!("{}.{rest}", self.connection_id));
+        self.temporaries.insert((kind, rest.to_string()), created.clone());
+        // Held: nothing else from this client is handled until the queue exists.
+        let create = self.registry.send(CreateTemporary {
+            destination: created.clone(),
+            owner: self.id,
+        });
+        ctx.wait(create.into_actor(self).map(|result, act, ctx| {
+            if let Ok(Err(e)) | Err(e) = result.map_err(|e| DestinationError::Unavailable(e.to_string())) {
+                act.fail(format!("cannot create a temporary destination: {e}"), ctx);
+            }
+        }));
+        Ok(created)
+    }
+
+    /// One send of a COMMIT was answered (or none were pending): answer the COMMIT once all are.
+    fn commit_progress(&mut self, commit: u64, ctx: &mut Context<Self>) {
+        if let Some((remaining, receipt)) = self.commits.get(&commit)
+            && *remaining == 0
+        {
+            let receipt = receipt.clone();
+            self.commits.remove(&commit);
+            if let Some(receipt) = receipt {
+                self.write(&Self::receipt_frame(&receipt), ctx);
+            }
+        }
+    }
+
+    fn on_deliver(&mut self, consumer: u32, deliveries: Vec<WireDelivery>, ctx: &mut Context<Self>) {
+        let Some(id) = self.by_consumer.get(&consumer).cloned() else {
+            return; // unsubscribed: the destination takes them back
+        };
+        let Some(subscription) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        let mut buf = BytesMut::new();
+        let mut auto_acks = Vec::new();
+        for delivery in deliveries {
+            let frame = message_frame(&id, consumer, &delivery, subscription.ack);
+            encode_into(&frame, &mut buf);
+            match subscription.ack {
+                AckKind::Auto => auto_acks.push((consumer, delivery.tag)),
+                _ => subscription.unacked.push_back((delivery.tag, delivery.message.id.clone())),
+            }
+        }
+        if self.sink.send(buf.freeze()).is_err() {
+            return ctx.stop();
+        }
+        if !auto_acks.is_empty()
+            && let Some(session) = &self.session
+        {
+            session.do_send(SessionCommand::Ack { acks: auto_acks });
+        }
+    }
+}
+
+fn transaction_name(frame: &StompFrame) -> Result<&str, Failure> {
+    frame
+        .get("transaction")
+        .ok_or_else(|| Failure(format!("{} needs a transaction header", frame.command.as_str())))
+}
+
+fn parse_heartbeat(value: Option<&str>) -> Result<(u64, u64), Failure> {
+    let Some(value) = value else {
+        return Ok((0, 0));
+    };
+    let bad = || Failure(format!("heart-beat `{value}` is not `<ms>,<ms>`"));
+    let (sends, wants) = value.split_once(',').ok_or_else(bad)?;
+    Ok((
+        sends.trim().parse().map_err(|_| bad())?,
+        wants.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+/// `<consumer>:<tag>`, as written in MESSAGE `ack` headers.
+fn parse_ack_id(id: &str) -> Option<(u32, u64)> {
+    let (consumer, tag) = id.split_once(':')?;
+    Some((consumer.parse().ok()?, tag.parse().ok()?))
+}
+
+fn error_bytes(message: &str) -> Bytes {
+    let frame = StompFrame::new(Command::Error)
+        .header("message", message)
+        .header("content-type", "text/plain")
+        .header("content-length", message.len().to_string())
+        .body(message.to_string());
+    let mut buf = BytesMut::new();
+    encode_into(&frame, &mut buf);
+    buf.freeze()
+}
+
+/// A broker destination in STOMP's spelling.
+fn stomp_name(destination: &Destination) -> String {
+    let prefix = match destination.kind() {
+        DestinationKind::Queue => "/queue/",
+        DestinationKind::Topic => "/topic/",
+        DestinationKind::TempQueue => "/temp-queue/",
+        DestinationKind::TempTopic => "/temp-topic/",
+        DestinationKind::Composite | DestinationKind::Group => return destination.to_string(),
+    };
+    format!("{prefix}{}", destination.name())
+}
+
+/// SEND headers that are not carried as user headers.
+const SEND_HEADERS: [&str; 10] = [
+    "destination",
+    "content-length",
+    "transaction",
+    "receipt",
+    "persistent",
+    "reply-to",
+    "correlation-id",
+    "expires",
+    "priority",
+    "message-id",
+];
+
+fn message_from(frame: &StompFrame, reply_to: Option<Destination>) -> Result<Message, Failure> {
+    let mut message = Message::new(frame.body.clone());
+    message.reply_to = reply_to;
+    message.correlation_id = frame.get("correlation-id").map(str::to_string);
+    if let Some(p) = frame.get("persistent") {
+        message.persistent = p.eq_ignore_ascii_case("true");
+    }
+    if let Some(e) = frame.get("expires") {
+        message.expiration = e.trim().parse().map_err(|_| Failure(format!("expires `{e}` is not a number")))?;
+    }
+    if let Some(p) = frame.get("priority") {
+        let priority: u8 = p
+            .trim()
+            .parse()
+            .map_err(|_| Failure(format!("priority `{p}` is not 0-9")))?;
+        message = message.with_priority(priority);
+    }
+    message.timestamp = crate::message::now_millis();
+    for (name, value) in &frame.headers {
+        if !SEND_HEADERS.contains(&name.as_str()) && !message.headers.contains_key(name) {
+            message.headers.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(message)
+}
+
+fn message_frame(subscription: &str, consumer: u32, delivery: &WireDelivery, ack: AckKind) -> StompFrame {
+    let message = &delivery.message;
+    let mut frame = StompFrame::new(Command::Message)
+        .header("subscription", subscription)
+        .header("message-id", message.id.clone());
+    if let Some(destination) = &message.destination {
+        frame = frame.header("destination", stomp_name(destination));
+    }
+    if ack != AckKind::Auto {
+        frame = frame.header("ack", format!("{consumer}:{}", delivery.tag));
+    }
+    if delivery.redelivered {
+        frame = frame.header("redelivered", "true");
+    }
+    if let Some(id) = &message.correlation_id {
+        frame = frame.header("correlation-id", id.clone());
+    }
+    if let Some(reply_to) = &message.reply_to {
+        frame = frame.header("reply-to", stomp_name(reply_to));
+    }
+    if message.expiration != 0 {
+        frame = frame.header("expires", message.expiration.to_string());
+    }
+    frame = frame
+        .header("priority", message.priority.to_string())
+        .header("persistent", message.persistent.to_string())
+        .header("timestamp", message.timestamp.to_string());
+    for (name, value) in &message.headers {
+        frame = frame.header(name.clone(), value.clone());
+    }
+    for (name, value) in &message.properties {
+        let text = match value {
+            Property::Bool(b) => b.to_string(),
+            Property::Int(i) => i.to_string(),
+            Property::Float(f) => f.to_string(),
+            Property::Text(t) => t.clone(),
+            Property::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        };
+        frame = frame.header(name.clone(), text);
+    }
+    frame
+        .header("content-length", message.body.len().to_string())
+        .body(message.body.clone())
+}
+
+impl Actor for StompConnectionActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(session) = self.session.take() {
+            session.do_send(Shutdown);
+        }
+        self.registry.do_send(DropTemporaries(self.id));
+        self.sink.close(None);
+        tracing::debug!(peer = %self.peer, "STOMP connection closed");
+    }
+}
+
+impl StreamHandler<Result<Inbound, StompError>> for StompConnectionActor {
+    fn handle(&mut self, item: Result<Inbound, StompError>, ctx: &mut Context<Self>) {
+        self.last_read = Instant::now();
+        match item {
+            Ok(Inbound::Frame(frame)) => self.on_frame(frame, ctx),
+            Ok(Inbound::Heartbeat) => {}
+            Err(StompError::Io(e)) => {
+                tracing::debug!(peer = %self.peer, "STOMP read failed: {e}");
+                ctx.stop();
+            }
+            Err(e) => self.fail(e.to_string(), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StompEvent> for StompConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, event: StompEvent, ctx: &mut Context<Self>) {
+        match event {
+            StompEvent::Deliver {
+                consumer,
+                deliveries,
+            } => self.on_deliver(consumer, deliveries, ctx),
+            StompEvent::Receipt { receipt, result } => {
+                let Some(pending) = self.pending.remove(&receipt) else {
+                    return;
+                };
+                if let Err(e) = result {
+                    return self.fail(e.to_string(), ctx);
+                }
+                if let Some(receipt) = pending.receipt {
+                    self.write(&Self::receipt_frame(&receipt), ctx);
+                }
+                if let Some(commit) = pending.commit {
+                    if let Some((remaining, _)) = self.commits.get_mut(&commit) {
+                        *remaining = remaining.saturating_sub(1);
+                    }
+                    self.commit_progress(commit, ctx);
+                }
+            }
+            StompEvent::Evicted { reason, .. } => self.fail(reason, ctx),
+        }
+    }
+}
+
+impl Handler<WriterStopped> for StompConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, WriterStopped(reason): WriterStopped, ctx: &mut Context<Self>) {
+        if !matches!(reason, CloseReason::Finished | CloseReason::Io(_)) {
+            tracing::warn!(peer = %self.peer, "closing STOMP connection: {reason}");
+        }
+        ctx.stop();
+    }
+}
