@@ -134,7 +134,13 @@ impl BrokerProcess {
     fn start(args: &[&str]) -> BrokerProcess {
         let mut child = Command::new(BIN)
             .arg("broker")
-            .args(["--listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0", "--config-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--stomp-listen",
+                "127.0.0.1:0",
+                "--config-dir",
+            ])
             .arg(config_dir())
             .args(args)
             .env("RUST_LOG", "info")

@@ -19,17 +19,28 @@ use crate::stomp::StompConnectionActor;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Starts the connection actor for one accepted socket; runs on the arbiter that will own it.
-pub(super) type StartConnection =
-    fn(TcpStream, SocketAddr, Addr<DestinationRegistry>, Config);
+pub(super) type StartConnection = fn(TcpStream, SocketAddr, Addr<DestinationRegistry>, Config);
 
 /// The native protocol's connection actor.
-pub(super) fn native(stream: TcpStream, peer: SocketAddr, registry: Addr<DestinationRegistry>, config: Config) {
+pub(super) fn native(
+    stream: TcpStream,
+    peer: SocketAddr,
+    registry: Addr<DestinationRegistry>,
+    config: Config,
+) {
     ConnectionActor::create(move |ctx| ConnectionActor::new(stream, peer, registry, config, ctx));
 }
 
 /// The STOMP listener's connection actor.
-pub(super) fn stomp(stream: TcpStream, peer: SocketAddr, registry: Addr<DestinationRegistry>, config: Config) {
-    StompConnectionActor::create(move |ctx| StompConnectionActor::new(stream, peer, registry, config, ctx));
+pub(super) fn stomp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    registry: Addr<DestinationRegistry>,
+    config: Config,
+) {
+    StompConnectionActor::create(move |ctx| {
+        StompConnectionActor::new(stream, peer, registry, config, ctx)
+    });
 }
 
 /// Runs the accept loop as a task of the current arbiter; abort the handle to stop it.

@@ -115,10 +115,14 @@ impl Broker {
             let listen = config.stomp.listen_addr()?;
             let socket = tokio::net::TcpListener::bind(listen)
                 .await
-                .map_err(|source| BrokerError::Bind { addr: listen, source })?;
-            let addr = socket
-                .local_addr()
-                .map_err(|source| BrokerError::Bind { addr: listen, source })?;
+                .map_err(|source| BrokerError::Bind {
+                    addr: listen,
+                    source,
+                })?;
+            let addr = socket.local_addr().map_err(|source| BrokerError::Bind {
+                addr: listen,
+                source,
+            })?;
             accept.push(listener::spawn(
                 socket,
                 arbiters.clone(),

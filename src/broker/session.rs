@@ -235,7 +235,11 @@ impl<W: ClientWire> SessionActor<W> {
         for (consumer, tags) in by_consumer {
             match self.consumers.get(&consumer) {
                 Some(addr) => addr.do_send(command(tags)),
-                None => tracing::debug!(session = self.id, consumer, "ack for a closed consumer ignored"),
+                None => tracing::debug!(
+                    session = self.id,
+                    consumer,
+                    "ack for a closed consumer ignored"
+                ),
             }
         }
     }

@@ -107,7 +107,10 @@ pub enum Control {
     },
     /// The consumer gives these deliveries back (a NACK): a queue delivers them again,
     /// marked redelivered; a topic drops them. Each returns one credit.
-    Release { consumer: ConsumerId, tags: Vec<u64> },
+    Release {
+        consumer: ConsumerId,
+        tags: Vec<u64>,
+    },
     /// Pull mode: allow `credit` more deliveries.
     Grant { consumer: ConsumerId, credit: u32 },
 }

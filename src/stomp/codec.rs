@@ -103,7 +103,12 @@ fn unescape(raw: &[u8]) -> Result<String, StompError> {
             Some(b'n') => b'\n',
             Some(b'c') => b':',
             Some(b'\\') => b'\\',
-            Some(other) => return Err(malformed(format!("invalid escape `\\{}` in a header", *other as char))),
+            Some(other) => {
+                return Err(malformed(format!(
+                    "invalid escape `\\{}` in a header",
+                    *other as char
+                )));
+            }
             None => return Err(malformed("a header ends in a lone backslash")),
         });
     }
@@ -161,7 +166,9 @@ impl Decoder for StompCodec {
             let (name, value) = if command.escapes_headers() {
                 (unescape(name)?, unescape(value)?)
             } else {
-                let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| malformed("a header is not UTF-8"));
+                let text = |b: &[u8]| {
+                    String::from_utf8(b.to_vec()).map_err(|_| malformed("a header is not UTF-8"))
+                };
                 (text(name)?, text(value)?)
             };
             headers.push((name, value));
@@ -193,7 +200,9 @@ impl Decoder for StompCodec {
                     return Ok(None);
                 }
                 if src[header_end + len] != 0 {
-                    return Err(malformed("the body is not followed by NUL at content-length"));
+                    return Err(malformed(
+                        "the body is not followed by NUL at content-length",
+                    ));
                 }
                 len
             }
@@ -299,18 +308,25 @@ mod tests {
             .body(&b"a\0b\0c"[..]);
         let mut buf = BytesMut::new();
         encode_into(&frame, &mut buf);
-        assert!(buf.starts_with(b"SEND\ndestination:/queue/a\nodd\\cname:line\\nbreak\\\\back\\rslash\n"));
+        assert!(
+            buf.starts_with(
+                b"SEND\ndestination:/queue/a\nodd\\cname:line\\nbreak\\\\back\\rslash\n"
+            )
+        );
         let items = decode_all(&buf).unwrap();
         assert_eq!(items, vec![Inbound::Frame(frame)]);
     }
 
     #[test]
     fn heartbeats_and_crlf_lines() {
-        let items = decode_all(b"\n\r\nCONNECT\r\naccept-version:1.2\r\nhost:x\r\n\r\n\0\n").unwrap();
+        let items =
+            decode_all(b"\n\r\nCONNECT\r\naccept-version:1.2\r\nhost:x\r\n\r\n\0\n").unwrap();
         assert_eq!(items.len(), 4);
         assert_eq!(items[0], Inbound::Heartbeat);
         assert_eq!(items[1], Inbound::Heartbeat);
-        let Inbound::Frame(f) = &items[2] else { panic!() };
+        let Inbound::Frame(f) = &items[2] else {
+            panic!()
+        };
         assert_eq!(f.command, Command::Connect);
         assert_eq!(f.get("accept-version"), Some("1.2"));
         assert_eq!(items[3], Inbound::Heartbeat);
@@ -319,7 +335,9 @@ mod tests {
     #[test]
     fn the_first_repeated_header_wins() {
         let items = decode_all(b"SEND\nfoo:1\nfoo:2\n\nx\0").unwrap();
-        let Inbound::Frame(f) = &items[0] else { panic!() };
+        let Inbound::Frame(f) = &items[0] else {
+            panic!()
+        };
         assert_eq!(f.get("foo"), Some("1"));
         assert_eq!(&f.body[..], b"x");
     }
@@ -327,7 +345,9 @@ mod tests {
     #[test]
     fn connect_headers_are_not_unescaped() {
         let items = decode_all(b"CONNECT\nlogin:a\\cb\n\n\0").unwrap();
-        let Inbound::Frame(f) = &items[0] else { panic!() };
+        let Inbound::Frame(f) = &items[0] else {
+            panic!()
+        };
         assert_eq!(f.get("login"), Some("a\\cb"));
     }
 

@@ -84,11 +84,13 @@ impl ClientWire for StompWire {
     }
 
     fn receipt(&self, receipt: u64, result: Result<(), DestinationError>) {
-        self.connection.do_send(StompEvent::Receipt { receipt, result });
+        self.connection
+            .do_send(StompEvent::Receipt { receipt, result });
     }
 
     fn evicted(&self, consumer: u32, reason: String) {
-        self.connection.do_send(StompEvent::Evicted { consumer, reason });
+        self.connection
+            .do_send(StompEvent::Evicted { consumer, reason });
     }
 }
 
@@ -193,11 +195,14 @@ impl StompConnectionActor {
                 max_body_bytes: max_frame,
             }),
         ));
-        ctx.run_later(Duration::from_millis(limits.handshake_timeout_ms), |act, ctx| {
-            if act.session.is_none() {
-                act.fail("no CONNECT within the handshake timeout".into(), ctx);
-            }
-        });
+        ctx.run_later(
+            Duration::from_millis(limits.handshake_timeout_ms),
+            |act, ctx| {
+                if act.session.is_none() {
+                    act.fail("no CONNECT within the handshake timeout".into(), ctx);
+                }
+            },
+        );
         let id = ConnectionId::next();
         StompConnectionActor {
             id,
@@ -254,7 +259,10 @@ impl StompConnectionActor {
         let result = if self.session.is_none() {
             match frame.command {
                 Command::Connect | Command::Stomp => self.on_connect(&frame, ctx),
-                other => Err(Failure(format!("expected CONNECT first, got {}", other.as_str()))),
+                other => Err(Failure(format!(
+                    "expected CONNECT first, got {}",
+                    other.as_str()
+                ))),
             }
         } else {
             self.on_command(frame, ctx)
@@ -296,7 +304,14 @@ impl StompConnectionActor {
             .header("version", *version)
             .header("heart-beat", format!("{ours},{ours}"))
             .header("session", self.connection_id.clone())
-            .header("server", format!("actormq/{} ({})", env!("CARGO_PKG_VERSION"), self.broker_name));
+            .header(
+                "server",
+                format!(
+                    "actormq/{} ({})",
+                    env!("CARGO_PKG_VERSION"),
+                    self.broker_name
+                ),
+            );
         self.write(&connected, ctx);
 
         if ours > 0 && client_wants > 0 {
@@ -306,10 +321,18 @@ impl StompConnectionActor {
             });
         }
         if ours > 0 && client_sends > 0 {
-            let within = Duration::from_millis(ours.max(client_sends) + self.limits.stomp_heartbeat_grace_ms);
+            let within = Duration::from_millis(
+                ours.max(client_sends) + self.limits.stomp_heartbeat_grace_ms,
+            );
             ctx.run_interval(within / 4, move |act, ctx| {
                 if act.last_read.elapsed() > within {
-                    act.fail(format!("no heart-beat from the client within {} ms", within.as_millis()), ctx);
+                    act.fail(
+                        format!(
+                            "no heart-beat from the client within {} ms",
+                            within.as_millis()
+                        ),
+                        ctx,
+                    );
                 }
             });
         }
@@ -339,7 +362,11 @@ impl StompConnectionActor {
             }
             Command::Ack | Command::Nack => {
                 if let Some(tx) = frame.get("transaction") {
-                    let held = if frame.command == Command::Ack { Held::Ack(frame.clone()) } else { Held::Nack(frame.clone()) };
+                    let held = if frame.command == Command::Ack {
+                        Held::Ack(frame.clone())
+                    } else {
+                        Held::Nack(frame.clone())
+                    };
                     self.transaction(tx)?.push(held);
                 } else {
                     self.settle(&frame)?;
@@ -364,7 +391,8 @@ impl StompConnectionActor {
                     .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))?;
                 let commit = self.next();
                 let sends = held.iter().filter(|h| matches!(h, Held::Send(_))).count();
-                self.commits.insert(commit, (sends, frame.get("receipt").map(str::to_string)));
+                self.commits
+                    .insert(commit, (sends, frame.get("receipt").map(str::to_string)));
                 for work in held {
                     match work {
                         Held::Send(send) => self.on_send(send, Some(commit), ctx)?,
@@ -413,7 +441,12 @@ impl StompConnectionActor {
             .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))
     }
 
-    fn on_send(&mut self, frame: StompFrame, commit: Option<u64>, ctx: &mut Context<Self>) -> Result<(), Failure> {
+    fn on_send(
+        &mut self,
+        frame: StompFrame,
+        commit: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Failure> {
         if commit.is_none()
             && let Some(tx) = frame.get("transaction")
         {
@@ -438,7 +471,11 @@ impl StompConnectionActor {
         self.pending.insert(
             receipt,
             Pending {
-                receipt: if commit.is_some() { None } else { frame.get("receipt").map(str::to_string) },
+                receipt: if commit.is_some() {
+                    None
+                } else {
+                    frame.get("receipt").map(str::to_string)
+                },
                 commit,
             },
         );
@@ -467,7 +504,10 @@ impl StompConnectionActor {
             "client-individual" => AckKind::ClientIndividual,
             other => return Err(Failure(format!("unknown ack mode `{other}`"))),
         };
-        let prefetch = match frame.get("activemq.prefetchSize").or(frame.get("prefetch-count")) {
+        let prefetch = match frame
+            .get("activemq.prefetchSize")
+            .or(frame.get("prefetch-count"))
+        {
             Some(p) => p
                 .trim()
                 .parse::<u32>()
@@ -505,16 +545,23 @@ impl StompConnectionActor {
     /// ACK or NACK: (consumer, tags) to settle, cumulative for `client` subscriptions.
     fn settle(&mut self, frame: &StompFrame) -> Result<(), Failure> {
         let (consumer, tag) = match frame.get("id") {
-            Some(id) => parse_ack_id(id).ok_or_else(|| Failure(format!("unknown ack id `{id}`")))?,
+            Some(id) => {
+                parse_ack_id(id).ok_or_else(|| Failure(format!("unknown ack id `{id}`")))?
+            }
             None => {
                 // STOMP 1.0/1.1: message-id and subscription.
-                let message_id = frame
-                    .get("message-id")
-                    .ok_or_else(|| Failure(format!("{} needs an id header", frame.command.as_str())))?;
-                let subscription = frame.get("subscription").and_then(|s| self.subscriptions.get(s));
+                let message_id = frame.get("message-id").ok_or_else(|| {
+                    Failure(format!("{} needs an id header", frame.command.as_str()))
+                })?;
+                let subscription = frame
+                    .get("subscription")
+                    .and_then(|s| self.subscriptions.get(s));
                 let subscription = match subscription {
                     Some(s) => Some(s),
-                    None => self.subscriptions.values().find(|s| s.unacked.iter().any(|(_, m)| m == message_id)),
+                    None => self
+                        .subscriptions
+                        .values()
+                        .find(|s| s.unacked.iter().any(|(_, m)| m == message_id)),
                 };
                 let found = subscription.and_then(|s| {
                     s.unacked
@@ -533,11 +580,22 @@ impl StompConnectionActor {
             return Ok(());
         };
         let Some(position) = subscription.unacked.iter().position(|(t, _)| *t == tag) else {
-            return Err(Failure(format!("message `{consumer}:{tag}` is not waiting for an acknowledgement")));
+            return Err(Failure(format!(
+                "message `{consumer}:{tag}` is not waiting for an acknowledgement"
+            )));
         };
         let tags: Vec<u64> = match subscription.ack {
-            AckKind::Client => subscription.unacked.drain(..=position).map(|(t, _)| t).collect(),
-            _ => subscription.unacked.remove(position).map(|(t, _)| t).into_iter().collect(),
+            AckKind::Client => subscription
+                .unacked
+                .drain(..=position)
+                .map(|(t, _)| t)
+                .collect(),
+            _ => subscription
+                .unacked
+                .remove(position)
+                .map(|(t, _)| t)
+                .into_iter()
+                .collect(),
         };
         let pairs = tags.into_iter().map(|t| (consumer, t)).collect();
         let command = if frame.command == Command::Nack {
@@ -551,7 +609,12 @@ impl StompConnectionActor {
 
     /// A STOMP destination name as a broker destination. Temporary names the client made
     /// up are created for this connection when `create` is set (SUBSCRIBE, reply-to).
-    fn destination(&mut self, name: &str, create: bool, ctx: &mut Context<Self>) -> Result<Destination, Failure> {
+    fn destination(
+        &mut self,
+        name: &str,
+        create: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<Destination, Failure> {
         let (kind, rest) = if let Some(rest) = name.strip_prefix("/queue/") {
             (DestinationKind::Queue, rest)
         } else if let Some(rest) = name.strip_prefix("/topic/") {
@@ -568,7 +631,10 @@ impl StompConnectionActor {
         if rest.is_empty() {
             return Err(Failure(format!("destination `{name}` has no name")));
         }
-        if !matches!(kind, DestinationKind::TempQueue | DestinationKind::TempTopic) {
+        if !matches!(
+            kind,
+            DestinationKind::TempQueue | DestinationKind::TempTopic
+        ) {
             return Ok(Destination::with_kind(kind, rest));
         }
         if let Some(found) = self.temporaries.get(&(kind, rest.to_string())) {
@@ -580,14 +646,17 @@ impl StompConnectionActor {
             return Ok(Destination::with_kind(kind, rest));
         }
         let created = Destination::with_kind(kind, &format!("{}.{rest}", self.connection_id));
-        self.temporaries.insert((kind, rest.to_string()), created.clone());
+        self.temporaries
+            .insert((kind, rest.to_string()), created.clone());
         // Held: nothing else from this client is handled until the queue exists.
         let create = self.registry.send(CreateTemporary {
             destination: created.clone(),
             owner: self.id,
         });
         ctx.wait(create.into_actor(self).map(|result, act, ctx| {
-            if let Ok(Err(e)) | Err(e) = result.map_err(|e| DestinationError::Unavailable(e.to_string())) {
+            if let Ok(Err(e)) | Err(e) =
+                result.map_err(|e| DestinationError::Unavailable(e.to_string()))
+            {
                 act.fail(format!("cannot create a temporary destination: {e}"), ctx);
             }
         }));
@@ -607,7 +676,12 @@ impl StompConnectionActor {
         }
     }
 
-    fn on_deliver(&mut self, consumer: u32, deliveries: Vec<WireDelivery>, ctx: &mut Context<Self>) {
+    fn on_deliver(
+        &mut self,
+        consumer: u32,
+        deliveries: Vec<WireDelivery>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(id) = self.by_consumer.get(&consumer).cloned() else {
             return; // unsubscribed: the destination takes them back
         };
@@ -621,7 +695,9 @@ impl StompConnectionActor {
             encode_into(&frame, &mut buf);
             match subscription.ack {
                 AckKind::Auto => auto_acks.push((consumer, delivery.tag)),
-                _ => subscription.unacked.push_back((delivery.tag, delivery.message.id.clone())),
+                _ => subscription
+                    .unacked
+                    .push_back((delivery.tag, delivery.message.id.clone())),
             }
         }
         if self.sink.send(buf.freeze()).is_err() {
@@ -636,9 +712,12 @@ impl StompConnectionActor {
 }
 
 fn transaction_name(frame: &StompFrame) -> Result<&str, Failure> {
-    frame
-        .get("transaction")
-        .ok_or_else(|| Failure(format!("{} needs a transaction header", frame.command.as_str())))
+    frame.get("transaction").ok_or_else(|| {
+        Failure(format!(
+            "{} needs a transaction header",
+            frame.command.as_str()
+        ))
+    })
 }
 
 fn parse_heartbeat(value: Option<&str>) -> Result<(u64, u64), Failure> {
@@ -704,7 +783,10 @@ fn message_from(frame: &StompFrame, reply_to: Option<Destination>) -> Result<Mes
         message.persistent = p.eq_ignore_ascii_case("true");
     }
     if let Some(e) = frame.get("expires") {
-        message.expiration = e.trim().parse().map_err(|_| Failure(format!("expires `{e}` is not a number")))?;
+        message.expiration = e
+            .trim()
+            .parse()
+            .map_err(|_| Failure(format!("expires `{e}` is not a number")))?;
     }
     if let Some(p) = frame.get("priority") {
         let priority: u8 = p
@@ -722,7 +804,12 @@ fn message_from(frame: &StompFrame, reply_to: Option<Destination>) -> Result<Mes
     Ok(message)
 }
 
-fn message_frame(subscription: &str, consumer: u32, delivery: &WireDelivery, ack: AckKind) -> StompFrame {
+fn message_frame(
+    subscription: &str,
+    consumer: u32,
+    delivery: &WireDelivery,
+    ack: AckKind,
+) -> StompFrame {
     let message = &delivery.message;
     let mut frame = StompFrame::new(Command::Message)
         .header("subscription", subscription)

@@ -1,0 +1,510 @@
+//! The STOMP listener over raw sockets: native ↔ STOMP exchange both ways, receipts,
+//! escaping, and every malformed-input case, each followed by a good client.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actormq::stomp::{Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into};
+use actormq::{BrokerThread, Destination, Message, Property};
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
+
+use common::{broker, broker_with, connect, stat_of};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A STOMP client written against the frame codec alone.
+struct RawStomp {
+    reader: FramedRead<OwnedReadHalf, StompCodec>,
+    writer: OwnedWriteHalf,
+}
+
+impl RawStomp {
+    async fn open(addr: SocketAddr) -> RawStomp {
+        let (read, writer) = TcpStream::connect(addr).await.unwrap().into_split();
+        let limits = StompLimits {
+            max_frame_bytes: 1 << 24,
+            max_headers: 1000,
+            max_header_bytes: 1 << 16,
+            max_body_bytes: 1 << 24,
+        };
+        RawStomp {
+            reader: FramedRead::new(read, StompCodec::new(limits)),
+            writer,
+        }
+    }
+
+    /// Opens and completes CONNECT/CONNECTED.
+    async fn connected(addr: SocketAddr) -> RawStomp {
+        let mut client = RawStomp::open(addr).await;
+        let connect = StompFrame::new(Command::Connect)
+            .header("accept-version", "1.0,1.1,1.2")
+            .header("host", "localhost");
+        client.send(&connect).await;
+        let connected = client.next().await;
+        assert_eq!(connected.command, Command::Connected, "{connected:?}");
+        assert_eq!(connected.get("version"), Some("1.2"));
+        client
+    }
+
+    async fn send(&mut self, frame: &StompFrame) {
+        let mut buf = BytesMut::new();
+        encode_into(frame, &mut buf);
+        self.raw(&buf).await;
+    }
+
+    async fn raw(&mut self, bytes: &[u8]) {
+        // The broker may already have closed on earlier bad bytes.
+        let _ = self.writer.write_all(bytes).await;
+    }
+
+    /// The next frame, skipping heart-beats.
+    async fn next(&mut self) -> StompFrame {
+        loop {
+            let item = tokio::time::timeout(WAIT, self.reader.next())
+                .await
+                .expect("a frame in time")
+                .expect("the connection is open")
+                .expect("a well-formed frame");
+            if let Inbound::Frame(frame) = item {
+                return frame;
+            }
+        }
+    }
+
+    /// The ERROR the broker answers with; checks that it then closes the connection.
+    async fn error(&mut self) -> String {
+        let frame = self.next().await;
+        assert_eq!(frame.command, Command::Error, "{frame:?}");
+        let message = frame.get("message").unwrap_or_default().to_string();
+        let rest = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.reader.next().await {
+                    Some(Ok(Inbound::Heartbeat)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("closed in time");
+        assert!(
+            rest.is_none(),
+            "the connection closes after ERROR: {rest:?}"
+        );
+        message
+    }
+}
+
+fn stomp_addr(broker: &BrokerThread) -> SocketAddr {
+    broker.stomp_addr().expect("the STOMP listener is on")
+}
+
+/// A STOMP client and a native client both still work.
+async fn good_clients_work(broker: &BrokerThread) {
+    let mut client = RawStomp::connected(stomp_addr(broker)).await;
+    let subscribe = StompFrame::new(Command::Subscribe)
+        .header("destination", "/queue/after-bad-input")
+        .header("id", "0")
+        .header("receipt", "sub");
+    client.send(&subscribe).await;
+    assert_eq!(client.next().await.get("receipt-id"), Some("sub"));
+    let send = StompFrame::new(Command::Send)
+        .header("destination", "/queue/after-bad-input")
+        .body("fine");
+    client.send(&send).await;
+    let message = client.next().await;
+    assert_eq!(
+        (message.command, &message.body[..]),
+        (Command::Message, &b"fine"[..])
+    );
+
+    let (_c, session) = connect(broker).await;
+    session
+        .producer(Destination::queue("native-after-bad-input"))
+        .send(Message::new("fine"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_to_stomp_on_a_queue_with_every_field() {
+    let broker = broker();
+    let mut stomp = RawStomp::connected(stomp_addr(&broker)).await;
+    stomp
+        .send(
+            &StompFrame::new(Command::Subscribe)
+                .header("destination", "/queue/interop")
+                .header("id", "s1")
+                .header("ack", "client-individual")
+                .header("receipt", "r"),
+        )
+        .await;
+    assert_eq!(stomp.next().await.get("receipt-id"), Some("r"));
+
+    let (_c, session) = connect(&broker).await;
+    let sent = Message::new(&b"bin\0ary"[..])
+        .with_header("region", "eu:west\nline")
+        .with_property("count", Property::Int(3))
+        .with_correlation_id("corr-9")
+        .with_reply_to(Destination::queue("answers"))
+        .with_priority(6);
+    session
+        .producer(Destination::queue("interop"))
+        .send(sent)
+        .await
+        .unwrap();
+
+    let message = stomp.next().await;
+    assert_eq!(message.command, Command::Message);
+    assert_eq!(&message.body[..], b"bin\0ary");
+    assert_eq!(message.get("content-length"), Some("7"));
+    assert_eq!(message.get("destination"), Some("/queue/interop"));
+    assert_eq!(message.get("subscription"), Some("s1"));
+    assert_eq!(
+        message.get("region"),
+        Some("eu:west\nline"),
+        "escaped and unescaped"
+    );
+    assert_eq!(message.get("count"), Some("3"));
+    assert_eq!(message.get("correlation-id"), Some("corr-9"));
+    assert_eq!(message.get("reply-to"), Some("/queue/answers"));
+    assert_eq!(message.get("priority"), Some("6"));
+    let ack = message.get("ack").expect("an ack header").to_string();
+    stomp
+        .send(
+            &StompFrame::new(Command::Ack)
+                .header("id", ack)
+                .header("receipt", "a"),
+        )
+        .await;
+    assert_eq!(stomp.next().await.get("receipt-id"), Some("a"));
+    let (observer, _s) = connect(&broker).await;
+    let stat = stat_of(&observer, "queue", "interop").await.unwrap();
+    assert_eq!((stat.enqueued, stat.dequeued, stat.depth), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_to_native_on_a_queue_with_every_header() {
+    let broker = broker();
+    let (_c, session) = connect(&broker).await;
+    let mut consumer = session
+        .consumer(Destination::queue("from-stomp"))
+        .await
+        .unwrap();
+    let mut stomp = RawStomp::connected(stomp_addr(&broker)).await;
+    stomp
+        .send(
+            &StompFrame::new(Command::Send)
+                .header("destination", "/queue/from-stomp")
+                .header("content-type", "application/octet-stream")
+                .header("content-length", "5")
+                .header("persistent", "false")
+                .header("correlation-id", "c-1")
+                .header("reply-to", "/queue/back")
+                .header("priority", "9")
+                .header("x-app", "a:b")
+                .header("receipt", "sent")
+                .body(&b"\0\x01\0\x02\0"[..]),
+        )
+        .await;
+    assert_eq!(stomp.next().await.get("receipt-id"), Some("sent"));
+    let got = consumer.receive(WAIT).await.unwrap().expect("a message");
+    assert_eq!(&got.body[..], b"\0\x01\0\x02\0");
+    assert!(!got.persistent);
+    assert_eq!(got.correlation_id.as_deref(), Some("c-1"));
+    assert_eq!(got.reply_to, Some(Destination::queue("back")));
+    assert_eq!(got.priority, 9);
+    assert_eq!(got.headers.get("x-app").map(String::as_str), Some("a:b"));
+    assert_eq!(
+        got.headers.get("content-type").map(String::as_str),
+        Some("application/octet-stream")
+    );
+    assert!(!got.headers.contains_key("receipt") && !got.headers.contains_key("destination"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_both_ways_with_wildcards() {
+    let broker = broker();
+    let (_c, session) = connect(&broker).await;
+    let mut native = session
+        .consumer(Destination::topic("prices.eu"))
+        .await
+        .unwrap();
+    let mut stomp = RawStomp::connected(stomp_addr(&broker)).await;
+    stomp
+        .send(
+            &StompFrame::new(Command::Subscribe)
+                .header("destination", "/topic/prices.>")
+                .header("id", "w")
+                .header("receipt", "r"),
+        )
+        .await;
+    assert_eq!(stomp.next().await.get("receipt-id"), Some("r"));
+
+    // Native publishes; the STOMP wildcard subscriber gets it.
+    session
+        .producer(Destination::topic("prices.us"))
+        .send(Message::new("from native"))
+        .await
+        .unwrap();
+    let m = stomp.next().await;
+    assert_eq!(
+        (&m.body[..], m.get("destination")),
+        (&b"from native"[..], Some("/topic/prices.us"))
+    );
+
+    // STOMP publishes; the native subscriber and the wildcard both get it.
+    stomp
+        .send(
+            &StompFrame::new(Command::Send)
+                .header("destination", "/topic/prices.eu")
+                .body("from stomp"),
+        )
+        .await;
+    assert_eq!(
+        native.receive(WAIT).await.unwrap().unwrap().body_text(),
+        "from stomp"
+    );
+    assert_eq!(&stomp.next().await.body[..], b"from stomp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_request_answered_over_stomp_through_a_temporary_queue() {
+    let broker = broker();
+    let mut server = RawStomp::connected(stomp_addr(&broker)).await;
+    server
+        .send(
+            &StompFrame::new(Command::Subscribe)
+                .header("destination", "/queue/svc")
+                .header("id", "svc")
+                .header("receipt", "r"),
+        )
+        .await;
+    assert_eq!(server.next().await.get("receipt-id"), Some("r"));
+    let (_c, session) = connect(&broker).await;
+    let requestor = session.requestor().await.unwrap();
+    let reply = requestor.request_future(Destination::queue("svc"), Message::new("hi"), WAIT);
+    let request = server.next().await;
+    let reply_to = request.get("reply-to").expect("reply-to").to_string();
+    assert!(reply_to.starts_with("/temp-queue/"), "{reply_to}");
+    server
+        .send(
+            &StompFrame::new(Command::Send)
+                .header("destination", reply_to)
+                .header("correlation-id", request.get("correlation-id").unwrap())
+                .body("HI"),
+        )
+        .await;
+    assert_eq!(reply.await.unwrap().body_text(), "HI");
+}
+
+async fn refused(broker: &BrokerThread, bytes: &[u8], connect_first: bool) -> String {
+    let mut client = if connect_first {
+        RawStomp::connected(stomp_addr(broker)).await
+    } else {
+        RawStomp::open(stomp_addr(broker)).await
+    };
+    client.raw(bytes).await;
+    client.error().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_before_connect() {
+    let broker = broker();
+    let message = refused(&broker, b"SEND\ndestination:/queue/a\n\nx\0", false).await;
+    assert!(
+        message.contains("expected CONNECT first, got SEND"),
+        "{message}"
+    );
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_command() {
+    let broker = broker();
+    let message = refused(&broker, b"EXPLODE\n\n\0", true).await;
+    assert!(message.contains("unknown command `EXPLODE`"), "{message}");
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_headers() {
+    let broker = broker_with(|c| c.limits.stomp_max_headers = 8);
+    let frame: Vec<u8> = [
+        &b"SEND\ndestination:/queue/a\n"[..],
+        &b"h:v\n".repeat(20),
+        b"\nx\0",
+    ]
+    .concat();
+    let message = refused(&broker, &frame, true).await;
+    assert!(message.contains("more than 8 headers"), "{message}");
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_too_long() {
+    let broker = broker_with(|c| c.limits.stomp_max_header_bytes = 1024);
+    let frame: Vec<u8> = [&b"SEND\nh:"[..], &vec![b'v'; 5000], b"\n\nx\0"].concat();
+    let message = refused(&broker, &frame, true).await;
+    assert!(message.contains("longer than 1024 bytes"), "{message}");
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large() {
+    let broker = broker_with(|c| {
+        c.limits.max_frame_bytes = 64 * 1024;
+    });
+    let message = refused(
+        &broker,
+        b"SEND\ndestination:/queue/a\ncontent-length:100000\n\n",
+        true,
+    )
+    .await;
+    assert!(
+        message.contains("100000 bytes exceeds the limit"),
+        "{message}"
+    );
+    // Without content-length: the body is refused once it passes the limit unterminated.
+    let frame: Vec<u8> = [
+        &b"SEND\ndestination:/queue/a\n\n"[..],
+        &vec![b'x'; 70 * 1024],
+    ]
+    .concat();
+    let message = refused(&broker, &frame, true).await;
+    assert!(message.contains("exceeds the limit"), "{message}");
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_headers_and_values() {
+    let broker = broker();
+    for (frame, expected) in [
+        (
+            &b"SEND\ndestination:/queue/a\nbad\\tescape:1\n\nx\0"[..],
+            "invalid escape",
+        ),
+        (b"SEND\ndestination:/queue/a\nnocolon\n\nx\0", "no colon"),
+        (
+            b"SEND\ndestination:/nowhere/a\n\nx\0",
+            "unknown destination `/nowhere/a`",
+        ),
+        (
+            b"SEND\ndestination:/topic/a.*\nreceipt:r\n\nx\0",
+            "wildcard",
+        ),
+        (
+            b"SEND\ndestination:/queue/a\npriority:high\n\nx\0",
+            "priority `high`",
+        ),
+        (
+            b"SUBSCRIBE\ndestination:/queue/a\nid:1\nselector:x = 1\n\n\0",
+            "selectors are not supported yet",
+        ),
+        (
+            b"SUBSCRIBE\ndestination:/queue/a\nid:1\nack:sometimes\n\n\0",
+            "unknown ack mode",
+        ),
+        (b"ACK\nid:99:99\n\n\0", "no subscription"),
+        (
+            b"COMMIT\ntransaction:never\n\n\0",
+            "unknown transaction `never`",
+        ),
+        (b"MESSAGE\n\n\0", "a client may not send MESSAGE"),
+    ] {
+        let message = refused(&broker, frame, true).await;
+        assert!(
+            message.contains(expected),
+            "expected `{expected}` in `{message}`"
+        );
+    }
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_version() {
+    let broker = broker();
+    let message = refused(&broker, b"CONNECT\naccept-version:2.0\n\n\0", false).await;
+    assert!(
+        message.contains("unsupported STOMP version `2.0`"),
+        "{message}"
+    );
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_never_crash_the_listener() {
+    let broker = broker();
+    // A fixed-seed generator: the same bytes on every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..50 {
+        let bytes: Vec<u8> = (0..(64 + round * 97))
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let mut client = RawStomp::open(stomp_addr(&broker)).await;
+        client.raw(&bytes).await;
+        drop(client);
+    }
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_after_the_negotiated_heartbeat() {
+    let broker = broker_with(|c| {
+        c.limits.stomp_heartbeat_ms = 100;
+        c.limits.stomp_heartbeat_grace_ms = 100;
+    });
+    let mut client = RawStomp::open(stomp_addr(&broker)).await;
+    client
+        .send(
+            &StompFrame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "100,100"),
+        )
+        .await;
+    let connected = client.next().await;
+    assert_eq!(connected.get("heart-beat"), Some("100,100"));
+    // The broker's heart-beats arrive (skipped by next()); our silence gets us dropped.
+    let message = client.error().await;
+    assert!(
+        message.contains("no heart-beat from the client within 200 ms"),
+        "{message}"
+    );
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_connects_is_dropped() {
+    let broker = broker_with(|c| c.limits.handshake_timeout_ms = 200);
+    let message = refused(&broker, b"", false).await;
+    assert!(
+        message.contains("no CONNECT within the handshake timeout"),
+        "{message}"
+    );
+    good_clients_work(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_with_a_receipt_is_answered_then_closed() {
+    let broker = broker();
+    let mut client = RawStomp::connected(stomp_addr(&broker)).await;
+    client
+        .send(&StompFrame::new(Command::Disconnect).header("receipt", "bye"))
+        .await;
+    assert_eq!(client.next().await.get("receipt-id"), Some("bye"));
+    let rest = tokio::time::timeout(WAIT, client.reader.next())
+        .await
+        .unwrap();
+    assert!(rest.is_none());
+}
