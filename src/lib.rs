@@ -8,13 +8,19 @@
 //!
 //! ```text
 //! actix System (main thread)
-//! ├── listener task ─ accepts sockets, sets TCP_NODELAY, hands each to the next arbiter
+//! ├── listener tasks ─ native and STOMP: accept, set TCP_NODELAY, hand each socket to the
+//! │                   next arbiter
 //! ├── DestinationRegistry ─ name → DestinationRef; creates destinations on first use
 //! └── ArbiterPool: one Arbiter (thread) per core
-//!     ├── ConnectionActor ─ one per socket: FrameCodec reads, handshake, sessions
+//!     ├── ConnectionActor ─ one per native socket: FrameCodec reads, handshake, sessions
 //!     │   ├── writer task ─ the one bounded writer of this socket (FrameSink → batches)
-//!     │   └── SessionActor ─ one per client session: sends, acks, its consumers
-//!     │       └── ConsumerActor ─ one per subscription: Dispatch → Deliver frames
+//!     │   └── SessionActor<NativeWire> ─ one per client session: sends, acks, consumers
+//!     │       └── ConsumerActor<NativeWire> ─ one per subscription: Dispatch → Deliver
+//!     ├── StompConnectionActor ─ one per STOMP socket: StompCodec reads, subscriptions,
+//!     │   │                      transactions, receipts, heart-beats
+//!     │   ├── writer task
+//!     │   └── SessionActor<StompWire> ─ the connection's one session
+//!     │       └── ConsumerActor<StompWire> ─ deliveries go back to the STOMP actor as MESSAGEs
 //!     ├── QueueActor ─ placed by hash of its name: backlog, competing consumers, credit
 //!     └── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
 //! ```
@@ -49,8 +55,13 @@
 //! - A `DestinationRef` is a set of typed `Recipient`s rather than an enum of addresses:
 //!   a proxy actor that forwards through the cluster bridge will plug in without any
 //!   change to sessions or consumers.
-//! - The store is memory only for now; the journal, persistence, clusters, failover and
-//!   STOMP are later issues.
+//! - Session and consumer actors are generic over a `ClientWire` (how they reach their
+//!   client), so the STOMP listener reuses them instead of mapping STOMP onto native frames.
+//! - Temporary destinations, composite destinations (`queue:a,topic:b`) and configured
+//!   groups are resolved by the registry; wildcard topics (`prices.>`) are subscription
+//!   points the registry wires to every topic they match, which forward what they publish.
+//! - The store is memory only for now; the journal, persistence, clusters and failover are
+//!   later issues.
 //!
 //! ## Where each part lives
 //!
@@ -63,7 +74,8 @@
 //! | [`runtime`] | the arbiter pool |
 //! | [`broker`] | listener, connection, session and consumer actors; broker start-up |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef` |
-//! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer` |
+//! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
+//! | [`stomp`] | the STOMP 1.2 codec (no I/O) and `StompConnectionActor` |
 
 pub mod broker;
 pub mod client;

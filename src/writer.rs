@@ -1,7 +1,7 @@
 //! The one bounded writer per connection, used by broker and client alike.
 //!
 //! Whoever has something to say encodes a frame and hands the bytes to a [`FrameSink`];
-//! a single task ([`run_writer`]) drains the queue and writes frames to the socket in
+//! a single task (the future [`writer`] returns) drains the queue and writes frames to the socket in
 //! batches (one syscall per batch). The sink counts the bytes not yet written: past
 //! `max_pending_bytes` the connection is a slow consumer and is closed with a reason instead
 //! of growing memory, as NATS does. Each write has a deadline. This replaces

@@ -1,6 +1,6 @@
 //! STOMP 1.2: a second listener for any STOMP client (Python, Ruby, JavaScript, Go ...).
 //!
-//! [`codec`] is the pure frame codec. [`StompConnectionActor`] maps STOMP onto the same
+//! `codec` is the pure frame codec ([`StompCodec`]). [`StompConnectionActor`] maps STOMP onto the same
 //! sessions, consumers and destinations native clients use, so a message sent with STOMP to
 //! `/queue/orders` reaches a native consumer of `queue:orders`, and back.
 
