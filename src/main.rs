@@ -28,6 +28,8 @@ enum Command {
     Receive(cmd::receive::ReceiveArgs),
     /// Show each destination's depth and counters.
     Stat(cmd::stat::StatArgs),
+    /// Measure throughput and latency against actormq, a STOMP broker or nats-server.
+    Bench(cmd::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +82,10 @@ fn main() -> ExitCode {
         Command::Stat(args) => {
             init_logging("warn");
             cmd::client_runtime().and_then(|rt| rt.block_on(cmd::stat::run(args)))
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            cmd::client_runtime().and_then(|rt| rt.block_on(cmd::bench::run(args)))
         }
     };
     match result {

@@ -1,5 +1,6 @@
 //! The client-side subcommands of the `actormq` binary.
 
+pub mod bench;
 pub mod receive;
 pub mod send;
 pub mod stat;

@@ -779,9 +779,10 @@ fn message_from(frame: &StompFrame, reply_to: Option<Destination>) -> Result<Mes
     let mut message = Message::new(frame.body.clone());
     message.reply_to = reply_to;
     message.correlation_id = frame.get("correlation-id").map(str::to_string);
-    if let Some(p) = frame.get("persistent") {
-        message.persistent = p.eq_ignore_ascii_case("true");
-    }
+    // As ActiveMQ's STOMP: persistent only when the header says so.
+    message.persistent = frame
+        .get("persistent")
+        .is_some_and(|p| p.eq_ignore_ascii_case("true"));
     if let Some(e) = frame.get("expires") {
         message.expiration = e
             .trim()

@@ -1,0 +1,426 @@
+//! `actormq bench`: the same workload against actormq (embedded, or by URL), any STOMP
+//! broker, or nats-server. Every message carries its producer, sequence number and send
+//! time; the run reports throughput, latency percentiles, and lost and duplicated messages,
+//! and fails if any message was lost.
+
+mod nats_client;
+mod report;
+mod stomp_client;
+mod target;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actormq::client::{AckMode, Connection, Destination, Message};
+use actormq::stomp::{Command, StompFrame};
+use anyhow::{Context, bail};
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+use report::{HEADER_BYTES, Summary, Tracker, stamp};
+use target::{PublishOptions, Publisher, Subscriber, Target};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum Workload {
+    /// P producers, C competing consumers on one queue.
+    Queue,
+    /// 1 publisher, M subscribers on one topic.
+    Topic,
+    /// 1 producer at a fixed rate for a duration, 1 consumer; latency percentiles.
+    Latency,
+    /// Sequential request/reply round trips.
+    RequestReply,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum, default_value = "queue")]
+    workload: Workload,
+    /// tcp://HOST:PORT (actormq), stomp://[LOGIN:PASSCODE@]HOST:PORT[/VHOST] (any STOMP
+    /// broker; login defaults to guest:guest) or nats://HOST:PORT. Default: an embedded
+    /// actormq broker started for the run.
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Topic workload: subscribers.
+    #[arg(long, default_value_t = 4)]
+    subscribers: usize,
+    /// Messages in all (queue, topic) or round trips (request-reply).
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Message body size in bytes (at least 20: producer, sequence, timestamp).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Persistent messages (as JMS and STOMP's `persistent:true`).
+    #[arg(long)]
+    persistent: bool,
+    /// Unconfirmed sends in flight (native: batches; STOMP: receipts). 0: confirm at the end.
+    #[arg(long, default_value_t = 16)]
+    confirm_window: usize,
+    /// Native: messages per Send frame.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Consumer prefetch.
+    #[arg(long, default_value_t = 1000)]
+    prefetch: u32,
+    /// Latency workload: messages per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Latency workload: seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Give up on a receiver that has had nothing for this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    idle_timeout: f64,
+    /// Print one line of JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Nanoseconds since the run began, on one clock for senders and receivers.
+fn now_nanos() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn body(size: usize, producer: u32, seq: u64) -> Bytes {
+    let mut buf = BytesMut::zeroed(size.max(HEADER_BYTES));
+    stamp(&mut buf, producer, seq, now_nanos());
+    buf.freeze()
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.size < HEADER_BYTES {
+        bail!("--size must be at least {HEADER_BYTES} bytes");
+    }
+    // An embedded broker lives as long as the run.
+    let mut _embedded = None;
+    let (target, target_name) = match &args.url {
+        Some(url) => (Target::parse(url)?, url.clone()),
+        None => {
+            let mut config = actormq::Config::default();
+            config.broker.listen = "127.0.0.1:0".into();
+            config.stomp.enabled = false;
+            let broker = actormq::BrokerThread::spawn(config)?;
+            let url = broker.url();
+            _embedded = Some(broker);
+            (Target::parse(&url)?, format!("embedded actormq ({url})"))
+        }
+    };
+    let run_id = format!(
+        "{:x}",
+        std::process::id() as u64 * 1_000_003 + now_nanos() % 1_000_003
+    );
+    let summary = match args.workload {
+        Workload::Queue => {
+            flow(
+                &args,
+                &target,
+                &format!("bench.queue.{run_id}"),
+                false,
+                args.producers,
+                args.consumers,
+                args.count,
+            )
+            .await?
+        }
+        Workload::Topic => {
+            flow(
+                &args,
+                &target,
+                &format!("bench.topic.{run_id}"),
+                true,
+                1,
+                args.subscribers,
+                args.count,
+            )
+            .await?
+        }
+        Workload::Latency => {
+            let count = (args.rate as f64 * args.duration) as u64;
+            flow(
+                &args,
+                &target,
+                &format!("bench.latency.{run_id}"),
+                false,
+                1,
+                1,
+                count,
+            )
+            .await?
+        }
+        Workload::RequestReply => {
+            request_reply(&args, &target, &format!("bench.rr.{run_id}")).await?
+        }
+    };
+    let summary = Summary {
+        workload: clap::ValueEnum::to_possible_value(&args.workload)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
+        target: target_name,
+        ..summary
+    };
+    if args.json {
+        println!("{}", summary.json());
+    } else {
+        println!("{}", summary.line());
+    }
+    if summary.lost > 0 {
+        eprintln!("actormq bench: {} messages were lost", summary.lost);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Producers → a queue or topic → receivers. Each receiver of a topic must get all
+/// `count`; the receivers of a queue must get all `count` between them.
+async fn flow(
+    args: &BenchArgs,
+    target: &Target,
+    name: &str,
+    topic: bool,
+    producers: usize,
+    receivers: usize,
+    count: u64,
+) -> anyhow::Result<Summary> {
+    let producers = producers.max(1);
+    let per_producer = count.div_ceil(producers as u64);
+    let count = per_producer * producers as u64;
+    let expected_per_receiver = if topic { count } else { u64::MAX };
+    let expected_total = if topic {
+        count * receivers as u64
+    } else {
+        count
+    };
+    let idle = Duration::from_secs_f64(args.idle_timeout);
+    let bar = crate::cmd::progress(Some(expected_total), "bench");
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = watch::channel(false);
+    let done_tx = Arc::new(done_tx);
+
+    let mut receiving = Vec::new();
+    for _ in 0..receivers.max(1) {
+        let mut subscriber = Subscriber::open(target, name, topic, args.prefetch).await?;
+        let delivered = delivered.clone();
+        let bar = bar.clone();
+        let mut done = done_rx.clone();
+        let done_tx = done_tx.clone();
+        receiving.push(tokio::spawn(async move {
+            let mut tracker = Tracker::new(producers, per_producer);
+            let mut last = Instant::now();
+            let mut mine = 0u64;
+            while mine < expected_per_receiver && !*done.borrow() {
+                let next = tokio::select! {
+                    next = tokio::time::timeout(idle, subscriber.next()) => next,
+                    _ = done.changed() => break,
+                };
+                let body = match next {
+                    Ok(Ok(Some(body))) => body,
+                    Ok(Ok(None)) | Err(_) => break,
+                    Ok(Err(e)) => return Err(e),
+                };
+                tracker.record(&body, now_nanos());
+                last = Instant::now();
+                mine += 1;
+                bar.inc(1);
+                if delivered.fetch_add(1, Ordering::Relaxed) + 1 >= expected_total {
+                    let _ = done_tx.send(true);
+                }
+            }
+            Ok::<_, anyhow::Error>((tracker, last))
+        }));
+    }
+
+    let options = PublishOptions {
+        persistent: args.persistent,
+        confirm_window: args.confirm_window,
+        batch: args.batch.max(1),
+    };
+    let rate_per_producer =
+        (args.workload == Workload::Latency).then(|| args.rate as f64 / producers as f64);
+    let started = Instant::now();
+    let mut sending = Vec::new();
+    for producer in 0..producers {
+        let mut publisher = Publisher::open(target, name, topic, options).await?;
+        let size = args.size;
+        sending.push(tokio::spawn(async move {
+            let tick = Duration::from_millis(1);
+            let begun = Instant::now();
+            let mut seq = 0;
+            while seq < per_producer {
+                let due = match rate_per_producer {
+                    Some(rate) => ((begun.elapsed().as_secs_f64() * rate) as u64).min(per_producer),
+                    None => per_producer,
+                };
+                while seq < due {
+                    publisher.publish(body(size, producer as u32, seq)).await?;
+                    seq += 1;
+                }
+                if rate_per_producer.is_some() {
+                    publisher.send_pending().await?;
+                    tokio::time::sleep(tick).await;
+                }
+            }
+            publisher.finish().await
+        }));
+    }
+    for task in sending {
+        task.await.context("a producer task failed")??;
+    }
+    let mut merged = Tracker::new(producers, per_producer);
+    let mut lost = 0;
+    let mut duplicates = 0;
+    let mut last = started;
+    for task in receiving {
+        let (tracker, at) = task.await.context("a receiver task failed")??;
+        last = last.max(at);
+        if topic {
+            lost += count - tracker.unique;
+            duplicates += tracker.duplicates;
+            let _ = merged.latency.add(&tracker.latency);
+        } else {
+            merged.merge(&tracker);
+        }
+    }
+    bar.finish_and_clear();
+    if !topic {
+        lost = count - merged.unique;
+        duplicates = merged.duplicates;
+    }
+    let messages = delivered.load(Ordering::Relaxed);
+    Ok(Summary {
+        workload: String::new(),
+        target: String::new(),
+        messages,
+        bytes: messages * args.size as u64,
+        elapsed: last.duration_since(started),
+        p50_us: merged.latency.value_at_quantile(0.5),
+        p99_us: merged.latency.value_at_quantile(0.99),
+        p999_us: merged.latency.value_at_quantile(0.999),
+        lost,
+        duplicates,
+    })
+}
+
+/// Sequential round trips through a responder that echoes each request.
+async fn request_reply(args: &BenchArgs, target: &Target, name: &str) -> anyhow::Result<Summary> {
+    let mut latency: Histogram<u64> = Histogram::new_with_bounds(1, 60_000_000, 3)?;
+    let timeout = Duration::from_secs_f64(args.idle_timeout);
+    let bar = crate::cmd::progress(Some(args.count), "bench");
+    let payload = Bytes::from(vec![b'r'; args.size]);
+    let started;
+    match target {
+        Target::Native(url) => {
+            let server = Connection::connect(url).await?;
+            let serving = server
+                .session(AckMode::Auto)?
+                .responder()
+                .serve(Destination::queue(name), |request| async move {
+                    Message::new(request.body)
+                })
+                .await?;
+            let client = Connection::connect(url).await?;
+            let requestor = client.session(AckMode::Auto)?.requestor().await?;
+            started = Instant::now();
+            for _ in 0..args.count {
+                let sent = Instant::now();
+                requestor
+                    .request(
+                        Destination::queue(name),
+                        Message::new(payload.clone()),
+                        timeout,
+                    )
+                    .await?;
+                let _ = latency.record((sent.elapsed().as_micros() as u64).max(1));
+                bar.inc(1);
+            }
+            serving.abort();
+        }
+        Target::Stomp(stomp) => {
+            let service = format!("/queue/{name}");
+            let (server_writer, mut server_reader) = stomp_client::connect(stomp).await?;
+            server_writer.send(
+                &StompFrame::new(Command::Subscribe)
+                    .header("destination", service.clone())
+                    .header("id", "svc")
+                    .header("ack", "auto")
+                    .header("receipt", "svc"),
+            )?;
+            server_reader.receipt("svc").await?;
+            let serving = tokio::spawn(async move {
+                while let Some(frame) = server_reader.next().await? {
+                    let (Some(reply_to), Some(correlation)) =
+                        (frame.get("reply-to"), frame.get("correlation-id"))
+                    else {
+                        continue;
+                    };
+                    server_writer.send(
+                        &StompFrame::new(Command::Send)
+                            .header("destination", reply_to)
+                            .header("correlation-id", correlation)
+                            .header("content-length", frame.body.len().to_string())
+                            .body(frame.body.clone()),
+                    )?;
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+            let (writer, mut reader) = stomp_client::connect(stomp).await?;
+            writer.send(
+                &StompFrame::new(Command::Subscribe)
+                    .header("destination", "/temp-queue/bench-replies")
+                    .header("id", "replies")
+                    .header("ack", "auto")
+                    .header("receipt", "replies"),
+            )?;
+            reader.receipt("replies").await?;
+            started = Instant::now();
+            for i in 0..args.count {
+                let sent = Instant::now();
+                let correlation = i.to_string();
+                writer.send(
+                    &StompFrame::new(Command::Send)
+                        .header("destination", service.clone())
+                        .header("reply-to", "/temp-queue/bench-replies")
+                        .header("correlation-id", correlation.clone())
+                        .header("content-length", payload.len().to_string())
+                        .body(payload.clone()),
+                )?;
+                loop {
+                    let frame = tokio::time::timeout(timeout, reader.next())
+                        .await
+                        .context("no reply in time")??
+                        .context("the connection closed")?;
+                    if frame.get("correlation-id") == Some(correlation.as_str()) {
+                        break;
+                    }
+                }
+                let _ = latency.record((sent.elapsed().as_micros() as u64).max(1));
+                bar.inc(1);
+            }
+            serving.abort();
+        }
+        Target::Nats(_) => bail!("request-reply over NATS is not implemented in this benchmark"),
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(Summary {
+        workload: String::new(),
+        target: String::new(),
+        messages: args.count,
+        bytes: args.count * args.size as u64 * 2,
+        elapsed,
+        p50_us: latency.value_at_quantile(0.5),
+        p99_us: latency.value_at_quantile(0.99),
+        p999_us: latency.value_at_quantile(0.999),
+        lost: 0,
+        duplicates: 0,
+    })
+}

@@ -1,0 +1,380 @@
+//! The brokers a benchmark can drive — actormq natively, any STOMP broker, nats-server — and
+//! one publisher and subscriber type over all of them, so every workload is written once.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use actormq::client::{
+    AckMode, Connection, Consumer, ConsumerOptions, Destination, Message, Producer,
+    SendConfirmation, Session,
+};
+use actormq::stomp::{Command, StompFrame};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use super::nats_client::{self, NatsReader, NatsWriter};
+use super::stomp_client::{self, StompReader, StompTarget, StompWriter};
+
+/// A broker to measure.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Native(String),
+    Stomp(StompTarget),
+    Nats(SocketAddr),
+}
+
+fn resolve(hostport: &str) -> anyhow::Result<SocketAddr> {
+    hostport
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve `{hostport}`"))?
+        .next()
+        .with_context(|| format!("`{hostport}` has no address"))
+}
+
+impl Target {
+    /// `tcp://HOST:PORT`, `stomp://[LOGIN:PASSCODE@]HOST:PORT[/VHOST]` or `nats://HOST:PORT`.
+    pub fn parse(url: &str) -> anyhow::Result<Target> {
+        if url.starts_with("tcp://") {
+            return Ok(Target::Native(url.to_string()));
+        }
+        if let Some(rest) = url.strip_prefix("nats://") {
+            return Ok(Target::Nats(resolve(rest)?));
+        }
+        if let Some(rest) = url.strip_prefix("stomp://") {
+            let (credentials, rest) = match rest.rsplit_once('@') {
+                Some((c, r)) => (Some(c), r),
+                None => (None, rest),
+            };
+            let (hostport, vhost) = match rest.split_once('/') {
+                Some((h, v)) => (h, if v.is_empty() { "/" } else { v }),
+                None => (rest, "/"),
+            };
+            let (login, passcode) = credentials
+                .map(|c| c.split_once(':').unwrap_or((c, "")))
+                .unwrap_or(("guest", "guest"));
+            return Ok(Target::Stomp(StompTarget {
+                addr: resolve(hostport)?,
+                host: vhost.to_string(),
+                login: login.to_string(),
+                passcode: passcode.to_string(),
+            }));
+        }
+        bail!("unknown URL `{url}`: use tcp://, stomp:// or nats://")
+    }
+}
+
+/// How a publisher sends.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishOptions {
+    pub persistent: bool,
+    /// Unconfirmed sends (native: batches) allowed in flight; 0 = confirm only at the end.
+    pub confirm_window: usize,
+    /// Native only: messages per `Send` frame.
+    pub batch: usize,
+}
+
+pub enum Publisher {
+    Native {
+        _connection: Connection,
+        producer: Producer,
+        pending: Vec<Message>,
+        confirmations: VecDeque<SendConfirmation>,
+        options: PublishOptions,
+    },
+    Stomp {
+        writer: StompWriter,
+        reader: Option<StompReader>,
+        receipts: Option<(
+            Arc<Semaphore>,
+            tokio::task::JoinHandle<anyhow::Result<()>>,
+        )>,
+        destination: String,
+        options: PublishOptions,
+        next_receipt: u64,
+    },
+    Nats {
+        writer: NatsWriter,
+        reader: NatsReader,
+        subject: String,
+    },
+}
+
+impl Publisher {
+    pub async fn open(
+        target: &Target,
+        name: &str,
+        topic: bool,
+        options: PublishOptions,
+    ) -> anyhow::Result<Publisher> {
+        Ok(match target {
+            Target::Native(url) => {
+                let connection = Connection::connect(url).await?;
+                let session = connection.session(AckMode::Auto)?;
+                let destination = if topic {
+                    Destination::topic(name)
+                } else {
+                    Destination::queue(name)
+                };
+                Publisher::Native {
+                    producer: session.producer(destination),
+                    _connection: connection,
+                    pending: Vec::with_capacity(options.batch),
+                    confirmations: VecDeque::new(),
+                    options,
+                }
+            }
+            Target::Stomp(stomp) => {
+                let (writer, reader) = stomp_client::connect(stomp).await?;
+                let destination = format!("{}{name}", if topic { "/topic/" } else { "/queue/" });
+                let (reader, receipts) = if options.confirm_window > 0 {
+                    let window = Arc::new(Semaphore::new(options.confirm_window));
+                    let permits = window.clone();
+                    let mut reader = reader;
+                    let task = tokio::spawn(async move {
+                        let result: anyhow::Result<()> = async {
+                            while let Some(frame) = reader.next().await? {
+                                if frame.command == Command::Receipt {
+                                    permits.add_permits(1);
+                                }
+                            }
+                            bail!("the broker closed the connection")
+                        }
+                        .await;
+                        // Senders waiting for a receipt learn that none will come.
+                        permits.close();
+                        result
+                    });
+                    (None, Some((window, task)))
+                } else {
+                    (Some(reader), None)
+                };
+                Publisher::Stomp {
+                    writer,
+                    reader,
+                    receipts,
+                    destination,
+                    options,
+                    next_receipt: 1,
+                }
+            }
+            Target::Nats(addr) => {
+                let (writer, reader) = nats_client::connect(*addr).await?;
+                Publisher::Nats {
+                    writer,
+                    reader,
+                    subject: name.to_string(),
+                }
+            }
+        })
+    }
+
+    pub async fn publish(&mut self, body: Bytes) -> anyhow::Result<()> {
+        match self {
+            Publisher::Native {
+                pending, options, ..
+            } => {
+                pending.push(Message::new(body).with_persistent(options.persistent));
+                if pending.len() >= options.batch {
+                    self.send_pending().await?;
+                }
+            }
+            Publisher::Stomp {
+                writer,
+                receipts,
+                destination,
+                options,
+                next_receipt,
+                ..
+            } => {
+                let mut frame = StompFrame::new(Command::Send)
+                    .header("destination", destination.clone())
+                    .header("content-length", body.len().to_string());
+                if options.persistent {
+                    // Absent means non-persistent (ActiveMQ, RabbitMQ and actormq agree).
+                    frame = frame.header("persistent", "true");
+                }
+                if let Some((window, task)) = receipts {
+                    match window.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return Err(receipt_failure(task).await),
+                    }
+                    frame = frame.header("receipt", next_receipt.to_string());
+                    *next_receipt += 1;
+                }
+                writer.send(&frame.body(body))?;
+            }
+            Publisher::Nats {
+                writer, subject, ..
+            } => writer.publish(subject, &body)?,
+        }
+        Ok(())
+    }
+
+    /// Writes what is batched (native), keeping at most the confirm window in flight.
+    pub async fn send_pending(&mut self) -> anyhow::Result<()> {
+        if let Publisher::Native {
+            producer,
+            pending,
+            confirmations,
+            options,
+            ..
+        } = self
+        {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let batch = std::mem::replace(pending, Vec::with_capacity(options.batch));
+            confirmations.push_back(producer.begin_send(batch)?);
+            while confirmations.len() > options.confirm_window.max(1) {
+                if let Some(confirmation) = confirmations.pop_front() {
+                    confirmation.await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is left and waits until the broker has confirmed (or processed) all of it.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.send_pending().await?;
+        match self {
+            Publisher::Native { confirmations, .. } => {
+                for confirmation in confirmations {
+                    confirmation.await?;
+                }
+            }
+            Publisher::Stomp {
+                writer,
+                reader,
+                receipts,
+                options,
+                ..
+            } => {
+                if let Some((window, mut task)) = receipts {
+                    match window.acquire_many(options.confirm_window as u32).await {
+                        Ok(all) => all.forget(),
+                        Err(_) => return Err(receipt_failure(&mut task).await),
+                    }
+                    task.abort();
+                }
+                if let Some(mut reader) = reader {
+                    // Everything before a DISCONNECT's RECEIPT has been processed.
+                    writer.send(&StompFrame::new(Command::Disconnect).header("receipt", "done"))?;
+                    reader.receipt("done").await?;
+                }
+            }
+            Publisher::Nats {
+                writer, mut reader, ..
+            } => {
+                writer.ping()?;
+                reader.pongs_reach(1).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A subscription; the `_open` fields keep its connection alive.
+/// Why the receipt reader of a STOMP publisher stopped.
+async fn receipt_failure(task: &mut tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Error {
+    match task.await {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => anyhow::anyhow!("the receipt reader stopped"),
+        Err(e) => anyhow::anyhow!("the receipt reader failed: {e}"),
+    }
+}
+
+/// A subscription; the `_open` fields keep its connection alive.
+pub enum Subscriber {
+    Native {
+        consumer: Consumer,
+        _open: (Session, Connection),
+    },
+    Stomp {
+        reader: StompReader,
+        _open: StompWriter,
+    },
+    Nats {
+        reader: NatsReader,
+        _open: NatsWriter,
+    },
+}
+
+impl Subscriber {
+    /// Subscribes and returns once the subscription is active. `competing` subscribers
+    /// of NATS share a queue group.
+    pub async fn open(
+        target: &Target,
+        name: &str,
+        topic: bool,
+        prefetch: u32,
+    ) -> anyhow::Result<Subscriber> {
+        Ok(match target {
+            Target::Native(url) => {
+                let connection = Connection::connect(url).await?;
+                let session = connection.session(AckMode::Auto)?;
+                let destination = if topic {
+                    Destination::topic(name)
+                } else {
+                    Destination::queue(name)
+                };
+                let consumer = session
+                    .consumer_with(destination, ConsumerOptions::prefetch(prefetch))
+                    .await?;
+                Subscriber::Native {
+                    consumer,
+                    _open: (session, connection),
+                }
+            }
+            Target::Stomp(stomp) => {
+                let (writer, mut reader) = stomp_client::connect(stomp).await?;
+                let destination = format!("{}{name}", if topic { "/topic/" } else { "/queue/" });
+                writer.send(
+                    &StompFrame::new(Command::Subscribe)
+                        .header("destination", destination)
+                        .header("id", "bench")
+                        .header("ack", "auto")
+                        .header("activemq.prefetchSize", prefetch.to_string())
+                        .header("receipt", "subscribed"),
+                )?;
+                reader.receipt("subscribed").await?;
+                Subscriber::Stomp {
+                    reader,
+                    _open: writer,
+                }
+            }
+            Target::Nats(addr) => {
+                let (writer, mut reader) = nats_client::connect(*addr).await?;
+                writer.subscribe(name, (!topic).then_some("bench"), 1)?;
+                writer.ping()?;
+                reader.pongs_reach(1).await?;
+                Subscriber::Nats {
+                    reader,
+                    _open: writer,
+                }
+            }
+        })
+    }
+
+    /// The next message body; `None` once the connection has closed.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
+        match self {
+            Subscriber::Native { consumer, .. } => match consumer.next_delivery().await {
+                Ok(delivery) => Ok(Some(delivery.message.body)),
+                Err(e) => Err(e.into()),
+            },
+            Subscriber::Stomp { reader, .. } => loop {
+                match reader.next().await? {
+                    None => return Ok(None),
+                    Some(frame) if frame.command == Command::Message => {
+                        return Ok(Some(frame.body));
+                    }
+                    Some(_) => continue,
+                }
+            },
+            Subscriber::Nats { reader, .. } => reader.next().await,
+        }
+    }
+}
