@@ -16,7 +16,9 @@ use tokio_util::codec::FramedRead;
 
 use super::session::{SessionActor, SessionCommand};
 use super::wire::{ClientWire, NativeWire};
-use super::{Shutdown, write_frame, writer_limits};
+use super::{
+    Shutdown, WriterStopped, slow_consumer_reason, start_writer, write_frame, writer_limits,
+};
 use crate::config::{Config, Limits};
 use crate::destination::{
     CollectStats, ConnectionId, CreateTemporary, DestinationError, DestinationRegistry,
@@ -25,12 +27,7 @@ use crate::destination::{
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
 };
-use crate::writer::{CloseReason, FrameSink, writer};
-
-/// The connection's writer stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct WriterStopped(CloseReason);
+use crate::writer::{CloseReason, FrameSink};
 
 enum State {
     AwaitingHello,
@@ -60,12 +57,16 @@ impl ConnectionActor {
     ) -> ConnectionActor {
         let limits = config.limits;
         let (read, write) = stream.into_split();
-        let (sink, run) = writer(write, writer_limits(&limits));
-        let me = ctx.address();
-        actix::spawn(async move {
-            let reason = run.await;
-            me.do_send(WriterStopped(reason));
-        });
+        let last_words = Frame::Error {
+            code: ErrorCode::SlowConsumer,
+            message: slow_consumer_reason(&limits),
+        };
+        let last_words = encode_frame(&last_words, limits.max_frame_bytes as usize).ok();
+        let sink = start_writer(
+            write,
+            writer_limits(&limits, last_words),
+            ctx.address().recipient(),
+        );
         ctx.add_stream(FramedRead::new(
             read,
             FrameCodec::new(limits.max_frame_bytes as usize),

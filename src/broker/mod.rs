@@ -22,7 +22,7 @@ pub use wire::{ClientWire, NativeWire};
 
 use crate::config::{Config, ConfigError, Limits};
 use crate::destination::{CollectStats, DestinationRegistry};
-use crate::protocol::{DestinationStat, ErrorCode, Frame, ProtocolError, encode_frame};
+use crate::protocol::{DestinationStat, Frame, ProtocolError, encode_frame};
 use crate::runtime::ArbiterPool;
 use crate::writer::{FrameSink, WriterError, WriterLimits};
 
@@ -60,20 +60,50 @@ pub(crate) fn write_frame(
     Ok(())
 }
 
-pub(crate) fn writer_limits(limits: &Limits) -> WriterLimits {
-    let slow = Frame::Error {
-        code: ErrorCode::SlowConsumer,
-        message: format!(
-            "slow consumer: more than {} bytes were waiting to be written to this connection",
-            limits.max_pending_write_bytes
-        ),
-    };
+/// The writer settings from `limits`; `last_words` is written to a slow consumer.
+pub(crate) fn writer_limits(limits: &Limits, last_words: Option<Bytes>) -> WriterLimits {
     WriterLimits {
         max_pending_bytes: limits.max_pending_write_bytes,
         batch_bytes: limits.write_batch_bytes,
         write_timeout: std::time::Duration::from_millis(limits.write_timeout_ms),
-        slow_consumer_frame: encode_frame(&slow, limits.max_frame_bytes as usize).ok(),
+        slow_consumer_frame: last_words,
     }
+}
+
+/// What a slow consumer is told before it is disconnected.
+pub(crate) fn slow_consumer_reason(limits: &Limits) -> String {
+    format!(
+        "slow consumer: more than {} bytes were waiting to be written to this connection",
+        limits.max_pending_write_bytes
+    )
+}
+
+/// Binds a listening socket and says where it is (port 0 picks a free port).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), BrokerError> {
+    let bind_error = |source| BrokerError::Bind { addr, source };
+    let socket = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let local = socket.local_addr().map_err(bind_error)?;
+    Ok((socket, local))
+}
+
+/// A connection's writer stopped, and why.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct WriterStopped(pub crate::writer::CloseReason);
+
+/// Starts a connection's writer on the current arbiter; `owner` hears when it stops.
+pub(crate) fn start_writer(
+    socket: tokio::net::tcp::OwnedWriteHalf,
+    limits: WriterLimits,
+    owner: actix::Recipient<WriterStopped>,
+) -> FrameSink {
+    let (sink, run) = crate::writer::writer(socket, limits);
+    actix::spawn(async move {
+        owner.do_send(WriterStopped(run.await));
+    });
+    sink
 }
 
 /// A running broker inside an actix system.
@@ -89,17 +119,7 @@ impl Broker {
     /// Starts the arbiters, the registry and the listener. Call inside an actix system.
     pub async fn start(config: Config) -> Result<Broker, BrokerError> {
         config.validate()?;
-        let listen = config.broker.listen_addr()?;
-        let socket = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let local_addr = socket.local_addr().map_err(|source| BrokerError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let (socket, local_addr) = bind(config.broker.listen_addr()?).await?;
         let arbiters = ArbiterPool::start(config.broker.arbiter_count());
         let registry = DestinationRegistry::new(arbiters.clone(), &config).start();
         let mut accept = vec![listener::spawn(
@@ -112,17 +132,7 @@ impl Broker {
         tracing::info!(name = %config.broker.name, "listening on {local_addr}");
         let mut stomp_addr = None;
         if config.stomp.enabled {
-            let listen = config.stomp.listen_addr()?;
-            let socket = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|source| BrokerError::Bind {
-                    addr: listen,
-                    source,
-                })?;
-            let addr = socket.local_addr().map_err(|source| BrokerError::Bind {
-                addr: listen,
-                source,
-            })?;
+            let (socket, addr) = bind(config.stomp.listen_addr()?).await?;
             accept.push(listener::spawn(
                 socket,
                 arbiters.clone(),

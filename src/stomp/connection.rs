@@ -30,14 +30,17 @@ use tokio_util::codec::FramedRead;
 
 use super::codec::{StompCodec, StompError, StompLimits, encode_into};
 use super::frame::{Command, Inbound, StompFrame};
-use crate::broker::{BrokerError, ClientWire, SessionActor, SessionCommand, Shutdown};
+use crate::broker::{
+    BrokerError, ClientWire, SessionActor, SessionCommand, Shutdown, WriterStopped,
+    slow_consumer_reason, start_writer, writer_limits,
+};
 use crate::config::{Config, Limits};
 use crate::destination::{
     ConnectionId, CreateTemporary, DestinationError, DestinationRegistry, DropTemporaries,
 };
 use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
 use crate::protocol::WireDelivery;
-use crate::writer::{CloseReason, FrameSink, WriterLimits, writer};
+use crate::writer::{CloseReason, FrameSink};
 
 /// Versions this listener speaks, oldest first.
 const VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
@@ -123,11 +126,6 @@ enum Held {
     Nack(StompFrame),
 }
 
-/// The writer stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct WriterStopped(CloseReason);
-
 /// A STOMP-level failure: becomes an ERROR frame and closes the connection.
 struct Failure(String);
 
@@ -169,22 +167,12 @@ impl StompConnectionActor {
     ) -> StompConnectionActor {
         let limits = config.limits;
         let (read, write) = stream.into_split();
-        let (sink, run) = writer(
+        let last_words = error_bytes(&slow_consumer_reason(&limits));
+        let sink = start_writer(
             write,
-            WriterLimits {
-                max_pending_bytes: limits.max_pending_write_bytes,
-                batch_bytes: limits.write_batch_bytes,
-                write_timeout: Duration::from_millis(limits.write_timeout_ms),
-                slow_consumer_frame: Some(error_bytes(&format!(
-                    "slow consumer: more than {} bytes were waiting to be written to this connection",
-                    limits.max_pending_write_bytes
-                ))),
-            },
+            writer_limits(&limits, Some(last_words)),
+            ctx.address().recipient(),
         );
-        let me = ctx.address();
-        actix::spawn(async move {
-            me.do_send(WriterStopped(run.await));
-        });
         let max_frame = limits.max_frame_bytes as usize;
         ctx.add_stream(FramedRead::new(
             read,

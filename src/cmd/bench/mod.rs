@@ -91,6 +91,21 @@ fn now_nanos() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
+/// A batching writer for a benchmark client's socket, on its own task.
+fn client_writer(socket: tokio::net::tcp::OwnedWriteHalf) -> actormq::writer::FrameSink {
+    let (sink, run) = actormq::writer::writer(
+        socket,
+        actormq::writer::WriterLimits {
+            max_pending_bytes: 256 << 20,
+            batch_bytes: 256 << 10,
+            write_timeout: Duration::from_secs(30),
+            slow_consumer_frame: None,
+        },
+    );
+    tokio::spawn(run);
+    sink
+}
+
 fn body(size: usize, producer: u32, seq: u64) -> Bytes {
     let mut buf = BytesMut::zeroed(size.max(HEADER_BYTES));
     stamp(&mut buf, producer, seq, now_nanos());

@@ -3,9 +3,8 @@
 //! protocol. Only what the benchmark needs.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use actormq::writer::{FrameSink, WriterLimits, writer};
+use actormq::writer::FrameSink;
 use anyhow::{Context, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -140,16 +139,7 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<(NatsWriter, NatsReader
         .with_context(|| format!("cannot connect to NATS at {addr}"))?;
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
-    let (sink, run) = writer(
-        write,
-        WriterLimits {
-            max_pending_bytes: 256 << 20,
-            batch_bytes: 256 << 10,
-            write_timeout: Duration::from_secs(30),
-            slow_consumer_frame: None,
-        },
-    );
-    tokio::spawn(run);
+    let sink = super::client_writer(write);
     sink.send(Bytes::from_static(
         b"CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"actormq-bench\"}\r\n",
     ))?;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actormq::stomp::{Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into};
-use actormq::writer::{FrameSink, WriterLimits, writer};
+use actormq::writer::FrameSink;
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -78,16 +78,7 @@ pub async fn connect(target: &StompTarget) -> anyhow::Result<(StompWriter, Stomp
         .with_context(|| format!("cannot connect to STOMP at {}", target.addr))?;
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
-    let (sink, run) = writer(
-        write,
-        WriterLimits {
-            max_pending_bytes: 256 << 20,
-            batch_bytes: 256 << 10,
-            write_timeout: Duration::from_secs(30),
-            slow_consumer_frame: None,
-        },
-    );
-    tokio::spawn(run);
+    let sink = super::client_writer(write);
     let limits = StompLimits {
         max_frame_bytes: 64 << 20,
         max_headers: 1000,

@@ -25,6 +25,14 @@ pub enum Target {
     Nats(SocketAddr),
 }
 
+fn native_destination(name: &str, topic: bool) -> Destination {
+    if topic {
+        Destination::topic(name)
+    } else {
+        Destination::queue(name)
+    }
+}
+
 fn resolve(hostport: &str) -> anyhow::Result<SocketAddr> {
     hostport
         .to_socket_addrs()
@@ -86,10 +94,7 @@ pub enum Publisher {
     Stomp {
         writer: StompWriter,
         reader: Option<StompReader>,
-        receipts: Option<(
-            Arc<Semaphore>,
-            tokio::task::JoinHandle<anyhow::Result<()>>,
-        )>,
+        receipts: Option<(Arc<Semaphore>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
         destination: String,
         options: PublishOptions,
         next_receipt: u64,
@@ -112,11 +117,7 @@ impl Publisher {
             Target::Native(url) => {
                 let connection = Connection::connect(url).await?;
                 let session = connection.session(AckMode::Auto)?;
-                let destination = if topic {
-                    Destination::topic(name)
-                } else {
-                    Destination::queue(name)
-                };
+                let destination = native_destination(name, topic);
                 Publisher::Native {
                     producer: session.producer(destination),
                     _connection: connection,
@@ -315,11 +316,7 @@ impl Subscriber {
             Target::Native(url) => {
                 let connection = Connection::connect(url).await?;
                 let session = connection.session(AckMode::Auto)?;
-                let destination = if topic {
-                    Destination::topic(name)
-                } else {
-                    Destination::queue(name)
-                };
+                let destination = native_destination(name, topic);
                 let consumer = session
                     .consumer_with(destination, ConsumerOptions::prefetch(prefetch))
                     .await?;
