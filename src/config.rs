@@ -45,6 +45,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub broker: BrokerSettings,
+    pub store: StoreSettings,
     pub stomp: StompSettings,
     pub limits: Limits,
     /// Named groups of destinations: a send to `group:NAME` puts a copy on each member.
@@ -102,6 +103,35 @@ impl BrokerSettings {
                 .unwrap_or(1)
         } else {
             self.arbiters
+        }
+    }
+}
+
+/// Where persistent messages live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `journal` (persistent messages on disk under `broker.data_dir`) or `memory`.
+    pub kind: StoreKind,
+    /// `batch` (one fsync per group of appends), `always` or `never`.
+    pub fsync: crate::store::FsyncMode,
+    /// A journal segment is closed and a new one started past this size (64 MiB).
+    pub segment_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Journal,
+    Memory,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            kind: StoreKind::Journal,
+            fsync: crate::store::FsyncMode::Batch,
+            segment_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -369,6 +399,7 @@ impl Config {
             ));
         }
         let positive = [
+            ("store.segment_bytes", self.store.segment_bytes),
             ("limits.write_batch_bytes", l.write_batch_bytes as u64),
             ("limits.write_timeout_ms", l.write_timeout_ms),
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms),

@@ -85,6 +85,7 @@ pub mod message;
 pub mod protocol;
 pub mod runtime;
 pub mod stomp;
+pub mod store;
 pub mod writer;
 
 pub use broker::{Broker, BrokerError, BrokerThread};

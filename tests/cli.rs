@@ -9,6 +9,15 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_actormq");
 
+/// A fresh data folder for one broker process.
+fn data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("actormq-cli-data-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
 }
@@ -30,6 +39,7 @@ fn broker_refuses(args: &[&str], env: &[(&str, &str)]) -> String {
         command.args(["--listen", "127.0.0.1:0"]);
     }
     command.args(["--stomp-listen", "127.0.0.1:0"]);
+    command.arg("--data-dir").arg(data_dir());
     command
         .arg("--config-dir")
         .arg(config_dir())

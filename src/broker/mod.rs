@@ -20,10 +20,11 @@ pub use consumer::{ConsumerActor, ConsumerCommand};
 pub use session::{SessionActor, SessionCommand};
 pub use wire::{ClientWire, NativeWire};
 
-use crate::config::{Config, ConfigError, Limits};
+use crate::config::{Config, ConfigError, Limits, StoreKind};
 use crate::destination::{CollectStats, DestinationRegistry};
 use crate::protocol::{DestinationStat, Frame, ProtocolError, encode_frame};
 use crate::runtime::ArbiterPool;
+use crate::store::{Journal, JournalSettings};
 use crate::writer::{FrameSink, WriterError, WriterLimits};
 
 /// Errors of the broker module.
@@ -38,6 +39,8 @@ pub enum BrokerError {
     },
     #[error("the broker thread failed to start: {0}")]
     Thread(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Encode(#[from] ProtocolError),
     #[error(transparent)]
@@ -109,6 +112,7 @@ pub(crate) fn start_writer(
 /// A running broker inside an actix system.
 pub struct Broker {
     local_addr: SocketAddr,
+    journal: Option<Journal>,
     stomp_addr: Option<SocketAddr>,
     arbiters: ArbiterPool,
     registry: Addr<DestinationRegistry>,
@@ -120,8 +124,20 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Broker, BrokerError> {
         config.validate()?;
         let (socket, local_addr) = bind(config.broker.listen_addr()?).await?;
+        let store = match config.store.kind {
+            StoreKind::Journal => {
+                let settings = JournalSettings {
+                    dir: config.broker.data_dir.join("journal"),
+                    fsync: config.store.fsync,
+                    segment_bytes: config.store.segment_bytes,
+                };
+                Some(Journal::open(settings)?)
+            }
+            StoreKind::Memory => None,
+        };
+        let journal = store.as_ref().map(|(journal, _)| journal.clone());
         let arbiters = ArbiterPool::start(config.broker.arbiter_count());
-        let registry = DestinationRegistry::new(arbiters.clone(), &config).start();
+        let registry = DestinationRegistry::new(arbiters.clone(), &config, store).start();
         let mut accept = vec![listener::spawn(
             socket,
             arbiters.clone(),
@@ -143,13 +159,18 @@ impl Broker {
             tracing::info!("STOMP listening on {addr}");
             stomp_addr = Some(addr);
         }
-        tracing::info!(
-            arbiters = arbiters.len(),
-            "store: memory (the journal under {} arrives with persistence)",
-            config.broker.data_dir.display()
-        );
+        match config.store.kind {
+            StoreKind::Journal => tracing::info!(
+                arbiters = arbiters.len(),
+                fsync = ?config.store.fsync,
+                "store: journal in {}",
+                config.broker.data_dir.join("journal").display()
+            ),
+            StoreKind::Memory => tracing::info!(arbiters = arbiters.len(), "store: memory"),
+        }
         Ok(Broker {
             local_addr,
+            journal,
             stomp_addr,
             arbiters,
             registry,
@@ -172,12 +193,16 @@ impl Broker {
         self.registry.send(CollectStats).await.unwrap_or_default()
     }
 
-    /// Stops accepting and stops the arbiters.
+    /// Stops accepting, stops the arbiters, and closes the journal (everything accepted is
+    /// on disk when this returns).
     pub fn stop(self) {
         for accept in &self.accept {
             accept.abort();
         }
         self.arbiters.stop();
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
     }
 }
 
@@ -203,7 +228,7 @@ impl BrokerThread {
                         let addrs = (broker.local_addr(), broker.stomp_addr());
                         let _ = tx.send(Ok((addrs, actix::System::current())));
                         let _ = system.run();
-                        broker.arbiters.stop();
+                        broker.stop();
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));

@@ -1,23 +1,40 @@
 //! [`QueueActor`]: one queue. Each message goes to exactly one consumer; messages from one
 //! producer keep their order; consumers receive only while they have credit; what a consumer
 //! leaves unacknowledged goes back to the front of the queue, marked redelivered.
+//!
+//! With a journal, a batch holding persistent messages is appended before it is confirmed
+//! or delivered: batches wait in `unconfirmed`, in arrival order, and move to the backlog
+//! once they and every batch before them are durable (so a non-persistent message never
+//! overtakes a persistent one sent before it). Acknowledging a persistent message appends a
+//! removal, without waiting for it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, Context, Handler, MessageResult, Recipient};
+use actix::prelude::*;
 
 use super::{
     ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
 };
 use crate::message::{Destination, Message, now_millis};
 use crate::protocol::DestinationStat;
+use crate::store::Journal;
+use crate::store::record::Record;
 
 /// A message waiting in the queue or delivered and not yet acknowledged.
 #[derive(Clone)]
 struct Queued {
     message: Arc<Message>,
     redelivered: bool,
+    /// Its journal id, if it is stored.
+    store_id: Option<u64>,
+}
+
+/// Messages of one `Enqueue`, waiting for the journal.
+struct Unconfirmed {
+    seq: u64,
+    messages: Vec<Queued>,
+    durable: bool,
 }
 
 struct QueueConsumer {
@@ -32,6 +49,9 @@ struct QueueConsumer {
 /// One queue and its competing consumers.
 pub struct QueueActor {
     destination: Destination,
+    store: Option<Journal>,
+    unconfirmed: VecDeque<Unconfirmed>,
+    next_batch: u64,
     max_per_dispatch: usize,
     backlog: VecDeque<Queued>,
     consumers: Vec<QueueConsumer>,
@@ -51,15 +71,32 @@ impl Actor for QueueActor {
 }
 
 impl QueueActor {
-    pub fn new(destination: Destination, max_per_dispatch: usize) -> QueueActor {
+    /// A queue; with a journal, `recovered` are its messages from before a restart.
+    pub fn new(
+        destination: Destination,
+        max_per_dispatch: usize,
+        store: Option<Journal>,
+        recovered: Vec<(u64, Arc<Message>)>,
+    ) -> QueueActor {
+        let backlog: VecDeque<Queued> = recovered
+            .into_iter()
+            .map(|(id, message)| Queued {
+                message,
+                redelivered: false,
+                store_id: Some(id),
+            })
+            .collect();
         QueueActor {
+            enqueued: backlog.len() as u64,
             destination,
+            store,
+            unconfirmed: VecDeque::new(),
+            next_batch: 0,
             max_per_dispatch: max_per_dispatch.max(1),
-            backlog: VecDeque::new(),
+            backlog,
             consumers: Vec::new(),
             cursor: 0,
             next_tag: 1,
-            enqueued: 0,
             dequeued: 0,
         }
     }
@@ -90,6 +127,12 @@ impl QueueActor {
                         // Never delivered; counted as dequeued so depth stays
                         // enqueued - dequeued.
                         self.dequeued += 1;
+                        if let (Some(store), Some(id)) = (&self.store, queued.store_id) {
+                            store.append_lazy(vec![Record::Remove {
+                                queue: self.destination.name().to_string(),
+                                id,
+                            }]);
+                        }
                         continue;
                     }
                     let tag = self.next_tag;
@@ -134,18 +177,85 @@ impl QueueActor {
     }
 }
 
+impl QueueActor {
+    /// Moves every batch at the front of `unconfirmed` that is durable to the backlog.
+    fn release_durable(&mut self) {
+        while self.unconfirmed.front().is_some_and(|b| b.durable) {
+            if let Some(batch) = self.unconfirmed.pop_front() {
+                self.backlog.extend(batch.messages);
+            }
+        }
+        self.dispatch();
+    }
+}
+
 impl Handler<Enqueue> for QueueActor {
-    type Result = Result<(), DestinationError>;
+    type Result = ResponseActFuture<Self, Result<(), DestinationError>>;
 
     fn handle(&mut self, msg: Enqueue, _ctx: &mut Context<Self>) -> Self::Result {
-        self.enqueued += msg.messages.len() as u64;
-        self.backlog
-            .extend(msg.messages.into_iter().map(|message| Queued {
-                message,
-                redelivered: false,
-            }));
-        self.dispatch();
-        Ok(())
+        let count = msg.messages.len() as u64;
+        self.enqueued += count;
+        let mut records = Vec::new();
+        let messages: Vec<Queued> = msg
+            .messages
+            .into_iter()
+            .map(|message| {
+                let store_id = match &self.store {
+                    Some(store) if message.persistent => {
+                        let id = store.next_id();
+                        records.push(Record::Enqueue {
+                            queue: self.destination.name().to_string(),
+                            id,
+                            message: message.clone(),
+                        });
+                        Some(id)
+                    }
+                    _ => None,
+                };
+                Queued {
+                    message,
+                    redelivered: false,
+                    store_id,
+                }
+            })
+            .collect();
+        let seq = self.next_batch;
+        self.next_batch += 1;
+        let (Some(store), false) = (&self.store, records.is_empty()) else {
+            // Nothing to store: in order behind any batch still being stored.
+            self.unconfirmed.push_back(Unconfirmed {
+                seq,
+                messages,
+                durable: true,
+            });
+            self.release_durable();
+            return Box::pin(fut::ready(Ok(())));
+        };
+        let append = store.append(records);
+        self.unconfirmed.push_back(Unconfirmed {
+            seq,
+            messages,
+            durable: false,
+        });
+        Box::pin(append.into_actor(self).map(move |result, act, _ctx| {
+            match &result {
+                Ok(()) => {
+                    if let Some(batch) = act.unconfirmed.iter_mut().find(|b| b.seq == seq) {
+                        batch.durable = true;
+                    }
+                }
+                Err(e) => {
+                    // Not stored, so not accepted: the producer is told; nothing is delivered.
+                    tracing::error!(queue = %act.destination, "cannot store messages: {e}");
+                    act.unconfirmed.retain(|b| b.seq != seq);
+                    act.enqueued -= count;
+                }
+            }
+            act.release_durable();
+            result.map_err(|e| {
+                DestinationError::Refused(format!("the messages could not be stored: {e}"))
+            })
+        }))
     }
 }
 
@@ -179,10 +289,22 @@ impl Handler<Control> for QueueActor {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
                     return;
                 };
-                let settled = tags
-                    .iter()
-                    .filter(|tag| c.in_flight.remove(tag).is_some())
-                    .count() as u32;
+                let mut settled = 0u32;
+                let mut removals = Vec::new();
+                for tag in &tags {
+                    if let Some(queued) = c.in_flight.remove(tag) {
+                        settled += 1;
+                        if let Some(id) = queued.store_id {
+                            removals.push(Record::Remove {
+                                queue: self.destination.name().to_string(),
+                                id,
+                            });
+                        }
+                    }
+                }
+                if let (Some(store), false) = (&self.store, removals.is_empty()) {
+                    store.append_lazy(removals);
+                }
                 self.dequeued += settled as u64;
                 if c.prefetch > 0 {
                     c.credit = (c.credit + settled).min(c.prefetch);
@@ -222,10 +344,11 @@ impl Handler<GetStat> for QueueActor {
 
     fn handle(&mut self, _msg: GetStat, _ctx: &mut Context<Self>) -> Self::Result {
         let in_flight: usize = self.consumers.iter().map(|c| c.in_flight.len()).sum();
+        let storing: usize = self.unconfirmed.iter().map(|b| b.messages.len()).sum();
         MessageResult(DestinationStat {
             kind: self.destination.kind(),
             name: self.destination.name().to_string(),
-            depth: (self.backlog.len() + in_flight) as u64,
+            depth: (self.backlog.len() + in_flight + storing) as u64,
             in_flight: in_flight as u64,
             enqueued: self.enqueued,
             dequeued: self.dequeued,

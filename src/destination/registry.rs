@@ -14,6 +14,7 @@ use crate::config::{Config, Limits};
 use crate::message::{Destination, DestinationKind};
 use crate::protocol::DestinationStat;
 use crate::runtime::ArbiterPool;
+use crate::store::{Journal, Recovered};
 
 /// Where to send: the destinations a `Send` to `0` reaches (one, or every part of a
 /// composite, or every member of a group). Queues and topics are created on first use.
@@ -55,13 +56,20 @@ struct Entry {
 
 pub struct DestinationRegistry {
     destinations: HashMap<Destination, Entry>,
+    /// Persistent messages of queues go here (none with the memory store).
+    store: Option<Journal>,
     groups: HashMap<String, Vec<Destination>>,
     arbiters: ArbiterPool,
     limits: Limits,
 }
 
 impl DestinationRegistry {
-    pub fn new(arbiters: ArbiterPool, config: &Config) -> DestinationRegistry {
+    /// A registry; with a journal, the queues it recovered are created at once.
+    pub fn new(
+        arbiters: ArbiterPool,
+        config: &Config,
+        store: Option<(Journal, Recovered)>,
+    ) -> DestinationRegistry {
         let groups = config
             .groups
             .iter()
@@ -70,24 +78,57 @@ impl DestinationRegistry {
                 (g.name.clone(), members)
             })
             .collect();
-        DestinationRegistry {
+        let (store, recovered) = match store {
+            Some((journal, recovered)) => (Some(journal), recovered.queues),
+            None => (None, Default::default()),
+        };
+        let mut registry = DestinationRegistry {
             destinations: HashMap::new(),
+            store,
             groups,
             arbiters,
             limits: config.limits.clone(),
+        };
+        for (name, messages) in recovered {
+            let queue = Destination::queue(&name);
+            let reference = registry.spawn_queue(&queue, messages);
+            registry.destinations.insert(
+                queue,
+                Entry {
+                    reference,
+                    owner: None,
+                },
+            );
         }
+        registry
+    }
+
+    fn spawn_queue(
+        &self,
+        destination: &Destination,
+        recovered: Vec<(u64, std::sync::Arc<crate::message::Message>)>,
+    ) -> DestinationRef {
+        let arbiter = self.arbiters.for_name(destination.name());
+        let per_dispatch = self.limits.max_deliveries_per_frame;
+        // Temporary queues live and die with a connection: never stored.
+        let store = (!destination.is_temporary())
+            .then(|| self.store.clone())
+            .flatten();
+        let d = destination.clone();
+        let addr = QueueActor::start_in_arbiter(arbiter, move |_| {
+            QueueActor::new(d, per_dispatch, store, recovered)
+        });
+        DestinationRef::local(destination.clone(), addr)
     }
 
     /// Starts the actor for a queue or topic (of any flavour).
     fn spawn_destination(&self, destination: &Destination) -> DestinationRef {
-        let arbiter = self.arbiters.for_name(destination.name());
-        let per_dispatch = self.limits.max_deliveries_per_frame;
-        let d = destination.clone();
         if destination.is_queue() {
-            let addr =
-                QueueActor::start_in_arbiter(arbiter, move |_| QueueActor::new(d, per_dispatch));
-            DestinationRef::local(destination.clone(), addr)
+            self.spawn_queue(destination, Vec::new())
         } else {
+            let arbiter = self.arbiters.for_name(destination.name());
+            let per_dispatch = self.limits.max_deliveries_per_frame;
+            let d = destination.clone();
             let backlog = self.limits.max_subscriber_backlog;
             let addr = TopicActor::start_in_arbiter(arbiter, move |_| {
                 TopicActor::new(d, per_dispatch, backlog)

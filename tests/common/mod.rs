@@ -11,11 +11,13 @@ pub fn broker() -> BrokerThread {
     broker_with(|_| {})
 }
 
-/// A broker on a free port, with settings adjusted by `adjust`.
+/// A broker on a free port, with settings adjusted by `adjust`. Its store is memory
+/// unless `adjust` says otherwise (see `data_dir` for a journal of its own).
 pub fn broker_with(adjust: impl FnOnce(&mut Config)) -> BrokerThread {
     let mut config = Config::default();
     config.broker.listen = "127.0.0.1:0".into();
     config.stomp.listen = "127.0.0.1:0".into();
+    config.store.kind = actormq::config::StoreKind::Memory;
     config.broker.arbiters = 2;
     adjust(&mut config);
     BrokerThread::spawn(config).expect("the broker starts")
@@ -58,4 +60,14 @@ pub async fn stat_of(
         .expect("stat answers")
         .into_iter()
         .find(|s| s.kind.as_str() == kind && s.name == name)
+}
+
+/// A fresh folder for one test's data, under the system's temporary folder.
+pub fn data_dir(test: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("actormq-test-{}-{test}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    dir
 }

@@ -1,0 +1,360 @@
+//! Persistent messages survive restarts and crashes: the journal, recovery, and segment
+//! clean-up, against real brokers (the library, and the binary killed with SIGKILL).
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use actormq::client::{AckMode, Connection, ConsumerOptions};
+use actormq::config::StoreKind;
+use actormq::{BrokerThread, Destination, Message, Property};
+use common::{connect, data_dir, stat_of};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn journal_broker(dir: &Path) -> BrokerThread {
+    common::broker_with(|c| {
+        c.store.kind = StoreKind::Journal;
+        c.broker.data_dir = dir.to_path_buf();
+    })
+}
+
+fn seq_of(message: &Message) -> i64 {
+    match message.properties.get("seq") {
+        Some(Property::Int(n)) => *n,
+        other => panic!("no seq property: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_messages_survive_a_restart_and_acked_ones_do_not_come_back() {
+    let dir = data_dir("restart");
+    let queue = Destination::queue("orders");
+    {
+        let broker = journal_broker(&dir);
+        let (_c, session) = connect(&broker).await;
+        let producer = session.producer(queue.clone());
+        let batch = (0..1000)
+            .map(|n| Message::new(format!("p{n}")).with_property("seq", Property::Int(n)))
+            .collect();
+        producer.send_batch(batch).await.unwrap();
+        let transient = (0..10)
+            .map(|n| Message::new(format!("t{n}")).with_persistent(false))
+            .collect();
+        producer.send_batch(transient).await.unwrap();
+    }
+    {
+        let broker = journal_broker(&dir);
+        let (connection, session) = connect(&broker).await;
+        let stat = stat_of(&connection, "queue", "orders")
+            .await
+            .expect("the queue is recovered");
+        assert_eq!(stat.depth, 1000, "persistent messages only");
+        let mut consumer = session.consumer(queue.clone()).await.unwrap();
+        for n in 0..1000 {
+            let m = consumer
+                .receive(WAIT)
+                .await
+                .unwrap()
+                .expect("a recovered message");
+            assert_eq!(seq_of(&m), n, "in order");
+        }
+        assert!(
+            consumer
+                .receive(Duration::from_millis(200))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        drop(consumer);
+        drop(session);
+        connection.close().await.unwrap();
+    }
+    let broker = journal_broker(&dir);
+    let (connection, _s) = connect(&broker).await;
+    let stat = stat_of(&connection, "queue", "orders").await;
+    assert!(
+        stat.as_ref().is_none_or(|s| s.depth == 0),
+        "acked messages stay acked: {stat:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_are_deleted_once_everything_in_them_is_acknowledged() {
+    let dir = data_dir("segments");
+    let broker = common::broker_with(|c| {
+        c.store.kind = StoreKind::Journal;
+        c.store.segment_bytes = 64 * 1024;
+        c.broker.data_dir = dir.clone();
+    });
+    let segments = || {
+        std::fs::read_dir(dir.join("journal"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log")
+            })
+            .count()
+    };
+    let (_c, session) = connect(&broker).await;
+    let queue = Destination::queue("rolling");
+    let producer = session.producer(queue.clone());
+    for _ in 0..20 {
+        let batch = (0..50).map(|_| Message::new(vec![7u8; 1024])).collect();
+        producer.send_batch(batch).await.unwrap();
+    }
+    assert!(
+        segments() > 5,
+        "1 MiB of messages fills many 64 KiB segments"
+    );
+    let mut consumer = session.consumer(queue).await.unwrap();
+    for _ in 0..1000 {
+        consumer.receive(WAIT).await.unwrap().expect("a message");
+    }
+    drop(consumer); // acknowledges
+    // A send makes the journal thread look at its segments again.
+    common::eventually(WAIT, "acknowledged segments to be deleted", || {
+        let producer = session.producer(Destination::queue("nudge"));
+        async move {
+            producer
+                .send(Message::new("x").with_persistent(false))
+                .await
+                .unwrap();
+            producer.send(Message::new("y")).await.unwrap();
+            (segments() <= 2).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The broker binary on `dir`, with its native address read from its log.
+struct BrokerProcess {
+    child: Child,
+    url: String,
+    /// What it logged before it was listening (recovery happens then).
+    startup: Vec<String>,
+}
+
+impl BrokerProcess {
+    fn start(dir: &Path) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_actormq"))
+            .args([
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--stomp-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the broker starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let url = loop {
+            let line = log
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no listen line; saw {seen:?}"));
+            if let Some(addr) = line.split("listening on ").nth(1)
+                && !line.contains("STOMP")
+            {
+                break format!("tcp://{}", addr.split_whitespace().next().unwrap());
+            }
+            seen.push(line);
+        };
+        drop(log);
+        BrokerProcess {
+            child,
+            url,
+            startup: seen,
+        }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_mid_send_delivers_every_confirmed_message_after_restart() {
+    let dir = data_dir("sigkill");
+    let queue = Destination::queue("crash");
+    let broker = BrokerProcess::start(&dir);
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let producer = connection
+        .session(AckMode::Auto)
+        .unwrap()
+        .producer(queue.clone());
+
+    // 100,000 persistent messages in batches of 100, 8 batches in flight; the broker is
+    // killed once 30,000 are confirmed.
+    let (confirmed_tx, confirmed_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, i64)>();
+    let sender = tokio::spawn(async move {
+        let mut in_flight = std::collections::VecDeque::new();
+        for start in (0..100_000i64).step_by(100) {
+            let batch = (start..start + 100)
+                .map(|n| Message::new(vec![1u8; 64]).with_property("seq", Property::Int(n)))
+                .collect();
+            let Ok(confirmation) = producer.begin_send(batch) else {
+                break;
+            };
+            in_flight.push_back((start, confirmation));
+            if in_flight.len() >= 8 {
+                let (start, confirmation) = in_flight.pop_front().unwrap();
+                if confirmation.await.is_err() {
+                    break;
+                }
+                let _ = confirmed_tx.send((start, start + 100));
+            }
+        }
+    });
+    let mut confirmed_rx = confirmed_rx;
+    let mut confirmed = Vec::new();
+    while let Some(range) = confirmed_rx.recv().await {
+        confirmed.push(range);
+        if confirmed.len() * 100 >= 30_000 {
+            break;
+        }
+    }
+    broker.kill();
+    sender.await.unwrap();
+    while let Ok(range) = confirmed_rx.try_recv() {
+        confirmed.push(range);
+    }
+    let confirmed: HashSet<i64> = confirmed.into_iter().flat_map(|(a, b)| a..b).collect();
+    assert!(confirmed.len() >= 30_000);
+
+    let broker = BrokerProcess::start(&dir);
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session
+        .consumer_with(queue.clone(), ConsumerOptions::prefetch(5000))
+        .await
+        .unwrap();
+    let mut received = HashSet::new();
+    while let Some(m) = consumer.receive(Duration::from_secs(2)).await.unwrap() {
+        assert!(
+            received.insert(seq_of(&m)),
+            "message {} delivered twice",
+            seq_of(&m)
+        );
+    }
+    let missing: Vec<&i64> = confirmed
+        .iter()
+        .filter(|n| !received.contains(n))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "confirmed messages lost, e.g. {missing:?} (of {} confirmed, {} received)",
+        confirmed.len(),
+        received.len()
+    );
+    drop(consumer);
+    drop(session);
+    connection.close().await.unwrap();
+    broker.kill();
+
+    // Everything was acknowledged: nothing comes back after another restart.
+    let broker = BrokerProcess::start(&dir);
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let stat = stat_of(&connection, "queue", "crash").await;
+    assert!(
+        stat.as_ref().is_none_or(|s| s.depth == 0),
+        "acknowledged messages came back: {stat:?}"
+    );
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
+    let dir = data_dir("corrupt");
+    let queue = Destination::queue("damaged");
+    {
+        let broker = journal_broker(&dir);
+        let (_c, session) = connect(&broker).await;
+        let producer = session.producer(queue.clone());
+        for n in 0..100 {
+            producer
+                .send(Message::new(format!("m{n}")).with_property("seq", Property::Int(n)))
+                .await
+                .unwrap();
+        }
+    }
+    // The segment holding the messages: flip a byte in the middle, cut the last record.
+    let journal = dir.join("journal");
+    let mut segments: Vec<_> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "log") && std::fs::metadata(p).unwrap().len() > 0
+        })
+        .collect();
+    segments.sort();
+    let segment = segments.last().expect("a segment with records").clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    bytes.truncate(bytes.len() - 7);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let broker = BrokerProcess::start(&dir);
+    let warnings: Vec<&String> = broker
+        .startup
+        .iter()
+        .filter(|line| line.contains("skipped a torn or corrupt journal record"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "one warning per damaged record: {warnings:?}"
+    );
+    let name = segment.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.contains(&name) && w.contains("offset=")),
+        "{warnings:?}"
+    );
+
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session.consumer(queue).await.unwrap();
+    let mut received = Vec::new();
+    while let Some(m) = consumer.receive(Duration::from_secs(1)).await.unwrap() {
+        received.push(seq_of(&m));
+    }
+    assert_eq!(
+        received.len(),
+        98,
+        "everything but the two damaged records: {received:?}"
+    );
+    assert!(!received.contains(&99), "the torn last record is gone");
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
+}
