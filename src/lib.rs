@@ -23,6 +23,7 @@
 //!     │       └── ConsumerActor<StompWire> ─ deliveries go back to the STOMP actor as MESSAGEs
 //!     ├── QueueActor ─ placed by hash of its name: backlog, competing consumers, credit
 //!     └── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
+//! journal thread (std::thread) ─ the Journal's writer: group commit, segments, LOCK
 //! ```
 //!
 //! A connection and its sessions and consumers live on one arbiter; a destination lives
@@ -38,7 +39,9 @@
 //! 3. The session resolves the destination through the registry (once, then cached) to a
 //!    [`destination::DestinationRef`] and sends it [`destination::Enqueue`]; when that is
 //!    answered it writes `Receipt`, which resolves the producer's future.
-//! 4. [`destination::QueueActor`] dispatches to consumers with credit (their prefetch),
+//! 4. A persistent message bound for a queue is appended to the [`store::Journal`] first;
+//!    the enqueue (and so the receipt) is answered once its group of appends is fsynced.
+//!    [`destination::QueueActor`] dispatches to consumers with credit (their prefetch),
 //!    in batches, keeping each delivery in that consumer's in-flight set;
 //!    [`destination::TopicActor`] copies the `Arc` of the message to every subscriber's
 //!    backlog and drains each as its credit allows.
@@ -60,8 +63,9 @@
 //! - Temporary destinations, composite destinations (`queue:a,topic:b`) and configured
 //!   groups are resolved by the registry; wildcard topics (`prices.>`) are subscription
 //!   points the registry wires to every topic they match, which forward what they publish.
-//! - The store is memory only for now; the journal, persistence, clusters and failover are
-//!   later issues.
+//! - The store is not a trait with interchangeable actors: queues hold an optional
+//!   `Journal` handle (memory = none), and the journal's writer is a plain thread, so no
+//!   fsync ever runs on an arbiter. Clusters and failover are later issues.
 //!
 //! ## Where each part lives
 //!
@@ -76,6 +80,7 @@
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef` |
 //! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
 //! | [`stomp`] | the STOMP 1.2 codec (no I/O) and `StompConnectionActor` |
+//! | [`store`] | the journal: record codec, group-committing writer thread, recovery |
 
 pub mod broker;
 pub mod client;
