@@ -237,6 +237,22 @@ fn send_receive_and_stat_through_the_command_line() {
     assert!(received.status.success());
     assert_eq!(String::from_utf8_lossy(&received.stdout), "hello there\n");
 
+    let sent = broker.run(&[
+        "send",
+        "--to",
+        "queue:cli-np",
+        "--body",
+        "fleeting",
+        "--non-persistent",
+    ]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let received = broker.run(&["receive", "--from", "queue:cli-np", "--count", "1"]);
+    assert_eq!(String::from_utf8_lossy(&received.stdout), "fleeting\n");
+
     let stat = broker.run(&["stat"]);
     assert!(stat.status.success());
     let table = String::from_utf8_lossy(&stat.stdout).to_string();

@@ -31,6 +31,12 @@ pub struct SendArgs {
     /// Body text.
     #[arg(long)]
     body: Option<String>,
+    /// Persistent messages (the default, as in JMS): confirmed once on disk.
+    #[arg(long, conflicts_with = "non_persistent")]
+    persistent: bool,
+    /// Non-persistent messages: kept in memory only.
+    #[arg(long)]
+    non_persistent: bool,
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
@@ -49,7 +55,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     while sent < args.count {
         let n = per_batch.min(args.count - sent);
         let batch = (sent..sent + n)
-            .map(|seq| Message::new(body.clone()).with_property("seq", Property::Int(seq as i64)))
+            .map(|seq| {
+                Message::new(body.clone())
+                    .with_property("seq", Property::Int(seq as i64))
+                    .with_persistent(!args.non_persistent)
+            })
             .collect();
         window.push_back((n, producer.begin_send(batch)?));
         sent += n;
