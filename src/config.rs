@@ -46,6 +46,7 @@ pub enum ConfigError {
 pub struct Config {
     pub broker: BrokerSettings,
     pub store: StoreSettings,
+    pub redelivery: RedeliveryPolicy,
     pub stomp: StompSettings,
     pub limits: Limits,
     /// Named groups of destinations: a send to `group:NAME` puts a copy on each member.
@@ -104,6 +105,49 @@ impl BrokerSettings {
         } else {
             self.arbiters
         }
+    }
+}
+
+/// What happens to a queue message that is given back (NACK, rollback) or whose consumer
+/// went away before acknowledging it, as ActiveMQ's redelivery policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeliveryPolicy {
+    /// Deliveries after the first before the message goes to the dead-letter queue (6).
+    pub max_redeliveries: u32,
+    /// Wait before redelivering a message that was given back (1 s); a message whose
+    /// consumer went away is redelivered at once.
+    pub initial_delay_ms: u64,
+    /// Each further redelivery waits this much longer (2.0).
+    pub multiplier: f64,
+    /// Longest wait (60 s).
+    pub max_delay_ms: u64,
+    /// Dead letters of queue `orders` go to `<dlq_prefix>orders` (`DLQ.`). Queues with this
+    /// prefix redeliver without end rather than dead-letter again.
+    pub dlq_prefix: String,
+}
+
+impl Default for RedeliveryPolicy {
+    fn default() -> Self {
+        RedeliveryPolicy {
+            max_redeliveries: 6,
+            initial_delay_ms: 1000,
+            multiplier: 2.0,
+            max_delay_ms: 60_000,
+            dlq_prefix: "DLQ.".into(),
+        }
+    }
+}
+
+impl RedeliveryPolicy {
+    /// The wait before redelivery number `redelivery` (1 = the first) of a given-back message.
+    pub fn delay(&self, redelivery: u32) -> std::time::Duration {
+        let factor = self
+            .multiplier
+            .max(1.0)
+            .powi(redelivery.saturating_sub(1).min(64) as i32);
+        let ms = (self.initial_delay_ms as f64 * factor).min(self.max_delay_ms as f64);
+        std::time::Duration::from_millis(ms as u64)
     }
 }
 
@@ -444,6 +488,16 @@ impl Config {
                     }
                 }
             }
+        }
+        let r = &self.redelivery;
+        if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
+            return Err(invalid(
+                "redelivery.multiplier",
+                format!("{} is not a number of at least 1.0", r.multiplier),
+            ));
+        }
+        if r.dlq_prefix.is_empty() {
+            return Err(invalid("redelivery.dlq_prefix", "must not be empty".into()));
         }
         if l.default_prefetch > l.max_prefetch {
             return Err(invalid(

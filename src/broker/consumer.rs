@@ -143,11 +143,13 @@ impl<W: ClientWire> Handler<Dispatch> for ConsumerActor<W> {
                     |Delivery {
                          tag,
                          redelivered,
+                         delivery_count,
                          message,
                      }| WireDelivery {
                         consumer,
                         tag,
                         redelivered,
+                        delivery_count,
                         message,
                     },
                 ));

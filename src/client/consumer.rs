@@ -44,6 +44,8 @@ pub struct Delivery {
     pub message: Message,
     /// The broker delivered it before and it was not acknowledged.
     pub redelivered: bool,
+    /// How many times the broker has delivered it, this time included.
+    pub delivery_count: u32,
 }
 
 /// A subscription to one destination.
@@ -147,6 +149,7 @@ impl Consumer {
         let taken = Delivery {
             message,
             redelivered: delivery.redelivered,
+            delivery_count: delivery.delivery_count,
         };
         Ok((taken, delivery.tag))
     }

@@ -6,6 +6,7 @@
 //! destination homed on another broker will be the same type pointing at a bridge proxy,
 //! so session and consumer code never learns which.
 
+mod backlog;
 mod queue;
 mod registry;
 mod topic;
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Handler, Message as ActixMessage, Recipient};
 
-pub use queue::QueueActor;
+pub use queue::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON, QueueActor};
 pub use registry::{
     CollectStats, CreateTemporary, DestinationRegistry, DropTemporaries, Lookup, Resolve,
 };
@@ -125,6 +126,8 @@ pub struct GetStat;
 pub struct Delivery {
     pub tag: u64,
     pub redelivered: bool,
+    /// 1 on the first delivery.
+    pub delivery_count: u32,
     pub message: Arc<Message>,
 }
 

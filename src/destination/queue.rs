@@ -1,6 +1,7 @@
 //! [`QueueActor`]: one queue. Each message goes to exactly one consumer; messages from one
 //! producer keep their order; consumers receive only while they have credit; what a consumer
-//! leaves unacknowledged goes back to the front of the queue, marked redelivered.
+//! leaves unacknowledged goes back to the front of the queue, marked redelivered. Within the
+//! backlog, higher priority goes first ([`Backlog`]).
 //!
 //! With a journal, a batch holding persistent messages is appended before it is confirmed
 //! or delivered: batches wait in `unconfirmed`, in arrival order, and move to the backlog
@@ -16,18 +17,35 @@ use actix::prelude::*;
 use super::{
     ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
 };
+use std::time::Duration;
+
+use super::backlog::{Backlog, Prioritized};
+use super::{DestinationRegistry, Resolve};
+use crate::config::RedeliveryPolicy;
 use crate::message::{Destination, Message, now_millis};
 use crate::protocol::DestinationStat;
 use crate::store::Journal;
 use crate::store::record::Record;
 
+/// Header of a dead letter: the queue it came from.
+pub const DLQ_ORIGINAL_DESTINATION: &str = "actormq.dlq.original-destination";
+/// Header of a dead letter: why it was dead-lettered.
+pub const DLQ_REASON: &str = "actormq.dlq.reason";
+
 /// A message waiting in the queue or delivered and not yet acknowledged.
 #[derive(Clone)]
 struct Queued {
     message: Arc<Message>,
-    redelivered: bool,
+    /// Times it has been delivered.
+    deliveries: u32,
     /// Its journal id, if it is stored.
     store_id: Option<u64>,
+}
+
+impl Prioritized for Queued {
+    fn priority(&self) -> u8 {
+        self.message.priority
+    }
 }
 
 /// Messages of one `Enqueue`, waiting for the journal.
@@ -50,10 +68,15 @@ struct QueueConsumer {
 pub struct QueueActor {
     destination: Destination,
     store: Option<Journal>,
+    policy: RedeliveryPolicy,
+    /// Where dead-letter queues are found.
+    registry: Option<Addr<DestinationRegistry>>,
+    /// Given-back messages waiting out their redelivery delay.
+    delayed: usize,
     unconfirmed: VecDeque<Unconfirmed>,
     next_batch: u64,
     max_per_dispatch: usize,
-    backlog: VecDeque<Queued>,
+    backlog: Backlog<Queued>,
     consumers: Vec<QueueConsumer>,
     /// Where the next round-robin pass starts.
     cursor: usize,
@@ -77,12 +100,14 @@ impl QueueActor {
         max_per_dispatch: usize,
         store: Option<Journal>,
         recovered: Vec<(u64, Arc<Message>)>,
+        policy: RedeliveryPolicy,
+        registry: Option<Addr<DestinationRegistry>>,
     ) -> QueueActor {
-        let backlog: VecDeque<Queued> = recovered
+        let backlog: Backlog<Queued> = recovered
             .into_iter()
             .map(|(id, message)| Queued {
                 message,
-                redelivered: false,
+                deliveries: 0,
                 store_id: Some(id),
             })
             .collect();
@@ -90,6 +115,9 @@ impl QueueActor {
             enqueued: backlog.len() as u64,
             destination,
             store,
+            policy,
+            registry,
+            delayed: 0,
             unconfirmed: VecDeque::new(),
             next_batch: 0,
             max_per_dispatch: max_per_dispatch.max(1),
@@ -137,9 +165,12 @@ impl QueueActor {
                     }
                     let tag = self.next_tag;
                     self.next_tag += 1;
+                    let mut queued = queued;
+                    queued.deliveries += 1;
                     batch.push(Delivery {
                         tag,
-                        redelivered: queued.redelivered,
+                        redelivered: queued.deliveries > 1,
+                        delivery_count: queued.deliveries,
                         message: queued.message.clone(),
                     });
                     consumer.in_flight.insert(tag, queued);
@@ -156,7 +187,7 @@ impl QueueActor {
         }
     }
 
-    fn remove_consumer(&mut self, id: ConsumerId) {
+    fn remove_consumer(&mut self, id: ConsumerId, ctx: &mut Context<Self>) {
         let Some(index) = self.consumers.iter().position(|c| c.id == id) else {
             return;
         };
@@ -166,14 +197,78 @@ impl QueueActor {
         if !returned.is_empty() {
             tracing::debug!(queue = %self.destination, count = returned.len(), "redelivering unacknowledged messages");
         }
-        for (_, mut queued) in returned.into_iter().rev() {
-            queued.redelivered = true;
-            self.backlog.push_front(queued);
+        let reason = "its consumer went away without acknowledging it";
+        for (_, queued) in returned.into_iter().rev() {
+            self.redeliver(queued, Duration::ZERO, reason, ctx);
         }
         if self.cursor >= self.consumers.len() {
             self.cursor = 0;
         }
         self.dispatch();
+    }
+
+    /// A delivered message comes back: to the front of the backlog after `delay`, or, past
+    /// the maximum redeliveries, to the dead-letter queue.
+    fn redeliver(&mut self, queued: Queued, delay: Duration, why: &str, ctx: &mut Context<Self>) {
+        let is_dlq = self.destination.name().starts_with(&self.policy.dlq_prefix);
+        if queued.deliveries > self.policy.max_redeliveries && !is_dlq {
+            let reason = format!(
+                "delivered {} times without acknowledgement (the last time {why}); maximum redeliveries {}",
+                queued.deliveries, self.policy.max_redeliveries
+            );
+            return self.dead_letter(queued, reason, ctx);
+        }
+        if delay.is_zero() {
+            self.backlog.push_front(queued);
+            return;
+        }
+        self.delayed += 1;
+        ctx.run_later(delay, move |act, _ctx| {
+            act.delayed -= 1;
+            act.backlog.push_front(queued);
+            act.dispatch();
+        });
+    }
+
+    /// Moves a message to this queue's dead-letter queue, naming where it came from and
+    /// why; it leaves this queue's journal only once the dead-letter queue has it.
+    fn dead_letter(&mut self, queued: Queued, reason: String, ctx: &mut Context<Self>) {
+        self.dequeued += 1;
+        let dlq = Destination::queue(format!(
+            "{}{}",
+            self.policy.dlq_prefix,
+            self.destination.name()
+        ));
+        tracing::warn!(queue = %self.destination, message = %queued.message.id, %dlq, "dead-lettered: {reason}");
+        let Some(registry) = self.registry.clone() else {
+            return;
+        };
+        let mut copy = (*queued.message).clone();
+        copy.headers.insert(
+            DLQ_ORIGINAL_DESTINATION.into(),
+            self.destination.to_string(),
+        );
+        copy.headers.insert(DLQ_REASON.into(), reason);
+        let store = self.store.clone();
+        let queue = self.destination.name().to_string();
+        let moved = async move {
+            let targets = registry
+                .send(Resolve(dlq.clone()))
+                .await
+                .map_err(|e| DestinationError::Unavailable(e.to_string()))??;
+            for target in targets {
+                target.enqueue(vec![Arc::new(copy.clone())]).await?;
+            }
+            if let (Some(store), Some(id)) = (store, queued.store_id) {
+                store.append_lazy(vec![Record::Remove { queue, id }]);
+            }
+            Ok::<_, DestinationError>(())
+        };
+        ctx.spawn(moved.into_actor(self).map(|result, act, _ctx| {
+            if let Err(e) = result {
+                tracing::error!(queue = %act.destination, "cannot dead-letter a message: {e}");
+            }
+        }));
     }
 }
 
@@ -214,7 +309,7 @@ impl Handler<Enqueue> for QueueActor {
                 };
                 Queued {
                     message,
-                    redelivered: false,
+                    deliveries: 0,
                     store_id,
                 }
             })
@@ -284,7 +379,7 @@ impl Handler<Control> for QueueActor {
                 tracing::warn!(queue = %self.destination, "queues do not forward; ignored");
             }
             Control::Delete => ctx.stop(),
-            Control::Unsubscribe(id) => self.remove_consumer(id),
+            Control::Unsubscribe(id) => self.remove_consumer(id, ctx),
             Control::Settle { consumer, tags } => {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
                     return;
@@ -323,9 +418,9 @@ impl Handler<Control> for QueueActor {
                     c.credit = (c.credit + released.len() as u32).min(c.prefetch);
                 }
                 released.sort_unstable_by_key(|(tag, _)| *tag);
-                for (_, mut queued) in released.into_iter().rev() {
-                    queued.redelivered = true;
-                    self.backlog.push_front(queued);
+                for (_, queued) in released.into_iter().rev() {
+                    let delay = self.policy.delay(queued.deliveries);
+                    self.redeliver(queued, delay, "it was given back", ctx);
                 }
                 self.dispatch();
             }
@@ -348,7 +443,7 @@ impl Handler<GetStat> for QueueActor {
         MessageResult(DestinationStat {
             kind: self.destination.kind(),
             name: self.destination.name().to_string(),
-            depth: (self.backlog.len() + in_flight + storing) as u64,
+            depth: (self.backlog.len() + in_flight + storing + self.delayed) as u64,
             in_flight: in_flight as u64,
             enqueued: self.enqueued,
             dequeued: self.dequeued,

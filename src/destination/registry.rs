@@ -5,13 +5,14 @@
 //! The one place that will ask placement where a destination lives once brokers form a
 //! cluster.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, Message as ActixMessage, ResponseFuture};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message as ActixMessage, ResponseFuture};
 
 use super::{ConnectionId, Control, DestinationError, DestinationRef, QueueActor, TopicActor};
-use crate::config::{Config, Limits};
-use crate::message::{Destination, DestinationKind};
+use crate::config::{Config, Limits, RedeliveryPolicy};
+use crate::message::{Destination, DestinationKind, Message};
 use crate::protocol::DestinationStat;
 use crate::runtime::ArbiterPool;
 use crate::store::{Journal, Recovered};
@@ -56,6 +57,9 @@ struct Entry {
 
 pub struct DestinationRegistry {
     destinations: HashMap<Destination, Entry>,
+    /// Queues recovered from the journal, created once the registry has started.
+    recovered: BTreeMap<String, Vec<(u64, Arc<Message>)>>,
+    policy: RedeliveryPolicy,
     /// Persistent messages of queues go here (none with the memory store).
     store: Option<Journal>,
     groups: HashMap<String, Vec<Destination>>,
@@ -82,31 +86,22 @@ impl DestinationRegistry {
             Some((journal, recovered)) => (Some(journal), recovered.queues),
             None => (None, Default::default()),
         };
-        let mut registry = DestinationRegistry {
+        DestinationRegistry {
             destinations: HashMap::new(),
+            recovered,
+            policy: config.redelivery.clone(),
             store,
             groups,
             arbiters,
             limits: config.limits.clone(),
-        };
-        for (name, messages) in recovered {
-            let queue = Destination::queue(&name);
-            let reference = registry.spawn_queue(&queue, messages);
-            registry.destinations.insert(
-                queue,
-                Entry {
-                    reference,
-                    owner: None,
-                },
-            );
         }
-        registry
     }
 
     fn spawn_queue(
         &self,
         destination: &Destination,
-        recovered: Vec<(u64, std::sync::Arc<crate::message::Message>)>,
+        recovered: Vec<(u64, Arc<Message>)>,
+        me: Addr<DestinationRegistry>,
     ) -> DestinationRef {
         let arbiter = self.arbiters.for_name(destination.name());
         let per_dispatch = self.limits.max_deliveries_per_frame;
@@ -115,16 +110,21 @@ impl DestinationRegistry {
             .then(|| self.store.clone())
             .flatten();
         let d = destination.clone();
+        let policy = self.policy.clone();
         let addr = QueueActor::start_in_arbiter(arbiter, move |_| {
-            QueueActor::new(d, per_dispatch, store, recovered)
+            QueueActor::new(d, per_dispatch, store, recovered, policy, Some(me))
         });
         DestinationRef::local(destination.clone(), addr)
     }
 
     /// Starts the actor for a queue or topic (of any flavour).
-    fn spawn_destination(&self, destination: &Destination) -> DestinationRef {
+    fn spawn_destination(
+        &self,
+        destination: &Destination,
+        me: Addr<DestinationRegistry>,
+    ) -> DestinationRef {
         if destination.is_queue() {
-            self.spawn_queue(destination, Vec::new())
+            self.spawn_queue(destination, Vec::new(), me)
         } else {
             let arbiter = self.arbiters.for_name(destination.name());
             let per_dispatch = self.limits.max_deliveries_per_frame;
@@ -139,11 +139,15 @@ impl DestinationRegistry {
 
     /// The queue or topic called `destination`, created if needed and wired to the
     /// wildcard subscription points it matches (or, for a wildcard, to the topics).
-    fn queue_or_topic(&mut self, destination: &Destination) -> DestinationRef {
+    fn queue_or_topic(
+        &mut self,
+        destination: &Destination,
+        me: Addr<DestinationRegistry>,
+    ) -> DestinationRef {
         if let Some(entry) = self.destinations.get(&destination.clone()) {
             return entry.reference.clone();
         }
-        let created = self.spawn_destination(destination);
+        let created = self.spawn_destination(destination, me);
         if destination.kind() == DestinationKind::Topic {
             for (other, entry) in &self.destinations {
                 if other.kind() != DestinationKind::Topic {
@@ -184,6 +188,7 @@ impl DestinationRegistry {
     fn resolve_one(
         &mut self,
         destination: &Destination,
+        me: &Addr<DestinationRegistry>,
     ) -> Result<DestinationRef, DestinationError> {
         match destination.kind() {
             DestinationKind::TempQueue | DestinationKind::TempTopic => {
@@ -192,7 +197,9 @@ impl DestinationRegistry {
             DestinationKind::Topic if destination.is_wildcard() => Err(DestinationError::Refused(
                 format!("cannot send to the wildcard {destination}: name one topic"),
             )),
-            DestinationKind::Queue | DestinationKind::Topic => Ok(self.queue_or_topic(destination)),
+            DestinationKind::Queue | DestinationKind::Topic => {
+                Ok(self.queue_or_topic(destination, me.clone()))
+            }
             DestinationKind::Composite | DestinationKind::Group => Err(DestinationError::Refused(
                 format!("{destination} cannot be nested"),
             )),
@@ -202,12 +209,26 @@ impl DestinationRegistry {
 
 impl Actor for DestinationRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for (name, messages) in std::mem::take(&mut self.recovered) {
+            let queue = Destination::queue(&name);
+            let reference = self.spawn_queue(&queue, messages, ctx.address());
+            self.destinations.insert(
+                queue,
+                Entry {
+                    reference,
+                    owner: None,
+                },
+            );
+        }
+    }
 }
 
 impl Handler<Resolve> for DestinationRegistry {
     type Result = Result<Vec<DestinationRef>, DestinationError>;
 
-    fn handle(&mut self, Resolve(destination): Resolve, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Resolve(destination): Resolve, ctx: &mut Context<Self>) -> Self::Result {
         let parts = match destination.kind() {
             DestinationKind::Composite => destination.parts(),
             DestinationKind::Group => {
@@ -224,15 +245,20 @@ impl Handler<Resolve> for DestinationRegistry {
             _ => vec![destination],
         };
         // All parts are resolved before anything is sent: the unit is refused as a whole.
-        parts.iter().map(|part| self.resolve_one(part)).collect()
+        let me = ctx.address();
+        parts
+            .iter()
+            .map(|part| self.resolve_one(part, &me))
+            .collect()
     }
 }
 
 impl Handler<Lookup> for DestinationRegistry {
     type Result = Result<DestinationRef, DestinationError>;
 
-    fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
         let destination = &msg.destination;
+        let me = ctx.address();
         match destination.kind() {
             DestinationKind::TempQueue | DestinationKind::TempTopic => {
                 let entry = self.temporary(destination)?;
@@ -243,7 +269,9 @@ impl Handler<Lookup> for DestinationRegistry {
                 }
                 Ok(entry.reference.clone())
             }
-            DestinationKind::Queue | DestinationKind::Topic => Ok(self.queue_or_topic(destination)),
+            DestinationKind::Queue | DestinationKind::Topic => {
+                Ok(self.queue_or_topic(destination, me.clone()))
+            }
             DestinationKind::Composite | DestinationKind::Group => Err(DestinationError::Refused(
                 format!("cannot consume from {destination}: consume from its members"),
             )),
@@ -254,7 +282,7 @@ impl Handler<Lookup> for DestinationRegistry {
 impl Handler<CreateTemporary> for DestinationRegistry {
     type Result = Result<(), DestinationError>;
 
-    fn handle(&mut self, msg: CreateTemporary, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CreateTemporary, ctx: &mut Context<Self>) -> Self::Result {
         let destination = msg.destination;
         if !destination.is_temporary() {
             return Err(DestinationError::Refused(format!(
@@ -266,7 +294,7 @@ impl Handler<CreateTemporary> for DestinationRegistry {
                 "{destination} already exists"
             )));
         }
-        let reference = self.spawn_destination(&destination);
+        let reference = self.spawn_destination(&destination, ctx.address());
         self.destinations.insert(
             destination,
             Entry {

@@ -76,6 +76,7 @@ impl TopicActor {
                 batch.push(Delivery {
                     tag: *next_tag,
                     redelivered: false,
+                    delivery_count: 1,
                     message,
                 });
                 *next_tag += 1;

@@ -154,6 +154,7 @@ mod tests {
                 consumer: 3,
                 tag: 42,
                 redelivered: true,
+                delivery_count: 2,
                 message: Arc::new(message),
             }],
         });

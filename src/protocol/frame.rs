@@ -46,6 +46,8 @@ pub struct WireDelivery {
     pub consumer: u32,
     pub tag: u64,
     pub redelivered: bool,
+    /// 1 on the first delivery.
+    pub delivery_count: u32,
     pub message: Arc<Message>,
 }
 

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: real brokers on port 0, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod raw_stomp;
+
 use std::time::{Duration, Instant};
 
 use actormq::client::{AckMode, Connection, Session};
