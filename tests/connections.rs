@@ -114,18 +114,6 @@ async fn a_consumer_as_a_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_ack_modes_are_refused_clearly() {
-    let broker = broker();
-    let (connection, _session) = connect(&broker).await;
-    for mode in [AckMode::Client, AckMode::Individual] {
-        assert!(matches!(
-            connection.session(mode),
-            Err(ClientError::Unsupported(_))
-        ));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_nothing_is_a_clear_error() {
     let err = Connection::connect("tcp://127.0.0.1:1").await.err();
     assert!(matches!(err, Some(ClientError::Connect { .. })), "{err:?}");

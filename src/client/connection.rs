@@ -278,14 +278,9 @@ impl Connection {
         &self.shared.client_id
     }
 
-    /// Opens a session. `Client` and `Individual` acknowledgement arrive with the
-    /// delivery-guarantees work; until then they are refused.
+    /// Opens a session. With `Client` or `Individual` acknowledgement the application
+    /// acknowledges with [`Session::acknowledge`].
     pub fn session(&self, ack_mode: AckMode) -> Result<Session, ClientError> {
-        if matches!(ack_mode, AckMode::Client | AckMode::Individual) {
-            return Err(ClientError::Unsupported(format!(
-                "{ack_mode:?} acknowledgement (use Auto or DupsOk)"
-            )));
-        }
         let id = self.shared.next_id();
         self.shared.write(&Frame::OpenSession {
             session: id,

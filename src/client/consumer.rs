@@ -12,7 +12,7 @@ use super::ClientError;
 use super::connection::{Command, ConsumerRoute};
 use super::session::SessionInner;
 use crate::config::Limits;
-use crate::message::{Destination, Message};
+use crate::message::{AckMode, Destination, Message};
 use crate::protocol::{Frame, WireDelivery};
 
 /// Settings of one consumer.
@@ -119,7 +119,15 @@ impl Consumer {
     /// The next message, waiting as long as it takes.
     pub async fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
         let (delivery, tag) = self.next_pending().await?;
-        self.done(tag)?;
+        match self.session.ack_mode {
+            AckMode::Auto | AckMode::DupsOk => self.done(tag)?,
+            // Acknowledged by the application, through `Session::acknowledge`.
+            AckMode::Client | AckMode::Individual => {
+                if let Ok(mut unacked) = self.session.unacked.lock() {
+                    unacked.push((self.id, tag, delivery.message.id.clone()));
+                }
+            }
+        }
         Ok(delivery)
     }
 

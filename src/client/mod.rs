@@ -69,8 +69,6 @@ pub enum ClientError {
     Timeout(String),
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("not supported yet: {0}")]
-    Unsupported(String),
 }
 
 impl From<crate::protocol::ProtocolError> for ClientError {

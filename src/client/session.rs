@@ -1,8 +1,8 @@
 //! [`Session`] and [`Producer`].
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
@@ -20,6 +20,9 @@ pub(super) struct SessionInner {
     pub shared: Arc<Shared>,
     /// Numbers the session's messages: ids are `<client id>:<session>:<n>`.
     sequence: AtomicU64,
+    /// Client and Individual modes: what the application has taken and not acknowledged,
+    /// in the order it took it: (consumer, tag, message id).
+    pub unacked: Mutex<Vec<(u32, u64, String)>>,
 }
 
 impl SessionInner {
@@ -29,6 +32,7 @@ impl SessionInner {
             ack_mode,
             shared,
             sequence: AtomicU64::new(1),
+            unacked: Mutex::new(Vec::new()),
         }
     }
 }
@@ -84,6 +88,34 @@ impl Session {
         options: ConsumerOptions,
     ) -> Result<Consumer, ClientError> {
         Consumer::subscribe(self.inner.clone(), destination, options).await
+    }
+
+    /// Acknowledges a message taken from a consumer of this session. `Individual`: that
+    /// message alone. `Client`: that message and every message the session took before it,
+    /// from any of its consumers (as JMS's CLIENT_ACKNOWLEDGE). `Auto`/`DupsOk`: nothing
+    /// to do. Acknowledging twice is harmless; what is never acknowledged is redelivered
+    /// once its consumer closes.
+    pub fn acknowledge(&self, message: &Message) -> Result<(), ClientError> {
+        let taken: Vec<(u32, u64, String)> = {
+            let Ok(mut unacked) = self.inner.unacked.lock() else {
+                return Ok(());
+            };
+            let Some(position) = unacked.iter().position(|(_, _, id)| *id == message.id) else {
+                return Ok(());
+            };
+            match self.inner.ack_mode {
+                AckMode::Client => unacked.drain(..=position).collect(),
+                AckMode::Individual => vec![unacked.remove(position)],
+                AckMode::Auto | AckMode::DupsOk => return Ok(()),
+            }
+        };
+        self.inner.shared.write(&Frame::Ack {
+            session: self.inner.id,
+            acks: taken
+                .into_iter()
+                .map(|(consumer, tag, _)| (consumer, tag))
+                .collect(),
+        })
     }
 
     /// A temporary queue: it lives until this connection closes, and only this connection
