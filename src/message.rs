@@ -262,6 +262,9 @@ pub enum AckMode {
     Individual,
     /// Like `Auto`, acknowledged lazily in batches; duplicates are tolerated after a crash.
     DupsOk,
+    /// Sends and acknowledgements are held until `commit`; `rollback` drops the sends and
+    /// gives the received messages back for redelivery.
+    Transacted,
 }
 
 /// Highest message priority (JMS: 0–9, default 4).

@@ -358,3 +358,54 @@ async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
     assert!(!received.contains(&99), "the torn last record is gone");
     assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_all_or_nothing_across_sigkill() {
+    let dir = data_dir("tx-sigkill");
+    let broker = BrokerProcess::start(&dir);
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let transaction = |name: &str, session: &actormq::client::Session| {
+        let producer = session.producer(Destination::queue("tx"));
+        for n in 0..1000 {
+            producer
+                .send_oneway(Message::new(format!("{name}{n}")).with_header("tx", name))
+                .unwrap();
+        }
+    };
+    // A: committed and confirmed before the kill.
+    let a = connection.session(AckMode::Transacted).unwrap();
+    transaction("A", &a);
+    a.commit().await.unwrap();
+    // B: sent, never committed.
+    let b = connection.session(AckMode::Transacted).unwrap();
+    transaction("B", &b);
+    // C: committed as the broker dies.
+    let c = connection.session(AckMode::Transacted).unwrap();
+    transaction("C", &c);
+    let committing = tokio::spawn(async move { c.commit().await });
+    broker.kill();
+    let _ = committing.await;
+
+    let broker = BrokerProcess::start(&dir);
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session.consumer(Destination::queue("tx")).await.unwrap();
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    while let Some(m) = consumer.receive(Duration::from_secs(1)).await.unwrap() {
+        *counts.entry(m.headers["tx"].clone()).or_default() += 1;
+    }
+    assert_eq!(
+        counts.get("A"),
+        Some(&1000),
+        "the committed transaction survives whole: {counts:?}"
+    );
+    assert_eq!(
+        counts.get("B"),
+        None,
+        "the uncommitted transaction left nothing: {counts:?}"
+    );
+    assert!(
+        matches!(counts.get("C"), None | Some(&1000)),
+        "the transaction committed during the kill is all or nothing: {counts:?}"
+    );
+}

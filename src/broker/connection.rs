@@ -212,6 +212,20 @@ impl ConnectionActor {
                 (session, SessionCommand::Unsubscribe { consumer })
             }
             Frame::Ack { session, acks } => (session, SessionCommand::Ack { acks }),
+            Frame::Release { session, releases } => (session, SessionCommand::Release { releases }),
+            Frame::Commit {
+                session,
+                receipt,
+                sends,
+                acks,
+            } => (
+                session,
+                SessionCommand::Commit {
+                    receipt,
+                    sends,
+                    acks,
+                },
+            ),
             Frame::Pull {
                 session,
                 consumer,

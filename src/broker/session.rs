@@ -23,6 +23,8 @@ use crate::destination::{
     Resolve, Subscribe,
 };
 use crate::message::{AckMode, Destination, Message};
+use crate::protocol::TransactedSend;
+use crate::store::record::Record;
 
 /// What a connection asks of one of its sessions.
 #[derive(Message)]
@@ -48,6 +50,12 @@ pub enum SessionCommand {
     /// Give deliveries back (NACK): `(consumer, tag)` pairs.
     Release {
         releases: Vec<(u32, u64)>,
+    },
+    /// A transaction's sends and acknowledgements, applied at once.
+    Commit {
+        receipt: u64,
+        sends: Vec<TransactedSend>,
+        acks: Vec<(u32, u64)>,
     },
     Pull {
         consumer: u32,
@@ -226,6 +234,86 @@ impl<W: ClientWire> SessionActor<W> {
 }
 
 impl<W: ClientWire> SessionActor<W> {
+    /// Commits a transaction: resolves every destination, stores all persistent messages
+    /// bound for stored queues as one journal record, then enqueues everything and settles
+    /// the acknowledgements. The session handles nothing else meanwhile, so commits are
+    /// applied in order.
+    fn commit(
+        &mut self,
+        receipt: u64,
+        sends: Vec<TransactedSend>,
+        acks: Vec<(u32, u64)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let registry = self.registry.clone();
+        let resolve = async move {
+            let mut resolved = Vec::with_capacity(sends.len());
+            for send in sends {
+                let targets = registry
+                    .send(Resolve(send.destination.clone()))
+                    .await
+                    .map_err(|_| DestinationError::Unavailable(send.destination.to_string()))??;
+                resolved.push((targets, send.messages));
+            }
+            // Every copy, with its journal id where it is stored.
+            let mut records = Vec::new();
+            let mut store = None;
+            let mut deliveries = Vec::new();
+            for (targets, messages) in resolved {
+                for target in targets {
+                    let mut copies = Vec::with_capacity(messages.len());
+                    let mut ids = Vec::with_capacity(messages.len());
+                    for message in &messages {
+                        let mut copy = message.clone();
+                        copy.destination = Some(target.destination().clone());
+                        let copy = Arc::new(copy);
+                        let id = match target.store() {
+                            Some(journal) if copy.persistent => {
+                                let id = journal.next_id();
+                                records.push(Record::Enqueue {
+                                    queue: target.destination().name().to_string(),
+                                    id,
+                                    message: copy.clone(),
+                                });
+                                store.get_or_insert_with(|| journal.clone());
+                                Some(id)
+                            }
+                            _ => None,
+                        };
+                        ids.push(id);
+                        copies.push(copy);
+                    }
+                    deliveries.push((target, copies, ids));
+                }
+            }
+            if let Some(journal) = store {
+                journal
+                    .append(vec![Record::Transaction { records }])
+                    .await
+                    .map_err(|e| {
+                        DestinationError::Refused(format!(
+                            "the transaction could not be stored: {e}"
+                        ))
+                    })?;
+            }
+            for (target, copies, ids) in deliveries {
+                let stored = if ids.iter().any(Option::is_some) {
+                    ids
+                } else {
+                    Vec::new()
+                };
+                target.enqueue_stored(copies, stored).await?;
+            }
+            Ok::<_, DestinationError>(())
+        };
+        ctx.wait(resolve.into_actor(self).map(move |result, act, _ctx| {
+            if result.is_ok() {
+                act.per_consumer(acks, ConsumerCommand::Ack);
+            }
+            act.receipt(receipt, result);
+        }));
+    }
+
     /// Groups `(consumer, tag)` pairs by consumer and sends each consumer its tags.
     fn per_consumer(&self, pairs: Vec<(u32, u64)>, command: fn(Vec<u64>) -> ConsumerCommand) {
         let mut by_consumer: HashMap<u32, Vec<u64>> = HashMap::new();
@@ -285,6 +373,11 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
             SessionCommand::Release { releases } => {
                 self.per_consumer(releases, ConsumerCommand::Release)
             }
+            SessionCommand::Commit {
+                receipt,
+                sends,
+                acks,
+            } => self.commit(receipt, sends, acks, ctx),
             SessionCommand::Pull { consumer, count } => {
                 if let Some(addr) = self.consumers.get(&consumer) {
                     addr.do_send(ConsumerCommand::Pull(count));

@@ -121,8 +121,8 @@ impl Consumer {
         let (delivery, tag) = self.next_pending().await?;
         match self.session.ack_mode {
             AckMode::Auto | AckMode::DupsOk => self.done(tag)?,
-            // Acknowledged by the application, through `Session::acknowledge`.
-            AckMode::Client | AckMode::Individual => {
+            // Acknowledged by the application (`Session::acknowledge`) or the commit.
+            AckMode::Client | AckMode::Individual | AckMode::Transacted => {
                 if let Ok(mut unacked) = self.session.unacked.lock() {
                     unacked.push((self.id, tag, delivery.message.id.clone()));
                 }

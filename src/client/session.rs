@@ -11,7 +11,7 @@ use super::ClientError;
 use super::connection::{Command, Shared};
 use super::consumer::{Consumer, ConsumerOptions};
 use crate::message::{AckMode, Destination, DestinationKind, Message, now_millis};
-use crate::protocol::Frame;
+use crate::protocol::{Frame, TransactedSend};
 
 /// A session's identity on its connection; closes the session when the last handle goes.
 pub(super) struct SessionInner {
@@ -23,6 +23,8 @@ pub(super) struct SessionInner {
     /// Client and Individual modes: what the application has taken and not acknowledged,
     /// in the order it took it: (consumer, tag, message id).
     pub unacked: Mutex<Vec<(u32, u64, String)>>,
+    /// Transacted: sends held until `commit`.
+    pending_sends: Mutex<Vec<TransactedSend>>,
 }
 
 impl SessionInner {
@@ -33,6 +35,7 @@ impl SessionInner {
             shared,
             sequence: AtomicU64::new(1),
             unacked: Mutex::new(Vec::new()),
+            pending_sends: Mutex::new(Vec::new()),
         }
     }
 }
@@ -106,7 +109,7 @@ impl Session {
             match self.inner.ack_mode {
                 AckMode::Client => unacked.drain(..=position).collect(),
                 AckMode::Individual => vec![unacked.remove(position)],
-                AckMode::Auto | AckMode::DupsOk => return Ok(()),
+                AckMode::Auto | AckMode::DupsOk | AckMode::Transacted => return Ok(()),
             }
         };
         self.inner.shared.write(&Frame::Ack {
@@ -115,6 +118,63 @@ impl Session {
                 .into_iter()
                 .map(|(consumer, tag, _)| (consumer, tag))
                 .collect(),
+        })
+    }
+
+    /// Transacted sessions: applies every send and acknowledgement since the last commit
+    /// or rollback at once, and returns when the broker has (persistent messages stored as
+    /// one journal record: after a crash, all or none of them exist).
+    pub async fn commit(&self) -> Result<(), ClientError> {
+        let shared = &self.inner.shared;
+        let sends = self
+            .inner
+            .pending_sends
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        let acks = self
+            .inner
+            .unacked
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(consumer, tag, _)| (consumer, tag))
+            .collect();
+        let receipt = shared.next_request();
+        let frame = Frame::Commit {
+            session: self.inner.id,
+            receipt,
+            sends,
+            acks,
+        };
+        shared
+            .request(receipt, &frame)?
+            .await
+            .map_err(|_| shared.failure())?
+    }
+
+    /// Transacted sessions: drops the sends since the last commit and gives every message
+    /// received since back to the broker, which redelivers it (after its redelivery delay).
+    pub fn rollback(&self) -> Result<(), ClientError> {
+        if let Ok(mut pending) = self.inner.pending_sends.lock() {
+            pending.clear();
+        }
+        let releases: Vec<(u32, u64)> = self
+            .inner
+            .unacked
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(consumer, tag, _)| (consumer, tag))
+            .collect();
+        if releases.is_empty() {
+            return Ok(());
+        }
+        self.inner.shared.write(&Frame::Release {
+            session: self.inner.id,
+            releases,
         })
     }
 
@@ -189,6 +249,15 @@ impl Producer {
     /// the broker confirms them. Keep several in flight to pipeline sends.
     pub fn begin_send(&self, messages: Vec<Message>) -> Result<SendConfirmation, ClientError> {
         let shared = &self.session.shared;
+        if self.session.ack_mode == AckMode::Transacted {
+            self.hold(messages);
+            let (done, reply) = oneshot::channel();
+            let _ = done.send(Ok(()));
+            return Ok(SendConfirmation {
+                reply,
+                shared: shared.clone(),
+            });
+        }
         let receipt = shared.next_request();
         let frame = self.frame(messages, Some(receipt));
         let reply = shared.request(receipt, &frame)?;
@@ -198,8 +267,26 @@ impl Producer {
         })
     }
 
+    /// In a transacted session, keeps messages for the commit.
+    fn hold(&self, messages: Vec<Message>) {
+        let Frame::Send { messages, .. } = self.frame(messages, None) else {
+            return;
+        };
+        if let Ok(mut pending) = self.session.pending_sends.lock() {
+            pending.push(TransactedSend {
+                destination: self.destination.clone(),
+                messages,
+            });
+        }
+    }
+
     /// Writes one message and returns as soon as it is written, awaiting no confirmation.
+    /// (In a transacted session it is held for the commit.)
     pub fn send_oneway(&self, message: Message) -> Result<(), ClientError> {
+        if self.session.ack_mode == AckMode::Transacted {
+            self.hold(vec![message]);
+            return Ok(());
+        }
         let frame = self.frame(vec![message], None);
         self.session.shared.write(&frame)
     }

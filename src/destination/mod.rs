@@ -24,6 +24,7 @@ pub use topic::TopicActor;
 
 use crate::message::{Destination, Message};
 use crate::protocol::{DestinationStat, ErrorCode, Refusal};
+use crate::store::Journal;
 
 /// Why a destination could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +79,9 @@ impl ConsumerId {
 #[rtype(result = "Result<(), DestinationError>")]
 pub struct Enqueue {
     pub messages: Vec<Arc<Message>>,
+    /// Journal ids of messages a transaction has already stored (one per message; `None`
+    /// for one not stored). Empty: the destination stores what it must itself.
+    pub stored: Vec<Option<u64>>,
 }
 
 /// Start delivering to `sink`, `prefetch` deliveries ahead of acknowledgements
@@ -148,6 +152,7 @@ pub struct DestinationRef {
     subscribe: Recipient<Subscribe>,
     control: Recipient<Control>,
     stat: Recipient<GetStat>,
+    store: Option<Journal>,
 }
 
 impl DestinationRef {
@@ -166,6 +171,7 @@ impl DestinationRef {
             subscribe: addr.clone().recipient(),
             control: addr.clone().recipient(),
             stat: addr.recipient(),
+            store: None,
         }
     }
 
@@ -188,9 +194,34 @@ impl DestinationRef {
         &self,
         messages: Vec<Arc<Message>>,
     ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
-        let request = self.enqueue.send(Enqueue { messages });
+        let request = self.enqueue.send(Enqueue {
+            messages,
+            stored: Vec::new(),
+        });
         let unavailable = self.unavailable();
         async move { request.await.unwrap_or(Err(unavailable)) }
+    }
+
+    /// Puts messages already in the journal (a committed transaction's) on the destination.
+    pub fn enqueue_stored(
+        &self,
+        messages: Vec<Arc<Message>>,
+        stored: Vec<Option<u64>>,
+    ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
+        let request = self.enqueue.send(Enqueue { messages, stored });
+        let unavailable = self.unavailable();
+        async move { request.await.unwrap_or(Err(unavailable)) }
+    }
+
+    /// The journal this destination stores persistent messages in, if any.
+    pub fn store(&self) -> Option<&Journal> {
+        self.store.as_ref()
+    }
+
+    /// This reference, noting the journal its destination stores in.
+    pub fn with_store(mut self, store: Option<Journal>) -> DestinationRef {
+        self.store = store;
+        self
     }
 
     /// Registers a consumer; resolves once the subscription is active.

@@ -291,11 +291,15 @@ impl Handler<Enqueue> for QueueActor {
         let count = msg.messages.len() as u64;
         self.enqueued += count;
         let mut records = Vec::new();
+        let stored = msg.stored;
         let messages: Vec<Queued> = msg
             .messages
             .into_iter()
-            .map(|message| {
+            .enumerate()
+            .map(|(i, message)| {
                 let store_id = match &self.store {
+                    // Already stored by a committed transaction.
+                    _ if !stored.is_empty() => stored.get(i).copied().flatten(),
                     Some(store) if message.persistent => {
                         let id = store.next_id();
                         records.push(Record::Enqueue {

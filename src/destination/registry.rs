@@ -111,10 +111,11 @@ impl DestinationRegistry {
             .flatten();
         let d = destination.clone();
         let policy = self.policy.clone();
+        let journal = store.clone();
         let addr = QueueActor::start_in_arbiter(arbiter, move |_| {
-            QueueActor::new(d, per_dispatch, store, recovered, policy, Some(me))
+            QueueActor::new(d, per_dispatch, journal, recovered, policy, Some(me))
         });
-        DestinationRef::local(destination.clone(), addr)
+        DestinationRef::local(destination.clone(), addr).with_store(store)
     }
 
     /// Starts the actor for a queue or topic (of any flavour).

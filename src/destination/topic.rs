@@ -112,6 +112,7 @@ impl Handler<Enqueue> for TopicActor {
         for forward in &self.forwards {
             forward.do_send(Enqueue {
                 messages: msg.messages.clone(),
+                stored: Vec::new(),
             });
         }
         let mut dropped = 0;

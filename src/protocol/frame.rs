@@ -51,6 +51,13 @@ pub struct WireDelivery {
     pub message: Arc<Message>,
 }
 
+/// The messages a transaction sends to one destination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransactedSend {
+    pub destination: Destination,
+    pub messages: Vec<Message>,
+}
+
 /// One row of `stat`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationStat {
@@ -130,6 +137,21 @@ pub enum Frame {
         session: u32,
         acks: Vec<(u32, u64)>,
     },
+    /// Gives deliveries back to be redelivered (a NACK, or a rolled-back transaction):
+    /// `(consumer, tag)` pairs of one session.
+    Release {
+        session: u32,
+        releases: Vec<(u32, u64)>,
+    },
+    /// Commits a transaction: every send and acknowledgement at once. The sends' persistent
+    /// messages are stored as one journal record, so after a crash all or none exist.
+    /// Answered with `Receipt` once done.
+    Commit {
+        session: u32,
+        receipt: u64,
+        sends: Vec<TransactedSend>,
+        acks: Vec<(u32, u64)>,
+    },
     /// Grants `count` more deliveries to a consumer with prefetch 0.
     Pull {
         session: u32,
@@ -168,6 +190,8 @@ impl Frame {
             Frame::Deliver { .. } => "Deliver",
             Frame::Ack { .. } => "Ack",
             Frame::Pull { .. } => "Pull",
+            Frame::Release { .. } => "Release",
+            Frame::Commit { .. } => "Commit",
             Frame::StatRequest { .. } => "StatRequest",
             Frame::StatReply { .. } => "StatReply",
             Frame::Error { .. } => "Error",

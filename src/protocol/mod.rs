@@ -10,4 +10,6 @@ mod codec;
 mod frame;
 
 pub use codec::{FrameCodec, ProtocolError, encode_frame, encode_frame_into};
-pub use frame::{DestinationStat, ErrorCode, Frame, PROTOCOL_VERSION, Refusal, WireDelivery};
+pub use frame::{
+    DestinationStat, ErrorCode, Frame, PROTOCOL_VERSION, Refusal, TransactedSend, WireDelivery,
+};

@@ -196,7 +196,7 @@ impl WriterState {
                 recovered.skipped.push((path.clone(), offset));
             }
             let mut segment = Segment { path, live: 0 };
-            for (_, record) in decoded.records {
+            for record in decoded.records.into_iter().flat_map(|(_, r)| r.flatten()) {
                 match record {
                     Record::Enqueue { queue, id, message } => {
                         max_id = max_id.max(id);
@@ -216,6 +216,7 @@ impl WriterState {
                             }
                         }
                     }
+                    Record::Transaction { .. } => {} // flattened above
                 }
             }
             self.segments.insert(number, segment);
@@ -330,6 +331,10 @@ impl WriterState {
             return;
         };
         for record in records {
+            if let Record::Transaction { records } = record {
+                self.account(records);
+                continue;
+            }
             match record {
                 Record::Enqueue { queue, id, .. } => {
                     self.live.insert((queue.clone(), *id), current);
@@ -344,6 +349,7 @@ impl WriterState {
                         s.live = s.live.saturating_sub(1);
                     }
                 }
+                Record::Transaction { .. } => {}
             }
         }
     }

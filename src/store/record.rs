@@ -27,6 +27,21 @@ pub enum Record {
     },
     /// The message with journal id `id` is done with (acknowledged or expired).
     Remove { queue: String, id: u64 },
+    /// A committed transaction: one checksummed record, so after a crash either all of its
+    /// records exist or none do.
+    Transaction { records: Vec<Record> },
+}
+
+impl Record {
+    /// The record itself, or the records of a transaction, in order.
+    pub fn flatten(self) -> Vec<Record> {
+        match self {
+            Record::Transaction { records } => {
+                records.into_iter().flat_map(Record::flatten).collect()
+            }
+            other => vec![other],
+        }
+    }
 }
 
 /// Appends one record to `out`.
@@ -149,6 +164,7 @@ mod tests {
             .map(|(_, r)| match r {
                 Record::Enqueue { id, .. } => *id,
                 Record::Remove { id, .. } => *id,
+                Record::Transaction { .. } => u64::MAX,
             })
             .collect();
         assert_eq!(ids, vec![0, 1, 3]);
