@@ -63,6 +63,8 @@
 //! - Temporary destinations, composite destinations (`queue:a,topic:b`) and configured
 //!   groups are resolved by the registry; wildcard topics (`prices.>`) are subscription
 //!   points the registry wires to every topic they match, which forward what they publish.
+//!   A durable subscription is a queue (`durable:<client>/<name>@<topic>`) its topic forwards
+//!   to, so it is stored, recovered and redelivered like any queue.
 //! - The store is not a trait with interchangeable actors: queues hold an optional
 //!   `Journal` handle (memory = none), and the journal's writer is a plain thread, so no
 //!   fsync ever runs on an arbiter. Clusters and failover are later issues.

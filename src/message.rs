@@ -41,6 +41,9 @@ pub enum DestinationKind {
     Composite,
     /// A named group of destinations configured on the broker; each member gets a copy.
     Group,
+    /// A durable subscription to a topic: `<client id>/<subscription>@<topic>`. Messages
+    /// published while its subscriber is away are kept for it.
+    Durable,
 }
 
 impl DestinationKind {
@@ -52,6 +55,7 @@ impl DestinationKind {
             DestinationKind::TempTopic => "temp-topic",
             DestinationKind::Composite => "composite",
             DestinationKind::Group => "group",
+            DestinationKind::Durable => "durable",
         }
     }
 
@@ -62,6 +66,7 @@ impl DestinationKind {
             "temp-queue" => DestinationKind::TempQueue,
             "temp-topic" => DestinationKind::TempTopic,
             "group" => DestinationKind::Group,
+            "durable" => DestinationKind::Durable,
             _ => return None,
         })
     }
@@ -116,6 +121,23 @@ impl Destination {
             .collect::<Vec<_>>()
             .join(",");
         name.parse()
+    }
+
+    /// The durable subscription `subscription` of client `client_id` to topic `topic`.
+    pub fn durable(topic: &str, client_id: &str, subscription: &str) -> Destination {
+        Destination::with_kind(
+            DestinationKind::Durable,
+            &format!("{client_id}/{subscription}@{topic}"),
+        )
+    }
+
+    /// The topic a durable subscription follows.
+    pub fn durable_topic(&self) -> Option<Destination> {
+        if self.kind != DestinationKind::Durable {
+            return None;
+        }
+        let (_, topic) = self.name.split_once('@')?;
+        (!topic.is_empty()).then(|| Destination::topic(topic))
     }
 
     pub(crate) fn with_kind(kind: DestinationKind, name: &str) -> Destination {

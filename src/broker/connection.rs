@@ -21,8 +21,8 @@ use super::{
 };
 use crate::config::{Config, Limits};
 use crate::destination::{
-    CollectStats, ConnectionId, CreateTemporary, DestinationError, DestinationRegistry,
-    DropTemporaries,
+    CollectStats, ConnectionId, CreateTemporary, DeleteDurable, DestinationError,
+    DestinationRegistry, DropTemporaries,
 };
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
@@ -167,6 +167,19 @@ impl ConnectionActor {
                     owner: self.id,
                 });
                 ctx.spawn(created.into_actor(self).map(move |result, act, _ctx| {
+                    let result = result.unwrap_or_else(|_| {
+                        Err(DestinationError::Unavailable(destination.to_string()))
+                    });
+                    act.wire.receipt(receipt, result);
+                }));
+                return;
+            }
+            Frame::DeleteDurable {
+                destination,
+                receipt,
+            } => {
+                let deleted = self.registry.send(DeleteDurable(destination.clone()));
+                ctx.spawn(deleted.into_actor(self).map(move |result, act, _ctx| {
                     let result = result.unwrap_or_else(|_| {
                         Err(DestinationError::Unavailable(destination.to_string()))
                     });

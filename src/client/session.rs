@@ -178,6 +178,29 @@ impl Session {
         })
     }
 
+    /// A durable subscription `name` to `topic`, under this connection's client id: the
+    /// broker keeps what is published while it is away (persistent messages in the
+    /// journal) and delivers it when it comes back.
+    pub async fn durable_consumer(&self, topic: &str, name: &str) -> Result<Consumer, ClientError> {
+        let durable = Destination::durable(topic, &self.inner.shared.client_id, name);
+        self.consumer(durable).await
+    }
+
+    /// Deletes the durable subscription `name` to `topic` and what it kept. Close its
+    /// consumer first.
+    pub async fn unsubscribe_durable(&self, topic: &str, name: &str) -> Result<(), ClientError> {
+        let shared = &self.inner.shared;
+        let receipt = shared.next_request();
+        let frame = Frame::DeleteDurable {
+            destination: Destination::durable(topic, &shared.client_id, name),
+            receipt,
+        };
+        shared
+            .request(receipt, &frame)?
+            .await
+            .map_err(|_| shared.failure())?
+    }
+
     /// A temporary queue: it lives until this connection closes, and only this connection
     /// may consume from it. Anyone may send to it (use it as a `reply_to`).
     pub async fn temp_queue(&self) -> Result<Destination, ClientError> {

@@ -49,6 +49,11 @@ impl<T: Prioritized> Backlog<T> {
         Some(item)
     }
 
+    /// Every waiting item, highest priority first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.levels.iter().rev().flat_map(|l| l.iter())
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -18,7 +18,8 @@ use actix::{Actor, Handler, Message as ActixMessage, Recipient};
 
 pub use queue::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON, QueueActor};
 pub use registry::{
-    CollectStats, CreateTemporary, DestinationRegistry, DropTemporaries, Lookup, Resolve,
+    CollectStats, CreateTemporary, DeleteDurable, DestinationRegistry, DropTemporaries, Lookup,
+    Resolve,
 };
 pub use topic::TopicActor;
 

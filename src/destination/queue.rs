@@ -273,6 +273,14 @@ impl QueueActor {
 }
 
 impl QueueActor {
+    /// Journal ids of everything waiting, or still being stored.
+    fn backlog_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.backlog
+            .iter()
+            .chain(self.unconfirmed.iter().flat_map(|b| b.messages.iter()))
+            .filter_map(|q| q.store_id)
+    }
+
     /// Moves every batch at the front of `unconfirmed` that is durable to the backlog.
     fn release_durable(&mut self) {
         while self.unconfirmed.front().is_some_and(|b| b.durable) {
@@ -382,7 +390,28 @@ impl Handler<Control> for QueueActor {
             Control::ForwardTo(_) => {
                 tracing::warn!(queue = %self.destination, "queues do not forward; ignored");
             }
-            Control::Delete => ctx.stop(),
+            Control::Delete => {
+                // Deleted for good (a durable subscription): its stored messages go too.
+                if let Some(store) = &self.store {
+                    let queue = self.destination.name().to_string();
+                    let stored = self
+                        .backlog_ids()
+                        .chain(
+                            self.consumers
+                                .iter()
+                                .flat_map(|c| c.in_flight.values().filter_map(|q| q.store_id)),
+                        )
+                        .map(|id| Record::Remove {
+                            queue: queue.clone(),
+                            id,
+                        })
+                        .collect::<Vec<_>>();
+                    if !stored.is_empty() {
+                        store.append_lazy(stored);
+                    }
+                }
+                ctx.stop()
+            }
             Control::Unsubscribe(id) => self.remove_consumer(id, ctx),
             Control::Settle { consumer, tags } => {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {

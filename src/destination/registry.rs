@@ -5,7 +5,7 @@
 //! The one place that will ask placement where a destination lives once brokers form a
 //! cluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message as ActixMessage, ResponseFuture};
@@ -44,6 +44,11 @@ pub struct CreateTemporary {
 #[rtype(result = "()")]
 pub struct DropTemporaries(pub ConnectionId);
 
+/// Delete a durable subscription and the messages kept for it.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<(), DestinationError>")]
+pub struct DeleteDurable(pub Destination);
+
 /// Counters of every destination, sorted by kind and name.
 #[derive(ActixMessage)]
 #[rtype(result = "Vec<DestinationStat>")]
@@ -59,6 +64,8 @@ pub struct DestinationRegistry {
     destinations: HashMap<Destination, Entry>,
     /// Queues recovered from the journal, created once the registry has started.
     recovered: BTreeMap<String, Vec<(u64, Arc<Message>)>>,
+    /// Durable subscriptions (kept in the journal's folder, so they outlive restarts).
+    durables: BTreeSet<Destination>,
     policy: RedeliveryPolicy,
     /// Persistent messages of queues go here (none with the memory store).
     store: Option<Journal>,
@@ -82,13 +89,22 @@ impl DestinationRegistry {
                 (g.name.clone(), members)
             })
             .collect();
-        let (store, recovered) = match store {
-            Some((journal, recovered)) => (Some(journal), recovered.queues),
-            None => (None, Default::default()),
+        let (store, recovered, durables) = match store {
+            Some((journal, recovered)) => {
+                let durables = recovered
+                    .durables
+                    .iter()
+                    .filter_map(|line| line.parse::<Destination>().ok())
+                    .filter(|d| d.durable_topic().is_some())
+                    .collect();
+                (Some(journal), recovered.queues, durables)
+            }
+            None => (None, Default::default(), BTreeSet::new()),
         };
         DestinationRegistry {
             destinations: HashMap::new(),
             recovered,
+            durables,
             policy: config.redelivery.clone(),
             store,
             groups,
@@ -179,6 +195,39 @@ impl DestinationRegistry {
         created
     }
 
+    /// The queue that keeps a durable subscription's messages, created (with `recovered`)
+    /// and fed by its topic if it does not exist yet.
+    fn durable_queue(
+        &mut self,
+        durable: &Destination,
+        recovered: Vec<(u64, Arc<Message>)>,
+        me: &Addr<DestinationRegistry>,
+    ) -> Option<DestinationRef> {
+        if let Some(entry) = self.destinations.get(durable) {
+            return Some(entry.reference.clone());
+        }
+        let topic = durable.durable_topic()?;
+        let queue = self.spawn_queue(durable, recovered, me.clone());
+        let topic = self.queue_or_topic(&topic, me.clone());
+        topic.control(Control::ForwardTo(queue.enqueue_recipient()));
+        self.destinations.insert(
+            durable.clone(),
+            Entry {
+                reference: queue.clone(),
+                owner: None,
+            },
+        );
+        Some(queue)
+    }
+
+    /// Writes the list of durable subscriptions beside the journal.
+    fn save_durables(&self) {
+        if let Some(journal) = &self.store {
+            let list: String = self.durables.iter().map(|d| format!("{d}\n")).collect();
+            journal.write_file(crate::store::DURABLES_FILE, list.into_bytes());
+        }
+    }
+
     /// A temporary destination if it exists.
     fn temporary(&self, destination: &Destination) -> Result<&Entry, DestinationError> {
         self.destinations
@@ -204,6 +253,9 @@ impl DestinationRegistry {
             DestinationKind::Composite | DestinationKind::Group => Err(DestinationError::Refused(
                 format!("{destination} cannot be nested"),
             )),
+            DestinationKind::Durable => Err(DestinationError::Refused(format!(
+                "send to the topic, not to the durable subscription {destination}"
+            ))),
         }
     }
 }
@@ -212,9 +264,15 @@ impl Actor for DestinationRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        for (name, messages) in std::mem::take(&mut self.recovered) {
+        let me = ctx.address();
+        let mut recovered = std::mem::take(&mut self.recovered);
+        for durable in self.durables.clone() {
+            let messages = recovered.remove(durable.name()).unwrap_or_default();
+            self.durable_queue(&durable, messages, &me);
+        }
+        for (name, messages) in recovered {
             let queue = Destination::queue(&name);
-            let reference = self.spawn_queue(&queue, messages, ctx.address());
+            let reference = self.spawn_queue(&queue, messages, me.clone());
             self.destinations.insert(
                 queue,
                 Entry {
@@ -276,6 +334,18 @@ impl Handler<Lookup> for DestinationRegistry {
             DestinationKind::Composite | DestinationKind::Group => Err(DestinationError::Refused(
                 format!("cannot consume from {destination}: consume from its members"),
             )),
+            DestinationKind::Durable => {
+                if destination.durable_topic().is_none() {
+                    return Err(DestinationError::Refused(format!(
+                        "{destination} is not <client id>/<subscription>@<topic>"
+                    )));
+                }
+                if self.durables.insert(destination.clone()) {
+                    self.save_durables();
+                }
+                self.durable_queue(destination, Vec::new(), &me)
+                    .ok_or_else(|| DestinationError::Unavailable(destination.to_string()))
+            }
         }
     }
 }
@@ -303,6 +373,27 @@ impl Handler<CreateTemporary> for DestinationRegistry {
                 owner: Some(msg.owner),
             },
         );
+        Ok(())
+    }
+}
+
+impl Handler<DeleteDurable> for DestinationRegistry {
+    type Result = Result<(), DestinationError>;
+
+    fn handle(
+        &mut self,
+        DeleteDurable(durable): DeleteDurable,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        if !self.durables.remove(&durable) {
+            return Err(DestinationError::Refused(format!(
+                "no durable subscription {durable}"
+            )));
+        }
+        self.save_durables();
+        if let Some(entry) = self.destinations.remove(&durable) {
+            entry.reference.control(Control::Delete);
+        }
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, Context, Handler, MessageResult, Recipient};
+use actix::{Actor, ActorContext, Context, Handler, MessageResult, Recipient, ResponseFuture};
 
 use super::{
     ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
@@ -92,8 +92,11 @@ impl TopicActor {
 }
 
 impl Handler<Enqueue> for TopicActor {
-    type Result = Result<(), DestinationError>;
+    type Result = ResponseFuture<Result<(), DestinationError>>;
 
+    /// Answered once every forward (durable subscriptions, wildcard points) has accepted
+    /// the messages too, so a confirmed persistent publish is stored for every durable
+    /// subscriber.
     fn handle(&mut self, msg: Enqueue, _ctx: &mut Context<Self>) -> Self::Result {
         self.enqueued += msg.messages.len() as u64;
         let max_backlog = self.max_backlog;
@@ -109,12 +112,18 @@ impl Handler<Enqueue> for TopicActor {
             s.sink.do_send(Dispatch::Evicted(reason));
             false
         });
-        for forward in &self.forwards {
-            forward.do_send(Enqueue {
-                messages: msg.messages.clone(),
-                stored: Vec::new(),
-            });
-        }
+        // A deleted durable subscription's queue has stopped: forget it.
+        self.forwards.retain(|f| f.connected());
+        let forwarded: Vec<_> = self
+            .forwards
+            .iter()
+            .map(|forward| {
+                forward.send(Enqueue {
+                    messages: msg.messages.clone(),
+                    stored: Vec::new(),
+                })
+            })
+            .collect();
         let mut dropped = 0;
         for subscriber in &mut self.subscribers {
             subscriber.backlog.extend(msg.messages.iter().cloned());
@@ -126,7 +135,15 @@ impl Handler<Enqueue> for TopicActor {
             );
         }
         self.dequeued += dropped;
-        Ok(())
+        Box::pin(async move {
+            for result in futures::future::join_all(forwarded).await {
+                // A forward that stopped meanwhile was deleted: nothing is owed to it.
+                if let Ok(Err(e)) = result {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
     }
 }
 

@@ -152,6 +152,11 @@ pub enum Frame {
         sends: Vec<TransactedSend>,
         acks: Vec<(u32, u64)>,
     },
+    /// Deletes a durable subscription and the messages kept for it.
+    DeleteDurable {
+        destination: Destination,
+        receipt: u64,
+    },
     /// Grants `count` more deliveries to a consumer with prefetch 0.
     Pull {
         session: u32,
@@ -192,6 +197,7 @@ impl Frame {
             Frame::Pull { .. } => "Pull",
             Frame::Release { .. } => "Release",
             Frame::Commit { .. } => "Commit",
+            Frame::DeleteDurable { .. } => "DeleteDurable",
             Frame::StatRequest { .. } => "StatRequest",
             Frame::StatReply { .. } => "StatReply",
             Frame::Error { .. } => "Error",

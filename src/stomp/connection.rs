@@ -744,7 +744,9 @@ fn stomp_name(destination: &Destination) -> String {
         DestinationKind::Topic => "/topic/",
         DestinationKind::TempQueue => "/temp-queue/",
         DestinationKind::TempTopic => "/temp-topic/",
-        DestinationKind::Composite | DestinationKind::Group => return destination.to_string(),
+        DestinationKind::Composite | DestinationKind::Group | DestinationKind::Durable => {
+            return destination.to_string();
+        }
     };
     format!("{prefix}{}", destination.name())
 }

@@ -50,7 +50,12 @@ pub struct Recovered {
     pub queues: BTreeMap<String, Vec<(u64, Arc<Message>)>>,
     /// Torn or corrupt records skipped: file and offset.
     pub skipped: Vec<(PathBuf, usize)>,
+    /// Durable subscriptions, as `Journal::write_file(DURABLES_FILE, …)` last wrote them.
+    pub durables: Vec<String>,
 }
+
+/// The file beside the segments that lists durable subscriptions, one per line.
+pub const DURABLES_FILE: &str = "durable-subscriptions";
 
 enum Op {
     Append {
@@ -59,6 +64,8 @@ enum Op {
     },
     /// Write what is queued, fsync, release the lock, and stop.
     Close { done: mpsc::Sender<()> },
+    /// Replace a small file beside the segments (write a copy, fsync, rename).
+    WriteFile { name: String, contents: Vec<u8> },
 }
 
 /// A handle on the journal; cheap to clone. The writer thread ends when the last handle goes.
@@ -88,7 +95,15 @@ impl Journal {
             current: None,
             _lock: lock,
         };
-        let (recovered, max_id, last_segment) = state.recover()?;
+        let (mut recovered, max_id, last_segment) = state.recover()?;
+        let durables = dir.join(DURABLES_FILE);
+        if let Ok(text) = std::fs::read_to_string(&durables) {
+            recovered.durables = text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         state.roll(last_segment + 1)?;
         state.delete_dead_prefix();
 
@@ -132,6 +147,14 @@ impl Journal {
         let _ = self.ops.send(Op::Append {
             records,
             done: None,
+        });
+    }
+
+    /// Replaces the file `name` beside the segments with `contents`, in order with appends.
+    pub fn write_file(&self, name: &str, contents: Vec<u8>) {
+        let _ = self.ops.send(Op::WriteFile {
+            name: name.to_string(),
+            contents,
         });
     }
 
@@ -290,6 +313,12 @@ impl WriterState {
                         closing = Some(done);
                         continue;
                     }
+                    Op::WriteFile { name, contents } => {
+                        if let Err(e) = self.replace_file(&name, &contents) {
+                            tracing::error!("cannot write {name}: {e}");
+                        }
+                        continue;
+                    }
                 };
                 for record in &records {
                     if let Err(e) = record::encode(record, &mut buf) {
@@ -323,6 +352,17 @@ impl WriterState {
         if let Some(done) = closing {
             let _ = done.send(());
         }
+    }
+
+    /// Replaces a small file atomically: a copy is written and fsynced, then renamed.
+    fn replace_file(&self, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+        let path = self.settings.dir.join(name);
+        let copy = self.settings.dir.join(format!("{name}.new"));
+        let mut file = File::create(&copy).map_err(|e| StoreError::io(&copy, e))?;
+        file.write_all(contents)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| StoreError::io(&copy, e))?;
+        std::fs::rename(&copy, &path).map_err(|e| StoreError::io(&path, e))
     }
 
     /// Tracks which segment holds each live message.

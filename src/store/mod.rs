@@ -8,7 +8,7 @@ pub mod record;
 
 use std::path::{Path, PathBuf};
 
-pub use journal::{FsyncMode, Journal, JournalSettings, Recovered};
+pub use journal::{DURABLES_FILE, FsyncMode, Journal, JournalSettings, Recovered};
 
 /// Why the store could not do something. Every variant names the file or folder.
 #[derive(Debug, Clone, thiserror::Error)]
