@@ -264,6 +264,10 @@ fn send_receive_and_stat_through_the_command_line() {
         .collect();
     // kind, name, depth, enqueued, dequeued, consumers
     assert_eq!(row, ["queue", "cli", "0", "5001", "5001", "0"], "{table}");
+    assert!(
+        table.contains("store: journal,") && table.contains(" 0 skipped records"),
+        "{table}"
+    );
 }
 
 #[test]

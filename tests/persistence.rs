@@ -344,6 +344,12 @@ async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
     );
 
     let connection = Connection::connect(&broker.url).await.unwrap();
+    let (_, store) = connection.stat_with_store().await.unwrap();
+    assert_eq!(
+        store.map(|s| s.skipped),
+        Some(2),
+        "stat counts the skipped records"
+    );
     let session = connection.session(AckMode::Auto).unwrap();
     let mut consumer = session.consumer(queue).await.unwrap();
     let mut received = Vec::new();

@@ -147,11 +147,12 @@ impl ConnectionActor {
             Frame::StatRequest { request } => {
                 let stats = self.registry.send(CollectStats);
                 ctx.spawn(stats.into_actor(self).map(move |result, act, ctx| {
-                    let destinations = result.unwrap_or_default();
+                    let (destinations, store) = result.unwrap_or_default();
                     act.send(
                         &Frame::StatReply {
                             request,
                             destinations,
+                            store,
                         },
                         ctx,
                     );

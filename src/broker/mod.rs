@@ -190,7 +190,11 @@ impl Broker {
 
     /// Counters of every destination.
     pub async fn stats(&self) -> Vec<DestinationStat> {
-        self.registry.send(CollectStats).await.unwrap_or_default()
+        self.registry
+            .send(CollectStats)
+            .await
+            .map(|(destinations, _)| destinations)
+            .unwrap_or_default()
     }
 
     /// Stops accepting, stops the arbiters, and closes the journal (everything accepted is

@@ -17,9 +17,12 @@ use super::session::{Session, SessionInner};
 use crate::config::Limits;
 use crate::message::AckMode;
 use crate::protocol::{
-    DestinationStat, Frame, FrameCodec, PROTOCOL_VERSION, WireDelivery, encode_frame,
+    DestinationStat, Frame, FrameCodec, PROTOCOL_VERSION, StoreStat, WireDelivery, encode_frame,
 };
 use crate::writer::{FrameSink, WriterLimits, writer};
+
+/// What `stat` answers: every destination's counters, and the journal's.
+pub type StatReply = (Vec<DestinationStat>, Option<StoreStat>);
 
 /// Settings of a connection.
 #[derive(Clone, Debug)]
@@ -68,7 +71,7 @@ pub(super) enum Command {
     },
     ExpectStat {
         request: u64,
-        reply: oneshot::Sender<Vec<DestinationStat>>,
+        reply: oneshot::Sender<StatReply>,
     },
     AddConsumer {
         consumer: u32,
@@ -295,6 +298,11 @@ impl Connection {
 
     /// Counters of every destination on the broker.
     pub async fn stat(&self) -> Result<Vec<DestinationStat>, ClientError> {
+        Ok(self.stat_with_store().await?.0)
+    }
+
+    /// Counters of every destination, and of the broker's journal if it has one.
+    pub async fn stat_with_store(&self) -> Result<StatReply, ClientError> {
         let request = self.shared.next_request();
         let (reply, rx) = oneshot::channel();
         self.shared
@@ -325,7 +333,7 @@ struct Driver {
     sink: FrameSink,
     max_frame_bytes: usize,
     receipts: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
-    stats: HashMap<u64, oneshot::Sender<Vec<DestinationStat>>>,
+    stats: HashMap<u64, oneshot::Sender<StatReply>>,
     consumers: HashMap<u32, ConsumerRoute>,
     /// Commands taken from the channel early by `drain_commands`, oldest first.
     deferred: VecDeque<Command>,
@@ -440,12 +448,13 @@ impl Driver {
             Frame::StatReply {
                 request,
                 destinations,
+                store,
             } => {
                 if !self.stats.contains_key(&request) {
                     self.drain_commands();
                 }
                 if let Some(reply) = self.stats.remove(&request) {
-                    let _ = reply.send(destinations);
+                    let _ = reply.send((destinations, store));
                 }
             }
             Frame::Error { code, message } => {

@@ -37,13 +37,13 @@ mod consumer;
 mod request;
 mod session;
 
-pub use connection::{ConnectOptions, Connection};
+pub use connection::{ConnectOptions, Connection, StatReply};
 pub use consumer::{Consumer, ConsumerOptions, Delivery, TaskHandle};
 pub use request::{CallbackEndpoint, Reply, Request, Requestor, Responder};
 pub use session::{Producer, SendConfirmation, Session};
 
 pub use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
-pub use crate::protocol::{DestinationStat, ErrorCode};
+pub use crate::protocol::{DestinationStat, ErrorCode, StoreStat};
 
 /// Everything that can go wrong for a client. Cloneable, so one failure can be reported
 /// to every call waiting on the connection.

@@ -13,7 +13,7 @@ pub struct StatArgs {
 
 pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let connection = Connection::connect(&args.url).await?;
-    let stats = connection.stat().await?;
+    let (stats, store) = connection.stat_with_store().await?;
     connection.close().await?;
     let width = stats.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
     println!(
@@ -30,6 +30,13 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
             s.dequeued,
             s.consumers
         );
+    }
+    match store {
+        Some(store) => println!(
+            "store: journal, {} segments, {} bytes, {} skipped records",
+            store.segments, store.bytes, store.skipped
+        ),
+        None => println!("store: memory"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use actix::{Actor, Addr, AsyncContext, Context, Handler, Message as ActixMessage
 use super::{ConnectionId, Control, DestinationError, DestinationRef, QueueActor, TopicActor};
 use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind, Message};
-use crate::protocol::DestinationStat;
+use crate::protocol::{DestinationStat, StoreStat};
 use crate::runtime::ArbiterPool;
 use crate::store::{Journal, Recovered};
 
@@ -49,9 +49,9 @@ pub struct DropTemporaries(pub ConnectionId);
 #[rtype(result = "Result<(), DestinationError>")]
 pub struct DeleteDurable(pub Destination);
 
-/// Counters of every destination, sorted by kind and name.
+/// Counters of every destination, sorted by kind and name, and of the store.
 #[derive(ActixMessage)]
-#[rtype(result = "Vec<DestinationStat>")]
+#[rtype(result = "(Vec<DestinationStat>, Option<StoreStat>)")]
 pub struct CollectStats;
 
 struct Entry {
@@ -414,7 +414,7 @@ impl Handler<DropTemporaries> for DestinationRegistry {
 }
 
 impl Handler<CollectStats> for DestinationRegistry {
-    type Result = ResponseFuture<Vec<DestinationStat>>;
+    type Result = ResponseFuture<(Vec<DestinationStat>, Option<StoreStat>)>;
 
     fn handle(&mut self, _msg: CollectStats, _ctx: &mut Context<Self>) -> Self::Result {
         let requests: Vec<_> = self
@@ -422,6 +422,7 @@ impl Handler<CollectStats> for DestinationRegistry {
             .values()
             .map(|entry| entry.reference.stat())
             .collect();
+        let store = self.store.as_ref().map(Journal::usage);
         Box::pin(async move {
             let mut stats: Vec<DestinationStat> = futures::future::join_all(requests)
                 .await
@@ -429,7 +430,7 @@ impl Handler<CollectStats> for DestinationRegistry {
                 .filter_map(Result::ok)
                 .collect();
             stats.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-            stats
+            (stats, store)
         })
     }
 }

@@ -58,6 +58,16 @@ pub struct TransactedSend {
     pub messages: Vec<Message>,
 }
 
+/// The broker's store, as `stat` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStat {
+    /// Bytes in the journal's segment files.
+    pub bytes: u64,
+    pub segments: u64,
+    /// Torn or corrupt records skipped when the journal was opened.
+    pub skipped: u64,
+}
+
 /// One row of `stat`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationStat {
@@ -169,6 +179,9 @@ pub enum Frame {
     StatReply {
         request: u64,
         destinations: Vec<DestinationStat>,
+        /// The journal, if the broker has one.
+        #[serde(default)]
+        store: Option<StoreStat>,
     },
     /// Broker → client: the connection is being closed for this reason.
     Error {

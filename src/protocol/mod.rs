@@ -11,5 +11,6 @@ mod frame;
 
 pub use codec::{FrameCodec, ProtocolError, encode_frame, encode_frame_into};
 pub use frame::{
-    DestinationStat, ErrorCode, Frame, PROTOCOL_VERSION, Refusal, TransactedSend, WireDelivery,
+    DestinationStat, ErrorCode, Frame, PROTOCOL_VERSION, Refusal, StoreStat, TransactedSend,
+    WireDelivery,
 };

@@ -73,6 +73,15 @@ enum Op {
 pub struct Journal {
     ops: mpsc::Sender<Op>,
     next_id: Arc<AtomicU64>,
+    usage: Arc<Usage>,
+}
+
+/// What the writer reports about the files, for `stat`.
+#[derive(Default)]
+struct Usage {
+    bytes: AtomicU64,
+    segments: AtomicU64,
+    skipped: AtomicU64,
 }
 
 impl Journal {
@@ -88,11 +97,13 @@ impl Journal {
             Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
         }
 
+        let usage = Arc::new(Usage::default());
         let mut state = WriterState {
             settings,
             segments: BTreeMap::new(),
             live: HashMap::new(),
             current: None,
+            usage: usage.clone(),
             _lock: lock,
         };
         let (mut recovered, max_id, last_segment) = state.recover()?;
@@ -106,6 +117,9 @@ impl Journal {
         }
         state.roll(last_segment + 1)?;
         state.delete_dead_prefix();
+        usage
+            .skipped
+            .store(recovered.skipped.len() as u64, Ordering::Relaxed);
 
         let (ops, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -116,9 +130,19 @@ impl Journal {
             Journal {
                 ops,
                 next_id: Arc::new(AtomicU64::new(max_id + 1)),
+                usage,
             },
             recovered,
         ))
+    }
+
+    /// Size of the journal and what recovery skipped.
+    pub fn usage(&self) -> crate::protocol::StoreStat {
+        crate::protocol::StoreStat {
+            bytes: self.usage.bytes.load(Ordering::Relaxed),
+            segments: self.usage.segments.load(Ordering::Relaxed),
+            skipped: self.usage.skipped.load(Ordering::Relaxed),
+        }
     }
 
     /// A fresh journal id for a message.
@@ -172,6 +196,7 @@ struct Segment {
     path: PathBuf,
     /// Messages enqueued in this segment and not yet removed.
     live: usize,
+    bytes: u64,
 }
 
 struct Current {
@@ -186,6 +211,7 @@ struct WriterState {
     /// (queue, id) → the segment its Enqueue is in.
     live: HashMap<(String, u64), u64>,
     current: Option<Current>,
+    usage: Arc<Usage>,
     _lock: File,
 }
 
@@ -218,7 +244,11 @@ impl WriterState {
                 tracing::warn!(file = %path.display(), offset, "skipped a torn or corrupt journal record");
                 recovered.skipped.push((path.clone(), offset));
             }
-            let mut segment = Segment { path, live: 0 };
+            let mut segment = Segment {
+                path,
+                live: 0,
+                bytes: bytes.len() as u64,
+            };
             for record in decoded.records.into_iter().flat_map(|(_, r)| r.flatten()) {
                 match record {
                     Record::Enqueue { queue, id, message } => {
@@ -273,7 +303,15 @@ impl WriterState {
             .append(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        self.segments.insert(number, Segment { path, live: 0 });
+        self.segments.insert(
+            number,
+            Segment {
+                path,
+                live: 0,
+                bytes: 0,
+            },
+        );
+        self.report_usage();
         self.current = Some(Current {
             number,
             file,
@@ -296,6 +334,15 @@ impl WriterState {
             tracing::debug!(file = %segment.path.display(), "journal segment deleted");
             self.segments.remove(&number);
         }
+        self.report_usage();
+    }
+
+    fn report_usage(&self) {
+        let bytes = self.segments.values().map(|s| s.bytes).sum();
+        self.usage.bytes.store(bytes, Ordering::Relaxed);
+        self.usage
+            .segments
+            .store(self.segments.len() as u64, Ordering::Relaxed);
     }
 
     fn run(mut self, ops: mpsc::Receiver<Op>) {
@@ -411,6 +458,9 @@ impl WriterState {
             })
             .map_err(|e| StoreError::io(&path, e));
         current.bytes += buf.len() as u64;
+        if let Some(segment) = self.segments.get_mut(&current.number) {
+            segment.bytes += buf.len() as u64;
+        }
         buf.clear();
         if let Err(e) = &result {
             tracing::error!("journal write failed: {e}");
