@@ -125,6 +125,9 @@ pub struct RedeliveryPolicy {
     /// Dead letters of queue `orders` go to `<dlq_prefix>orders` (`DLQ.`). Queues with this
     /// prefix redeliver without end rather than dead-letter again.
     pub dlq_prefix: String,
+    /// An expired queue message goes to the dead-letter queue (true) or is dropped (false,
+    /// the default).
+    pub expired_to_dlq: bool,
 }
 
 impl Default for RedeliveryPolicy {
@@ -135,6 +138,7 @@ impl Default for RedeliveryPolicy {
             multiplier: 2.0,
             max_delay_ms: 60_000,
             dlq_prefix: "DLQ.".into(),
+            expired_to_dlq: false,
         }
     }
 }

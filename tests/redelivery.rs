@@ -174,3 +174,39 @@ async fn higher_priority_is_delivered_first_and_order_holds_within_a_priority() 
     }
     assert_eq!(got, "befadc");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_message_is_dead_lettered_when_the_policy_says_so() {
+    let broker = broker_with(|c| c.redelivery.expired_to_dlq = true);
+    let (_c, session) = connect(&broker).await;
+    let mut stale = Message::new("too late");
+    stale.expiration = 1; // long past
+    session
+        .producer(Destination::queue("perishable"))
+        .send(stale)
+        .await
+        .unwrap();
+    // Expired messages are found when the queue dispatches: a consumer looks.
+    let mut consumer = session
+        .consumer(Destination::queue("perishable"))
+        .await
+        .unwrap();
+    assert!(
+        consumer
+            .receive(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut dlq = session
+        .consumer(Destination::queue("DLQ.perishable"))
+        .await
+        .unwrap();
+    let dead = dlq.receive(WAIT).await.unwrap().expect("dead-lettered");
+    assert_eq!(dead.body_text(), "too late");
+    assert!(
+        dead.headers[DLQ_REASON].contains("expired"),
+        "{:?}",
+        dead.headers
+    );
+}

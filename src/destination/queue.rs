@@ -130,8 +130,16 @@ impl QueueActor {
     }
 
     /// Hands waiting messages to consumers with credit, sharing the backlog evenly between
-    /// them in batches.
+    /// them in batches; expired messages found on the way leave the queue.
     fn dispatch(&mut self) {
+        let mut expired = Vec::new();
+        self.hand_out(&mut expired);
+        for queued in expired {
+            self.expire(queued);
+        }
+    }
+
+    fn hand_out(&mut self, expired: &mut Vec<Queued>) {
         let now = now_millis();
         while !self.backlog.is_empty() {
             let ready = self.consumers.iter().filter(|c| c.credit > 0).count();
@@ -152,15 +160,7 @@ impl QueueActor {
                         break;
                     };
                     if queued.message.is_expired_at(now) {
-                        // Never delivered; counted as dequeued so depth stays
-                        // enqueued - dequeued.
-                        self.dequeued += 1;
-                        if let (Some(store), Some(id)) = (&self.store, queued.store_id) {
-                            store.append_lazy(vec![Record::Remove {
-                                queue: self.destination.name().to_string(),
-                                id,
-                            }]);
-                        }
+                        expired.push(queued);
                         continue;
                     }
                     let tag = self.next_tag;
@@ -216,7 +216,7 @@ impl QueueActor {
                 "delivered {} times without acknowledgement (the last time {why}); maximum redeliveries {}",
                 queued.deliveries, self.policy.max_redeliveries
             );
-            return self.dead_letter(queued, reason, ctx);
+            return self.dead_letter(queued, reason);
         }
         if delay.is_zero() {
             self.backlog.push_front(queued);
@@ -230,9 +230,26 @@ impl QueueActor {
         });
     }
 
+    /// An expired message leaves the queue, never delivered: to the dead-letter queue if
+    /// the policy says so, else dropped. Counted as dequeued so depth stays
+    /// enqueued - dequeued.
+    fn expire(&mut self, queued: Queued) {
+        let is_dlq = self.destination.name().starts_with(&self.policy.dlq_prefix);
+        if self.policy.expired_to_dlq && !is_dlq {
+            return self.dead_letter(queued, "expired before it was delivered".into());
+        }
+        self.dequeued += 1;
+        if let (Some(store), Some(id)) = (&self.store, queued.store_id) {
+            store.append_lazy(vec![Record::Remove {
+                queue: self.destination.name().to_string(),
+                id,
+            }]);
+        }
+    }
+
     /// Moves a message to this queue's dead-letter queue, naming where it came from and
     /// why; it leaves this queue's journal only once the dead-letter queue has it.
-    fn dead_letter(&mut self, queued: Queued, reason: String, ctx: &mut Context<Self>) {
+    fn dead_letter(&mut self, queued: Queued, reason: String) {
         self.dequeued += 1;
         let dlq = Destination::queue(format!(
             "{}{}",
@@ -249,6 +266,8 @@ impl QueueActor {
             self.destination.to_string(),
         );
         copy.headers.insert(DLQ_REASON.into(), reason);
+        // A dead letter stays until someone looks at it (or it would expire again there).
+        copy.expiration = 0;
         let store = self.store.clone();
         let queue = self.destination.name().to_string();
         let moved = async move {
@@ -260,15 +279,19 @@ impl QueueActor {
                 target.enqueue(vec![Arc::new(copy.clone())]).await?;
             }
             if let (Some(store), Some(id)) = (store, queued.store_id) {
-                store.append_lazy(vec![Record::Remove { queue, id }]);
+                store.append_lazy(vec![Record::Remove {
+                    queue: queue.clone(),
+                    id,
+                }]);
             }
             Ok::<_, DestinationError>(())
         };
-        ctx.spawn(moved.into_actor(self).map(|result, act, _ctx| {
-            if let Err(e) = result {
-                tracing::error!(queue = %act.destination, "cannot dead-letter a message: {e}");
+        // A task of this arbiter: the move finishes even if this queue is busy or stops.
+        actix::spawn(async move {
+            if let Err(e) = moved.await {
+                tracing::error!("cannot dead-letter a message: {e}");
             }
-        }));
+        });
     }
 }
 
