@@ -1,22 +1,15 @@
 //! The `actormq` binary: configuration errors, and send/receive/stat against a broker
 //! process started on port 0.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_actormq");
-
-/// A fresh data folder for one broker process.
-fn data_dir() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("actormq-cli-data-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use common::data_dir;
+use common::process::{BIN, BrokerProcess};
 
 fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
@@ -39,7 +32,7 @@ fn broker_refuses(args: &[&str], env: &[(&str, &str)]) -> String {
         command.args(["--listen", "127.0.0.1:0"]);
     }
     command.args(["--stomp-listen", "127.0.0.1:0"]);
-    command.arg("--data-dir").arg(data_dir());
+    command.arg("--data-dir").arg(data_dir("cli"));
     command
         .arg("--config-dir")
         .arg(config_dir())
@@ -134,96 +127,60 @@ fn a_missing_profile_is_named() {
     assert!(stderr.contains("profile `nosuch` not found"), "{stderr}");
 }
 
-/// A broker process on a free port, killed on drop.
-struct BrokerProcess {
-    child: Child,
-    url: String,
+/// Runs a client command of the binary against `broker`.
+fn run(broker: &BrokerProcess, args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).args(["--url", &broker.url]);
+    run_with_deadline(command, Duration::from_secs(60))
 }
 
-impl BrokerProcess {
-    fn start(args: &[&str]) -> BrokerProcess {
-        let mut child = Command::new(BIN)
-            .arg("broker")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--stomp-listen",
-                "127.0.0.1:0",
-                "--config-dir",
-            ])
-            .arg(config_dir())
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the broker starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let url = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no listen line; saw {seen:?}"));
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let addr = addr.split_whitespace().next().expect("an address");
-                break format!("tcp://{addr}");
-            }
-            seen.push(line);
-        };
-        assert!(
-            seen.iter().any(|l| l.contains("profile: ")),
-            "a profile line: {seen:?}"
-        );
-        BrokerProcess { child, url }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(BIN);
-        command.args(args).args(["--url", &self.url]);
-        run_with_deadline(command, Duration::from_secs(60))
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A broker process on free ports with a data folder of its own and the repository's
+/// profiles.
+fn broker_process(args: &[&str]) -> BrokerProcess {
+    let config_dir = config_dir();
+    let mut all = vec!["--config-dir", config_dir.to_str().expect("a UTF-8 path")];
+    all.extend_from_slice(args);
+    let broker = BrokerProcess::start(&data_dir("cli"), &all);
+    assert!(
+        broker.startup.iter().any(|l| l.contains("profile: ")),
+        "a profile line: {:?}",
+        broker.startup
+    );
+    broker
 }
 
 #[test]
 fn send_receive_and_stat_through_the_command_line() {
-    let broker = BrokerProcess::start(&["--profile", "dev"]);
-    let sent = broker.run(&[
-        "send",
-        "--to",
-        "queue:cli",
-        "--count",
-        "5000",
-        "--size",
-        "256",
-    ]);
+    let broker = broker_process(&["--profile", "dev"]);
+    let sent = run(
+        &broker,
+        &[
+            "send",
+            "--to",
+            "queue:cli",
+            "--count",
+            "5000",
+            "--size",
+            "256",
+        ],
+    );
     assert!(
         sent.status.success(),
         "{}",
         String::from_utf8_lossy(&sent.stderr)
     );
 
-    let received = broker.run(&[
-        "receive",
-        "--from",
-        "queue:cli",
-        "--count",
-        "5000",
-        "--quiet",
-    ]);
+    let received = run(
+        &broker,
+        &[
+            "receive",
+            "--from",
+            "queue:cli",
+            "--count",
+            "5000",
+            "--quiet",
+        ],
+    );
     assert!(
         received.status.success(),
         "{}",
@@ -231,29 +188,38 @@ fn send_receive_and_stat_through_the_command_line() {
     );
     assert_eq!(String::from_utf8_lossy(&received.stdout).trim(), "5000");
 
-    let sent = broker.run(&["send", "--to", "queue:cli", "--body", "hello there"]);
+    let sent = run(
+        &broker,
+        &["send", "--to", "queue:cli", "--body", "hello there"],
+    );
     assert!(sent.status.success());
-    let received = broker.run(&["receive", "--from", "queue:cli", "--count", "1"]);
+    let received = run(&broker, &["receive", "--from", "queue:cli", "--count", "1"]);
     assert!(received.status.success());
     assert_eq!(String::from_utf8_lossy(&received.stdout), "hello there\n");
 
-    let sent = broker.run(&[
-        "send",
-        "--to",
-        "queue:cli-np",
-        "--body",
-        "fleeting",
-        "--non-persistent",
-    ]);
+    let sent = run(
+        &broker,
+        &[
+            "send",
+            "--to",
+            "queue:cli-np",
+            "--body",
+            "fleeting",
+            "--non-persistent",
+        ],
+    );
     assert!(
         sent.status.success(),
         "{}",
         String::from_utf8_lossy(&sent.stderr)
     );
-    let received = broker.run(&["receive", "--from", "queue:cli-np", "--count", "1"]);
+    let received = run(
+        &broker,
+        &["receive", "--from", "queue:cli-np", "--count", "1"],
+    );
     assert_eq!(String::from_utf8_lossy(&received.stdout), "fleeting\n");
 
-    let stat = broker.run(&["stat"]);
+    let stat = run(&broker, &["stat"]);
     assert!(stat.status.success());
     let table = String::from_utf8_lossy(&stat.stdout).to_string();
     let row: Vec<&str> = table
@@ -272,17 +238,20 @@ fn send_receive_and_stat_through_the_command_line() {
 
 #[test]
 fn receive_exits_1_when_fewer_messages_arrive() {
-    let broker = BrokerProcess::start(&[]);
-    let received = broker.run(&[
-        "receive",
-        "--from",
-        "queue:empty",
-        "--count",
-        "5",
-        "--timeout",
-        "0.3",
-        "--quiet",
-    ]);
+    let broker = broker_process(&[]);
+    let received = run(
+        &broker,
+        &[
+            "receive",
+            "--from",
+            "queue:empty",
+            "--count",
+            "5",
+            "--timeout",
+            "0.3",
+            "--quiet",
+        ],
+    );
     assert_eq!(received.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&received.stderr).contains("received 0 of 5"));
 }

@@ -4,15 +4,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use actormq::client::{AckMode, Connection, ConsumerOptions};
 use actormq::config::StoreKind;
 use actormq::{BrokerThread, Destination, Message, Property};
+use common::process::BrokerProcess;
 use common::{connect, data_dir, stat_of};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -135,77 +133,11 @@ async fn segments_are_deleted_once_everything_in_them_is_acknowledged() {
     .await;
 }
 
-/// The broker binary on `dir`, with its native address read from its log.
-struct BrokerProcess {
-    child: Child,
-    url: String,
-    /// What it logged before it was listening (recovery happens then).
-    startup: Vec<String>,
-}
-
-impl BrokerProcess {
-    fn start(dir: &Path) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_actormq"))
-            .args([
-                "broker",
-                "--listen",
-                "127.0.0.1:0",
-                "--stomp-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the broker starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let url = loop {
-            let line = log
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no listen line; saw {seen:?}"));
-            if let Some(addr) = line.split("listening on ").nth(1)
-                && !line.contains("STOMP")
-            {
-                break format!("tcp://{}", addr.split_whitespace().next().unwrap());
-            }
-            seen.push(line);
-        };
-        drop(log);
-        BrokerProcess {
-            child,
-            url,
-            startup: seen,
-        }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_mid_send_delivers_every_confirmed_message_after_restart() {
     let dir = data_dir("sigkill");
     let queue = Destination::queue("crash");
-    let broker = BrokerProcess::start(&dir);
+    let broker = BrokerProcess::start(&dir, &[]);
     let connection = Connection::connect(&broker.url).await.unwrap();
     let producer = connection
         .session(AckMode::Auto)
@@ -250,7 +182,7 @@ async fn a_broker_killed_mid_send_delivers_every_confirmed_message_after_restart
     let confirmed: HashSet<i64> = confirmed.into_iter().flat_map(|(a, b)| a..b).collect();
     assert!(confirmed.len() >= 30_000);
 
-    let broker = BrokerProcess::start(&dir);
+    let broker = BrokerProcess::start(&dir, &[]);
     let connection = Connection::connect(&broker.url).await.unwrap();
     let session = connection.session(AckMode::Auto).unwrap();
     let mut consumer = session
@@ -282,7 +214,7 @@ async fn a_broker_killed_mid_send_delivers_every_confirmed_message_after_restart
     broker.kill();
 
     // Everything was acknowledged: nothing comes back after another restart.
-    let broker = BrokerProcess::start(&dir);
+    let broker = BrokerProcess::start(&dir, &[]);
     let connection = Connection::connect(&broker.url).await.unwrap();
     let stat = stat_of(&connection, "queue", "crash").await;
     assert!(
@@ -324,7 +256,7 @@ async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
     bytes.truncate(bytes.len() - 7);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let broker = BrokerProcess::start(&dir);
+    let broker = BrokerProcess::start(&dir, &[]);
     let warnings: Vec<&String> = broker
         .startup
         .iter()
@@ -368,7 +300,7 @@ async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_all_or_nothing_across_sigkill() {
     let dir = data_dir("tx-sigkill");
-    let broker = BrokerProcess::start(&dir);
+    let broker = BrokerProcess::start(&dir, &[]);
     let connection = Connection::connect(&broker.url).await.unwrap();
     let transaction = |name: &str, session: &actormq::client::Session| {
         let producer = session.producer(Destination::queue("tx"));
@@ -392,7 +324,7 @@ async fn a_transaction_is_all_or_nothing_across_sigkill() {
     broker.kill();
     let _ = committing.await;
 
-    let broker = BrokerProcess::start(&dir);
+    let broker = BrokerProcess::start(&dir, &[]);
     let connection = Connection::connect(&broker.url).await.unwrap();
     let session = connection.session(AckMode::Auto).unwrap();
     let mut consumer = session.consumer(Destination::queue("tx")).await.unwrap();

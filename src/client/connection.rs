@@ -379,7 +379,9 @@ impl Driver {
         error
     }
 
-    async fn on_command(&mut self, command: Command) -> Next {
+    /// Takes in a registration (something a later frame will be routed to); hands any
+    /// other command back.
+    fn register(&mut self, command: Command) -> Option<Command> {
         match command {
             Command::Expect { receipt, reply } => {
                 self.receipts.insert(receipt, reply);
@@ -390,6 +392,17 @@ impl Driver {
             Command::AddConsumer { consumer, route } => {
                 self.consumers.insert(consumer, route);
             }
+            other => return Some(other),
+        }
+        None
+    }
+
+    async fn on_command(&mut self, command: Command) -> Next {
+        let Some(command) = self.register(command) else {
+            return Next::Continue;
+        };
+        match command {
+            Command::Expect { .. } | Command::ExpectStat { .. } | Command::AddConsumer { .. } => {}
             Command::RemoveConsumer { consumer } => {
                 if let Some(route) = self.consumers.remove(&consumer) {
                     self.flush_acks(consumer, &route);
@@ -474,17 +487,8 @@ impl Driver {
     /// expects it); any other command is kept, in order, for the main loop.
     fn drain_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
-            match command {
-                Command::Expect { receipt, reply } => {
-                    self.receipts.insert(receipt, reply);
-                }
-                Command::ExpectStat { request, reply } => {
-                    self.stats.insert(request, reply);
-                }
-                Command::AddConsumer { consumer, route } => {
-                    self.consumers.insert(consumer, route);
-                }
-                other => self.deferred.push_back(other),
+            if let Some(other) = self.register(command) {
+                self.deferred.push_back(other);
             }
         }
     }

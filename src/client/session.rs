@@ -40,6 +40,19 @@ impl SessionInner {
     }
 }
 
+impl SessionInner {
+    /// Everything taken and not acknowledged, as `(consumer, tag)` pairs; forgets it.
+    fn take_unacked(&self) -> Vec<(u32, u64)> {
+        self.unacked
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(consumer, tag, _)| (consumer, tag))
+            .collect()
+    }
+}
+
 impl Drop for SessionInner {
     fn drop(&mut self) {
         // Through the driver, so it follows the acks and unsubscribes of this session's
@@ -132,15 +145,7 @@ impl Session {
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default();
-        let acks = self
-            .inner
-            .unacked
-            .lock()
-            .map(|mut u| std::mem::take(&mut *u))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(consumer, tag, _)| (consumer, tag))
-            .collect();
+        let acks = self.inner.take_unacked();
         let receipt = shared.next_request();
         let frame = Frame::Commit {
             session: self.inner.id,
@@ -160,15 +165,7 @@ impl Session {
         if let Ok(mut pending) = self.inner.pending_sends.lock() {
             pending.clear();
         }
-        let releases: Vec<(u32, u64)> = self
-            .inner
-            .unacked
-            .lock()
-            .map(|mut u| std::mem::take(&mut *u))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(consumer, tag, _)| (consumer, tag))
-            .collect();
+        let releases = self.inner.take_unacked();
         if releases.is_empty() {
             return Ok(());
         }

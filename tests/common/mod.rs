@@ -1,6 +1,7 @@
 //! Shared by the integration tests: real brokers on port 0, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod raw_stomp;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,84 @@
+//! The broker binary as a child process on free ports, for tests that need a real
+//! process (the command line, SIGKILL).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_actormq");
+
+/// `actormq broker` on `data_dir`, killed (SIGKILL) when dropped.
+pub struct BrokerProcess {
+    child: Child,
+    /// `tcp://` address of its native listener, read from its log.
+    pub url: String,
+    /// What it logged before it was listening (profile, recovery, store).
+    pub startup: Vec<String>,
+}
+
+impl BrokerProcess {
+    /// Starts the broker with `args` after the listen and data-dir options.
+    pub fn start(data_dir: &Path, args: &[&str]) -> BrokerProcess {
+        let mut child = Command::new(BIN)
+            .args([
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--stomp-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the broker starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        // Keeps reading after start-up too, so the broker never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut startup = Vec::new();
+        let url = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no listen line; saw {startup:?}"));
+            if let Some(addr) = line.split("listening on ").nth(1)
+                && !line.contains("STOMP")
+            {
+                break format!(
+                    "tcp://{}",
+                    addr.split_whitespace().next().expect("an address")
+                );
+            }
+            startup.push(line);
+        };
+        BrokerProcess {
+            child,
+            url,
+            startup,
+        }
+    }
+
+    /// Kills it with SIGKILL and waits for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
