@@ -243,6 +243,15 @@ pub struct Limits {
     /// Longest STOMP header line, escaped, in bytes (8 KiB). A STOMP frame's whole size and
     /// body are bounded by `max_frame_bytes`.
     pub stomp_max_header_bytes: usize,
+    /// Bytes of messages one queue may hold in memory (64 MiB). Past it, producers wait
+    /// (or fail, with `fail_when_full`) until consumers make room.
+    pub max_queue_memory_bytes: usize,
+    /// Bytes of queued messages the whole broker may hold in memory (1 GiB).
+    pub max_memory_bytes: usize,
+    /// A producer kept waiting this long by a full queue gets an error naming it (30 s).
+    pub send_timeout_ms: u64,
+    /// Refuse sends to a full queue at once instead of making the producer wait.
+    pub fail_when_full: bool,
     /// Heart-beat interval the broker offers and asks for (`heart-beat: N,N`; 10 s).
     pub stomp_heartbeat_ms: u64,
     /// Grace beyond the negotiated interval before a silent STOMP client is dropped (5 s).
@@ -261,6 +270,10 @@ impl Default for Limits {
             max_prefetch: 1_000_000,
             max_deliveries_per_frame: 256,
             max_subscriber_backlog: 100_000,
+            max_queue_memory_bytes: 64 * 1024 * 1024,
+            max_memory_bytes: 1024 * 1024 * 1024,
+            send_timeout_ms: 30_000,
+            fail_when_full: false,
             stomp_max_headers: 128,
             stomp_max_header_bytes: 8 * 1024,
             stomp_heartbeat_ms: 10_000,

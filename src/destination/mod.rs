@@ -7,6 +7,7 @@
 //! so session and consumer code never learns which.
 
 mod backlog;
+mod memory;
 mod queue;
 mod registry;
 mod topic;
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Handler, Message as ActixMessage, Recipient};
 
-pub use queue::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON, QueueActor};
+pub use memory::MemoryBudget;
+pub use queue::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON, QueueActor, QueueSettings};
 pub use registry::{
     CollectStats, CreateTemporary, DeleteDurable, DestinationRegistry, DropTemporaries, Lookup,
     Resolve,

@@ -20,6 +20,7 @@ use super::{
 use std::time::Duration;
 
 use super::backlog::{Backlog, Prioritized};
+use super::memory::{MemoryBudget, footprint};
 use super::{DestinationRegistry, Resolve};
 use crate::config::RedeliveryPolicy;
 use crate::message::{Destination, Message, now_millis};
@@ -48,6 +49,14 @@ impl Prioritized for Queued {
     }
 }
 
+/// A send waiting for the queue to have room.
+struct Blocked {
+    enqueue: Enqueue,
+    bytes: usize,
+    since: std::time::Instant,
+    reply: tokio::sync::oneshot::Sender<Result<(), DestinationError>>,
+}
+
 /// Messages of one `Enqueue`, waiting for the journal.
 struct Unconfirmed {
     seq: u64,
@@ -73,6 +82,13 @@ pub struct QueueActor {
     registry: Option<Addr<DestinationRegistry>>,
     /// Given-back messages waiting out their redelivery delay.
     delayed: usize,
+    /// Bytes of messages this queue holds (waiting, being stored, delivered, delayed).
+    held: usize,
+    memory: MemoryBudget,
+    send_timeout: Duration,
+    fail_when_full: bool,
+    /// Sends waiting for room, oldest first.
+    blocked: VecDeque<Blocked>,
     unconfirmed: VecDeque<Unconfirmed>,
     next_batch: u64,
     max_per_dispatch: usize,
@@ -88,21 +104,60 @@ pub struct QueueActor {
 impl Actor for QueueActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!(queue = %self.destination, "queue created");
+        // Waiting sends: fail the ones past the send timeout, admit any that now fit
+        // (another queue may have freed broker-wide memory).
+        let tick =
+            (self.send_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        ctx.run_interval(tick, |act, ctx| {
+            act.expire_blocked();
+            act.admit_blocked(ctx);
+        });
     }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.memory.give_back(self.held);
+        for blocked in self.blocked.drain(..) {
+            let _ = blocked
+                .reply
+                .send(Err(DestinationError::Gone(self.destination.to_string())));
+        }
+    }
+}
+
+/// What a queue is given when it is created.
+pub struct QueueSettings {
+    pub max_per_dispatch: usize,
+    /// Its journal (none: memory only).
+    pub store: Option<Journal>,
+    pub policy: RedeliveryPolicy,
+    /// Where dead-letter queues are found.
+    pub registry: Option<Addr<DestinationRegistry>>,
+    pub memory: MemoryBudget,
+    pub send_timeout: Duration,
+    pub fail_when_full: bool,
 }
 
 impl QueueActor {
     /// A queue; with a journal, `recovered` are its messages from before a restart.
     pub fn new(
         destination: Destination,
-        max_per_dispatch: usize,
-        store: Option<Journal>,
+        settings: QueueSettings,
         recovered: Vec<(u64, Arc<Message>)>,
-        policy: RedeliveryPolicy,
-        registry: Option<Addr<DestinationRegistry>>,
     ) -> QueueActor {
+        let QueueSettings {
+            max_per_dispatch,
+            store,
+            policy,
+            registry,
+            memory,
+            send_timeout,
+            fail_when_full,
+        } = settings;
+        // Recovered messages are held whatever the limits (until paging exists).
+        let held: usize = recovered.iter().map(|(_, m)| footprint(m)).sum();
+        memory.take(0, held);
         let backlog: Backlog<Queued> = recovered
             .into_iter()
             .map(|(id, message)| Queued {
@@ -118,6 +173,11 @@ impl QueueActor {
             policy,
             registry,
             delayed: 0,
+            held,
+            memory,
+            send_timeout,
+            fail_when_full,
+            blocked: VecDeque::new(),
             unconfirmed: VecDeque::new(),
             next_batch: 0,
             max_per_dispatch: max_per_dispatch.max(1),
@@ -238,6 +298,7 @@ impl QueueActor {
         if self.policy.expired_to_dlq && !is_dlq {
             return self.dead_letter(queued, "expired before it was delivered".into());
         }
+        self.release_memory(footprint(&queued.message));
         self.dequeued += 1;
         if let (Some(store), Some(id)) = (&self.store, queued.store_id) {
             store.append_lazy(vec![Record::Remove {
@@ -251,6 +312,7 @@ impl QueueActor {
     /// why; it leaves this queue's journal only once the dead-letter queue has it.
     fn dead_letter(&mut self, queued: Queued, reason: String) {
         self.dequeued += 1;
+        self.release_memory(footprint(&queued.message));
         let dlq = Destination::queue(format!(
             "{}{}",
             self.policy.dlq_prefix,
@@ -315,10 +377,92 @@ impl QueueActor {
     }
 }
 
+impl QueueActor {
+    /// Room was made: admits waiting sends, oldest first, while they fit.
+    fn admit_blocked(&mut self, ctx: &mut Context<Self>) {
+        while let Some(front) = self.blocked.front() {
+            if !self.memory.take(self.held, front.bytes) {
+                break;
+            }
+            let Some(blocked) = self.blocked.pop_front() else {
+                break;
+            };
+            self.held += blocked.bytes;
+            let accepted = self.accept(blocked.enqueue, blocked.bytes);
+            let reply = blocked.reply;
+            ctx.spawn(accepted.map(move |result, _act, _ctx| {
+                let _ = reply.send(result);
+            }));
+        }
+    }
+
+    /// Fails sends that have waited longer than the send timeout.
+    fn expire_blocked(&mut self) {
+        while self
+            .blocked
+            .front()
+            .is_some_and(|b| b.since.elapsed() >= self.send_timeout)
+        {
+            if let Some(blocked) = self.blocked.pop_front() {
+                let reason = format!(
+                    "{}; the send waited {} ms for room",
+                    self.memory
+                        .full_reason(&self.destination.to_string(), self.held),
+                    self.send_timeout.as_millis()
+                );
+                let _ = blocked.reply.send(Err(DestinationError::Refused(reason)));
+            }
+        }
+    }
+
+    /// Messages leave the queue for good: their bytes are free again.
+    fn release_memory(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.held);
+        self.held -= bytes;
+        self.memory.give_back(bytes);
+    }
+}
+
 impl Handler<Enqueue> for QueueActor {
     type Result = ResponseActFuture<Self, Result<(), DestinationError>>;
 
+    /// Flow control: a send that does not fit in the queue's or the broker's memory waits
+    /// (behind earlier waiting sends) until consumers make room, or fails at once with
+    /// `fail_when_full`, or after the send timeout.
     fn handle(&mut self, msg: Enqueue, _ctx: &mut Context<Self>) -> Self::Result {
+        let bytes: usize = msg.messages.iter().map(|m| footprint(m)).sum();
+        if self.blocked.is_empty() && self.memory.take(self.held, bytes) {
+            self.held += bytes;
+            return self.accept(msg, bytes);
+        }
+        let full = self
+            .memory
+            .full_reason(&self.destination.to_string(), self.held);
+        if self.fail_when_full {
+            return Box::pin(fut::ready(Err(DestinationError::Refused(full))));
+        }
+        tracing::debug!(queue = %self.destination, "a producer waits: {full}");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.blocked.push_back(Blocked {
+            enqueue: msg,
+            bytes,
+            since: std::time::Instant::now(),
+            reply,
+        });
+        let gone = DestinationError::Unavailable(self.destination.to_string());
+        Box::pin(fut::wrap_future(async move {
+            answer.await.unwrap_or(Err(gone))
+        }))
+    }
+}
+
+impl QueueActor {
+    /// Takes a send whose `bytes` are already counted.
+    fn accept(
+        &mut self,
+        msg: Enqueue,
+        bytes: usize,
+    ) -> ResponseActFuture<Self, Result<(), DestinationError>> {
         let count = msg.messages.len() as u64;
         self.enqueued += count;
         let mut records = Vec::new();
@@ -379,6 +523,7 @@ impl Handler<Enqueue> for QueueActor {
                     tracing::error!(queue = %act.destination, "cannot store messages: {e}");
                     act.unconfirmed.retain(|b| b.seq != seq);
                     act.enqueued -= count;
+                    act.release_memory(bytes);
                 }
             }
             act.release_durable();
@@ -442,9 +587,11 @@ impl Handler<Control> for QueueActor {
                 };
                 let mut settled = 0u32;
                 let mut removals = Vec::new();
+                let mut freed = 0;
                 for tag in &tags {
                     if let Some(queued) = c.in_flight.remove(tag) {
                         settled += 1;
+                        freed += footprint(&queued.message);
                         if let Some(id) = queued.store_id {
                             removals.push(Record::Remove {
                                 queue: self.destination.name().to_string(),
@@ -460,7 +607,9 @@ impl Handler<Control> for QueueActor {
                 if c.prefetch > 0 {
                     c.credit = (c.credit + settled).min(c.prefetch);
                 }
+                self.release_memory(freed);
                 self.dispatch();
+                self.admit_blocked(ctx);
             }
             Control::Release { consumer, tags } => {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {

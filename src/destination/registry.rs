@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message as ActixMessage, ResponseFuture};
 
-use super::{ConnectionId, Control, DestinationError, DestinationRef, QueueActor, TopicActor};
+use super::{
+    ConnectionId, Control, DestinationError, DestinationRef, MemoryBudget, QueueActor,
+    QueueSettings, TopicActor,
+};
 use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind, Message};
 use crate::protocol::{DestinationStat, StoreStat};
@@ -67,6 +70,7 @@ pub struct DestinationRegistry {
     /// Durable subscriptions (kept in the journal's folder, so they outlive restarts).
     durables: BTreeSet<Destination>,
     policy: RedeliveryPolicy,
+    memory: MemoryBudget,
     /// Persistent messages of queues go here (none with the memory store).
     store: Option<Journal>,
     groups: HashMap<String, Vec<Destination>>,
@@ -106,6 +110,7 @@ impl DestinationRegistry {
             recovered,
             durables,
             policy: config.redelivery.clone(),
+            memory: MemoryBudget::new(&config.limits),
             store,
             groups,
             arbiters,
@@ -126,11 +131,17 @@ impl DestinationRegistry {
             .then(|| self.store.clone())
             .flatten();
         let d = destination.clone();
-        let policy = self.policy.clone();
-        let journal = store.clone();
-        let addr = QueueActor::start_in_arbiter(arbiter, move |_| {
-            QueueActor::new(d, per_dispatch, journal, recovered, policy, Some(me))
-        });
+        let settings = QueueSettings {
+            max_per_dispatch: per_dispatch,
+            store: store.clone(),
+            policy: self.policy.clone(),
+            registry: Some(me),
+            memory: self.memory.clone(),
+            send_timeout: std::time::Duration::from_millis(self.limits.send_timeout_ms),
+            fail_when_full: self.limits.fail_when_full,
+        };
+        let addr =
+            QueueActor::start_in_arbiter(arbiter, move |_| QueueActor::new(d, settings, recovered));
         DestinationRef::local(destination.clone(), addr).with_store(store)
     }
 
