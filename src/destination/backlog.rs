@@ -54,6 +54,11 @@ impl<T: Prioritized> Backlog<T> {
         self.levels.iter().rev().flat_map(|l| l.iter())
     }
 
+    /// Every waiting item, mutably, highest priority first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.levels.iter_mut().rev().flat_map(|l| l.iter_mut())
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -48,6 +48,17 @@ impl MemoryBudget {
         }
     }
 
+    /// Takes `bytes` whatever the limits (recovered or paged-in messages).
+    pub fn force_take(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a queue holding `held`, or the broker, is past half its limit: new stored
+    /// messages are then kept on disk only (paged).
+    pub fn past_half(&self, held: usize) -> bool {
+        held > self.queue_limit / 2 || self.used.load(Ordering::Relaxed) > self.broker_limit / 2
+    }
+
     pub fn give_back(&self, bytes: usize) {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
     }

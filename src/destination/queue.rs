@@ -25,7 +25,7 @@ use super::{DestinationRegistry, Resolve};
 use crate::config::RedeliveryPolicy;
 use crate::message::{Destination, Message, now_millis};
 use crate::protocol::DestinationStat;
-use crate::store::Journal;
+use crate::store::{Journal, Location};
 use crate::store::record::Record;
 
 /// Header of a dead letter: the queue it came from.
@@ -36,18 +36,66 @@ pub const DLQ_REASON: &str = "actormq.dlq.reason";
 /// A message waiting in the queue or delivered and not yet acknowledged.
 #[derive(Clone)]
 struct Queued {
-    message: Arc<Message>,
+    body: Body,
     /// Times it has been delivered.
     deliveries: u32,
     /// Its journal id, if it is stored.
     store_id: Option<u64>,
 }
 
-impl Prioritized for Queued {
-    fn priority(&self) -> u8 {
-        self.message.priority
+/// A queued message in memory, or (persistent, in a long backlog) only in the journal.
+#[derive(Clone)]
+enum Body {
+    Loaded(Arc<Message>),
+    Paged {
+        at: Location,
+        priority: u8,
+    },
+}
+
+impl Queued {
+    fn loaded(message: Arc<Message>, store_id: Option<u64>) -> Queued {
+        Queued {
+            body: Body::Loaded(message),
+            deliveries: 0,
+            store_id,
+        }
+    }
+
+    /// The message; only a backlog entry can be paged out, and it is paged in before it is
+    /// delivered, expired or dead-lettered.
+    fn message(&self) -> Option<&Arc<Message>> {
+        match &self.body {
+            Body::Loaded(message) => Some(message),
+            Body::Paged { .. } => None,
+        }
+    }
+
+    /// Bytes it holds in memory.
+    fn held_bytes(&self) -> usize {
+        self.message().map(|m| footprint(m)).unwrap_or(0)
     }
 }
+
+impl Prioritized for Queued {
+    fn priority(&self) -> u8 {
+        match &self.body {
+            Body::Loaded(message) => message.priority,
+            Body::Paged { priority, .. } => *priority,
+        }
+    }
+}
+
+/// Messages read back from the journal, for the backlog entries with these ids.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct PagedIn {
+    ids: Vec<u64>,
+    result: Result<Vec<Arc<Message>>, crate::store::StoreError>,
+}
+
+/// Paged messages read back at a time.
+const PAGE_IN_BATCH: usize = 1024;
 
 /// A send waiting for the queue to have room.
 struct Blocked {
@@ -62,6 +110,8 @@ struct Unconfirmed {
     seq: u64,
     messages: Vec<Queued>,
     durable: bool,
+    /// Where the journal put each stored message of the batch, in order.
+    locations: Vec<Location>,
 }
 
 struct QueueConsumer {
@@ -89,6 +139,11 @@ pub struct QueueActor {
     fail_when_full: bool,
     /// Sends waiting for room, oldest first.
     blocked: VecDeque<Blocked>,
+    /// Backlog entries on disk only.
+    paged: usize,
+    /// A page-in is under way.
+    paging_in: bool,
+    me: Option<Addr<QueueActor>>,
     unconfirmed: VecDeque<Unconfirmed>,
     next_batch: u64,
     max_per_dispatch: usize,
@@ -106,6 +161,7 @@ impl Actor for QueueActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!(queue = %self.destination, "queue created");
+        self.me = Some(ctx.address());
         // Waiting sends: fail the ones past the send timeout, admit any that now fit
         // (another queue may have freed broker-wide memory).
         let tick =
@@ -157,14 +213,10 @@ impl QueueActor {
         } = settings;
         // Recovered messages are held whatever the limits (until paging exists).
         let held: usize = recovered.iter().map(|(_, m)| footprint(m)).sum();
-        memory.take(0, held);
+        memory.force_take(held);
         let backlog: Backlog<Queued> = recovered
             .into_iter()
-            .map(|(id, message)| Queued {
-                message,
-                deliveries: 0,
-                store_id: Some(id),
-            })
+            .map(|(id, message)| Queued::loaded(message, Some(id)))
             .collect();
         QueueActor {
             enqueued: backlog.len() as u64,
@@ -178,6 +230,9 @@ impl QueueActor {
             send_timeout,
             fail_when_full,
             blocked: VecDeque::new(),
+            paged: 0,
+            paging_in: false,
+            me: None,
             unconfirmed: VecDeque::new(),
             next_batch: 0,
             max_per_dispatch: max_per_dispatch.max(1),
@@ -193,13 +248,17 @@ impl QueueActor {
     /// them in batches; expired messages found on the way leave the queue.
     fn dispatch(&mut self) {
         let mut expired = Vec::new();
-        self.hand_out(&mut expired);
+        let mut page_in = false;
+        self.hand_out(&mut expired, &mut page_in);
         for queued in expired {
             self.expire(queued);
         }
+        if page_in {
+            self.page_in();
+        }
     }
 
-    fn hand_out(&mut self, expired: &mut Vec<Queued>) {
+    fn hand_out(&mut self, expired: &mut Vec<Queued>, page_in: &mut bool) {
         let now = now_millis();
         while !self.backlog.is_empty() {
             let ready = self.consumers.iter().filter(|c| c.credit > 0).count();
@@ -219,10 +278,17 @@ impl QueueActor {
                     let Some(queued) = self.backlog.pop_front() else {
                         break;
                     };
-                    if queued.message.is_expired_at(now) {
+                    let Body::Loaded(message) = &queued.body else {
+                        // On disk only: read it back first; dispatch goes on after.
+                        self.backlog.push_front(queued);
+                        *page_in = true;
+                        break;
+                    };
+                    if message.is_expired_at(now) {
                         expired.push(queued);
                         continue;
                     }
+                    let message = message.clone();
                     let tag = self.next_tag;
                     self.next_tag += 1;
                     let mut queued = queued;
@@ -231,7 +297,7 @@ impl QueueActor {
                         tag,
                         redelivered: queued.deliveries > 1,
                         delivery_count: queued.deliveries,
-                        message: queued.message.clone(),
+                        message,
                     });
                     consumer.in_flight.insert(tag, queued);
                 }
@@ -239,11 +305,14 @@ impl QueueActor {
                     consumer.credit -= batch.len() as u32;
                     consumer.sink.do_send(Dispatch::Deliver(batch));
                 }
-                if self.backlog.is_empty() {
+                if self.backlog.is_empty() || *page_in {
                     break;
                 }
             }
             self.cursor = (self.cursor + 1) % count;
+            if *page_in {
+                return;
+            }
         }
     }
 
@@ -298,7 +367,7 @@ impl QueueActor {
         if self.policy.expired_to_dlq && !is_dlq {
             return self.dead_letter(queued, "expired before it was delivered".into());
         }
-        self.release_memory(footprint(&queued.message));
+        self.release_memory(queued.held_bytes());
         self.dequeued += 1;
         if let (Some(store), Some(id)) = (&self.store, queued.store_id) {
             store.append_lazy(vec![Record::Remove {
@@ -312,17 +381,21 @@ impl QueueActor {
     /// why; it leaves this queue's journal only once the dead-letter queue has it.
     fn dead_letter(&mut self, queued: Queued, reason: String) {
         self.dequeued += 1;
-        self.release_memory(footprint(&queued.message));
+        self.release_memory(queued.held_bytes());
+        let Some(message) = queued.message().cloned() else {
+            tracing::error!(queue = %self.destination, "a paged message cannot be dead-lettered");
+            return;
+        };
         let dlq = Destination::queue(format!(
             "{}{}",
             self.policy.dlq_prefix,
             self.destination.name()
         ));
-        tracing::warn!(queue = %self.destination, message = %queued.message.id, %dlq, "dead-lettered: {reason}");
+        tracing::warn!(queue = %self.destination, message = %message.id, %dlq, "dead-lettered: {reason}");
         let Some(registry) = self.registry.clone() else {
             return;
         };
-        let mut copy = (*queued.message).clone();
+        let mut copy = (*message).clone();
         copy.headers.insert(
             DLQ_ORIGINAL_DESTINATION.into(),
             self.destination.to_string(),
@@ -369,11 +442,66 @@ impl QueueActor {
     /// Moves every batch at the front of `unconfirmed` that is durable to the backlog.
     fn release_durable(&mut self) {
         while self.unconfirmed.front().is_some_and(|b| b.durable) {
-            if let Some(batch) = self.unconfirmed.pop_front() {
+            let Some(batch) = self.unconfirmed.pop_front() else {
+                break;
+            };
+            if !self.paging() {
                 self.backlog.extend(batch.messages);
+                continue;
+            }
+            // A long backlog: stored messages wait on disk only.
+            let mut locations = batch.locations.into_iter();
+            for mut queued in batch.messages {
+                if queued.store_id.is_some()
+                    && let (Some(at), Some(message)) = (locations.next(), queued.message())
+                {
+                    let bytes = footprint(message);
+                    queued.body = Body::Paged {
+                        at,
+                        priority: message.priority,
+                    };
+                    self.release_memory(bytes);
+                    self.paged += 1;
+                }
+                self.backlog.push_back(queued);
             }
         }
         self.dispatch();
+    }
+
+    /// Whether new stored messages should be paged out: the queue or the broker holds more
+    /// than half its memory limit.
+    fn paging(&self) -> bool {
+        self.store.is_some() && self.memory.past_half(self.held)
+    }
+
+    /// Reads the first paged messages of the backlog back from the journal.
+    fn page_in(&mut self) {
+        if self.paging_in {
+            return;
+        }
+        let (Some(store), Some(me)) = (self.store.clone(), self.me.clone()) else {
+            return;
+        };
+        let wanted: Vec<(u64, Location)> = self
+            .backlog
+            .iter()
+            .take(PAGE_IN_BATCH)
+            .filter_map(|q| match (&q.body, q.store_id) {
+                (Body::Paged { at, .. }, Some(id)) => Some((id, *at)),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        self.paging_in = true;
+        let (ids, locations): (Vec<u64>, Vec<Location>) = wanted.into_iter().unzip();
+        let read = store.read(locations);
+        actix::spawn(async move {
+            let result = read.await;
+            me.do_send(PagedIn { ids, result });
+        });
     }
 }
 
@@ -431,6 +559,13 @@ impl Handler<Enqueue> for QueueActor {
     /// `fail_when_full`, or after the send timeout.
     fn handle(&mut self, msg: Enqueue, _ctx: &mut Context<Self>) -> Self::Result {
         let bytes: usize = msg.messages.iter().map(|m| footprint(m)).sum();
+        // Stored messages of a paging queue go to disk only once durable: no need to wait.
+        let pages_out = msg.stored.is_empty() && self.paging() && msg.messages.iter().all(|m| m.persistent);
+        if pages_out {
+            self.memory.force_take(bytes);
+            self.held += bytes;
+            return self.accept(msg, bytes);
+        }
         if self.blocked.is_empty() && self.memory.take(self.held, bytes) {
             self.held += bytes;
             return self.accept(msg, bytes);
@@ -486,11 +621,7 @@ impl QueueActor {
                     }
                     _ => None,
                 };
-                Queued {
-                    message,
-                    deliveries: 0,
-                    store_id,
-                }
+                Queued::loaded(message, store_id)
             })
             .collect();
         let seq = self.next_batch;
@@ -501,6 +632,7 @@ impl QueueActor {
                 seq,
                 messages,
                 durable: true,
+                locations: Vec::new(),
             });
             self.release_durable();
             return Box::pin(fut::ready(Ok(())));
@@ -510,12 +642,14 @@ impl QueueActor {
             seq,
             messages,
             durable: false,
+            locations: Vec::new(),
         });
         Box::pin(append.into_actor(self).map(move |result, act, _ctx| {
             match &result {
-                Ok(()) => {
+                Ok(locations) => {
                     if let Some(batch) = act.unconfirmed.iter_mut().find(|b| b.seq == seq) {
                         batch.durable = true;
+                        batch.locations = locations.clone();
                     }
                 }
                 Err(e) => {
@@ -527,7 +661,7 @@ impl QueueActor {
                 }
             }
             act.release_durable();
-            result.map_err(|e| {
+            result.map(|_| ()).map_err(|e| {
                 DestinationError::Refused(format!("the messages could not be stored: {e}"))
             })
         }))
@@ -591,7 +725,7 @@ impl Handler<Control> for QueueActor {
                 for tag in &tags {
                     if let Some(queued) = c.in_flight.remove(tag) {
                         settled += 1;
-                        freed += footprint(&queued.message);
+                        freed += queued.held_bytes();
                         if let Some(id) = queued.store_id {
                             removals.push(Record::Remove {
                                 queue: self.destination.name().to_string(),
@@ -636,6 +770,37 @@ impl Handler<Control> for QueueActor {
                 }
             }
         }
+    }
+}
+
+impl Handler<PagedIn> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PagedIn, ctx: &mut Context<Self>) {
+        self.paging_in = false;
+        let messages = match msg.result {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::error!(queue = %self.destination, "cannot read paged messages back: {e}; retrying");
+                ctx.run_later(Duration::from_secs(1), |act, _ctx| act.dispatch());
+                return;
+            }
+        };
+        let mut loaded: HashMap<u64, Arc<Message>> = msg.ids.into_iter().zip(messages).collect();
+        let mut bytes = 0;
+        for queued in self.backlog.iter_mut().take(PAGE_IN_BATCH * 2) {
+            if let (Body::Paged { .. }, Some(id)) = (&queued.body, queued.store_id)
+                && let Some(message) = loaded.remove(&id)
+            {
+                bytes += footprint(&message);
+                queued.body = Body::Loaded(message);
+                self.paged -= 1;
+            }
+        }
+        // Paged-in messages are about to be delivered: held whatever the limits.
+        self.memory.force_take(bytes);
+        self.held += bytes;
+        self.dispatch();
     }
 }
 

@@ -57,10 +57,17 @@ pub struct Recovered {
 /// The file beside the segments that lists durable subscriptions, one per line.
 pub const DURABLES_FILE: &str = "durable-subscriptions";
 
+/// Where a record starts: its segment and byte offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub segment: u64,
+    pub offset: u64,
+}
+
 enum Op {
     Append {
         records: Vec<Record>,
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        done: Option<oneshot::Sender<Result<Vec<Location>, StoreError>>>,
     },
     /// Write what is queued, fsync, release the lock, and stop.
     Close { done: mpsc::Sender<()> },
@@ -72,6 +79,7 @@ enum Op {
 #[derive(Clone)]
 pub struct Journal {
     ops: mpsc::Sender<Op>,
+    reads: mpsc::Sender<super::reader::Read>,
     next_id: Arc<AtomicU64>,
     usage: Arc<Usage>,
 }
@@ -126,9 +134,11 @@ impl Journal {
             .name("actormq-journal".into())
             .spawn(move || state.run(rx))
             .map_err(|e| StoreError::io(&dir, e))?;
+        let reads = super::reader::start(dir.clone())?;
         Ok((
             Journal {
                 ops,
+                reads,
                 next_id: Arc::new(AtomicU64::new(max_id + 1)),
                 usage,
             },
@@ -150,11 +160,26 @@ impl Journal {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Appends records; resolves once they are durable (as the fsync mode defines it).
+    /// Reads back the messages of the `Enqueue` records at `locations`, in order, on the
+    /// journal's reader thread (paging in).
+    pub fn read(
+        &self,
+        locations: Vec<Location>,
+    ) -> impl Future<Output = Result<Vec<Arc<Message>>, StoreError>> + 'static {
+        let (done, rx) = oneshot::channel();
+        let sent = self.reads.send(super::reader::Read { locations, done });
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    /// Appends records; resolves once they are durable (as the fsync mode defines it), with
+    /// where each record starts.
     pub fn append(
         &self,
         records: Vec<Record>,
-    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
+    ) -> impl Future<Output = Result<Vec<Location>, StoreError>> + 'static {
         let (done, rx) = oneshot::channel();
         let sent = self.ops.send(Op::Append {
             records,
@@ -353,6 +378,7 @@ impl WriterState {
             group.extend(ops.try_iter());
             let mut waiting = Vec::with_capacity(group.len());
             let mut result = Ok(());
+            let segment = self.current.as_ref().map(|c| c.number).unwrap_or(0);
             for op in group {
                 let (records, done) = match op {
                     Op::Append { records, done } => (records, done),
@@ -367,13 +393,19 @@ impl WriterState {
                         continue;
                     }
                 };
+                let mut locations = Vec::with_capacity(records.len());
                 for record in &records {
+                    let written = self.current.as_ref().map(|c| c.bytes).unwrap_or(0);
+                    locations.push(Location {
+                        segment,
+                        offset: written + buf.len() as u64,
+                    });
                     if let Err(e) = record::encode(record, &mut buf) {
                         tracing::error!("cannot encode a journal record: {e}");
                     }
                 }
                 self.account(&records);
-                waiting.extend(done);
+                waiting.extend(done.map(|done| (done, locations)));
                 if self.settings.fsync == FsyncMode::Always {
                     result = result.and(self.write(&mut buf, true));
                 }
@@ -381,8 +413,8 @@ impl WriterState {
             if self.settings.fsync != FsyncMode::Always {
                 result = result.and(self.write(&mut buf, self.settings.fsync == FsyncMode::Batch));
             }
-            for done in waiting {
-                let _ = done.send(result.clone());
+            for (done, locations) in waiting {
+                let _ = done.send(result.clone().map(|()| locations));
             }
             self.delete_dead_prefix();
             if closing.is_some() {

@@ -4,11 +4,12 @@
 //! `memory` store), as in ActiveMQ.
 
 mod journal;
+mod reader;
 pub mod record;
 
 use std::path::{Path, PathBuf};
 
-pub use journal::{DURABLES_FILE, FsyncMode, Journal, JournalSettings, Recovered};
+pub use journal::{DURABLES_FILE, FsyncMode, Journal, JournalSettings, Location, Recovered};
 
 /// Why the store could not do something. Every variant names the file or folder.
 #[derive(Debug, Clone, thiserror::Error)]

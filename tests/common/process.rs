@@ -69,6 +69,14 @@ impl BrokerProcess {
         }
     }
 
+    /// Its resident memory in bytes, from /proc (Linux).
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Kills it with SIGKILL and waits for it to be gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,78 @@
+//! The journal's reader thread: reads `Enqueue` records back from segment files by
+//! location (paging messages in), off the arbiters' threads.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use super::journal::Location;
+use super::record::{self, Record};
+use crate::message::Message;
+
+/// Segment files kept open at once.
+const OPEN_FILES: usize = 16;
+
+pub(super) struct Read {
+    pub locations: Vec<Location>,
+    pub done: oneshot::Sender<Result<Vec<Arc<Message>>, StoreError>>,
+}
+
+/// Starts the reader; it ends when the journal's last handle goes.
+pub(super) fn start(dir: PathBuf) -> Result<mpsc::Sender<Read>, StoreError> {
+    let (reads, rx) = mpsc::channel::<Read>();
+    let thread_dir = dir.clone();
+    std::thread::Builder::new()
+        .name("actormq-journal-reader".into())
+        .spawn(move || {
+            let mut files: HashMap<u64, File> = HashMap::new();
+            for read in rx {
+                let result = read
+                    .locations
+                    .iter()
+                    .map(|at| read_one(&thread_dir, &mut files, *at))
+                    .collect();
+                let _ = read.done.send(result);
+            }
+        })
+        .map_err(|e| StoreError::io(&dir, e))?;
+    Ok(reads)
+}
+
+fn read_one(dir: &std::path::Path, files: &mut HashMap<u64, File>, at: Location) -> Result<Arc<Message>, StoreError> {
+    let path = dir.join(format!("{:012}.log", at.segment));
+    if !files.contains_key(&at.segment) {
+        if files.len() >= OPEN_FILES {
+            files.clear();
+        }
+        let file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        files.insert(at.segment, file);
+    }
+    let file = &files[&at.segment];
+    let mut header = [0u8; record::HEADER_BYTES];
+    file.read_exact_at(&mut header, at.offset)
+        .map_err(|e| StoreError::io(&path, e))?;
+    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if header[..4] != record::MAGIC || len > record::MAX_RECORD_BYTES {
+        return Err(StoreError::Io {
+            path,
+            reason: format!("no record at offset {}", at.offset),
+        });
+    }
+    let mut whole = header.to_vec();
+    whole.resize(record::HEADER_BYTES + len, 0);
+    file.read_exact_at(&mut whole[record::HEADER_BYTES..], at.offset + record::HEADER_BYTES as u64)
+        .map_err(|e| StoreError::io(&path, e))?;
+    match record::decode_all(&whole).records.pop() {
+        Some((_, Record::Enqueue { message, .. })) => Ok(message),
+        _ => Err(StoreError::Io {
+            path,
+            reason: format!("no message record at offset {}", at.offset),
+        }),
+    }
+}
