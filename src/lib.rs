@@ -23,7 +23,8 @@
 //!     │       └── ConsumerActor<StompWire> ─ deliveries go back to the STOMP actor as MESSAGEs
 //!     ├── QueueActor ─ placed by hash of its name: backlog, competing consumers, credit
 //!     └── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
-//! journal thread (std::thread) ─ the Journal's writer: group commit, segments, LOCK
+//! journal threads (std::thread) ─ the Journal's writer (group commit, segments, LOCK)
+//!                                  and reader (paging in)
 //! ```
 //!
 //! A connection and its sessions and consumers live on one arbiter; a destination lives
@@ -65,9 +66,11 @@
 //!   points the registry wires to every topic they match, which forward what they publish.
 //!   A durable subscription is a queue (`durable:<client>/<name>@<topic>`) its topic forwards
 //!   to, so it is stored, recovered and redelivered like any queue.
-//! - The store is not a trait with interchangeable actors: queues hold an optional
-//!   `Journal` handle (memory = none), and the journal's writer is a plain thread, so no
-//!   fsync ever runs on an arbiter. Clusters and failover are later issues.
+//! - The store is a `Store` trait object (`Journal` or `MemoryStore`) held by the registry,
+//!   queues and sessions, not an actor: the journal's writer and reader are plain threads,
+//!   so no fsync or read ever runs on an arbiter. A queue past half its memory limit keeps
+//!   new stored messages as journal locations only (paging) and reads them back in batches.
+//!   Clusters and failover are later issues.
 //!
 //! ## Where each part lives
 //!
@@ -82,7 +85,7 @@
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef` |
 //! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
 //! | [`stomp`] | the STOMP 1.2 codec (no I/O) and `StompConnectionActor` |
-//! | [`store`] | the journal: record codec, group-committing writer thread, recovery |
+//! | [`store`] | the `Store` trait; the journal (record codec, group-committing writer, reader, recovery) and the memory store |
 
 pub mod broker;
 pub mod client;

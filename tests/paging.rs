@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use actormq::client::ConsumerOptions;
+use actormq::client::{AckMode, Connection};
 use actormq::config::StoreKind;
 use actormq::{Destination, Message, Property};
-use actormq::client::{AckMode, Connection};
 use common::process::BrokerProcess;
 use common::{broker_with, connect, data_dir, stat_of};
 
@@ -34,7 +34,10 @@ async fn a_backlog_far_beyond_the_memory_limit_is_paged_and_read_back_in_order()
                 Message::new(vec![1u8; 1024]).with_property("seq", Property::Int(chunk * 100 + i))
             })
             .collect();
-        producer.send_batch(batch).await.expect("a stored message never waits for memory");
+        producer
+            .send_batch(batch)
+            .await
+            .expect("a stored message never waits for memory");
     }
     let stat = stat_of(&connection, "queue", "deep").await.unwrap();
     assert_eq!(stat.depth, 20_000);
@@ -44,11 +47,25 @@ async fn a_backlog_far_beyond_the_memory_limit_is_paged_and_read_back_in_order()
         .await
         .unwrap();
     for expected in 0..20_000i64 {
-        let m = consumer.receive(WAIT).await.unwrap().expect("a paged message read back");
-        assert_eq!(m.properties.get("seq"), Some(&Property::Int(expected)), "in order");
+        let m = consumer
+            .receive(WAIT)
+            .await
+            .unwrap()
+            .expect("a paged message read back");
+        assert_eq!(
+            m.properties.get("seq"),
+            Some(&Property::Int(expected)),
+            "in order"
+        );
         assert_eq!(m.body.len(), 1024);
     }
-    assert!(consumer.receive(Duration::from_millis(200)).await.unwrap().is_none());
+    assert!(
+        consumer
+            .receive(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +73,10 @@ async fn two_million_persistent_messages_with_no_consumer_stay_under_a_gibibyte(
     let dir = data_dir("two-million");
     let broker = BrokerProcess::start(&dir, &[]);
     let connection = Connection::connect(&broker.url).await.unwrap();
-    let producer = connection.session(AckMode::Auto).unwrap().producer(Destination::queue("backlog"));
+    let producer = connection
+        .session(AckMode::Auto)
+        .unwrap()
+        .producer(Destination::queue("backlog"));
     let body = bytes::Bytes::from(vec![7u8; 1024]);
     let mut in_flight = std::collections::VecDeque::new();
     let mut peak = 0;
@@ -77,10 +97,17 @@ async fn two_million_persistent_messages_with_no_consumer_stay_under_a_gibibyte(
     let stat = stat_of(&connection, "queue", "backlog").await.unwrap();
     assert_eq!(stat.depth, 2_000_000);
     eprintln!("broker resident memory peaked at {} MiB", peak >> 20);
-    assert!(peak < 1 << 30, "the broker's resident memory peaked at {} MiB", peak >> 20);
+    assert!(
+        peak < 1 << 30,
+        "the broker's resident memory peaked at {} MiB",
+        peak >> 20
+    );
     // The backlog is readable: the first messages come back from disk.
     let session = connection.session(AckMode::Auto).unwrap();
-    let mut consumer = session.consumer(Destination::queue("backlog")).await.unwrap();
+    let mut consumer = session
+        .consumer(Destination::queue("backlog"))
+        .await
+        .unwrap();
     for _ in 0..1000 {
         let m = consumer.receive(WAIT).await.unwrap().expect("a message");
         assert_eq!(m.body.len(), 1024);

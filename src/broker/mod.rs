@@ -24,7 +24,9 @@ use crate::config::{Config, ConfigError, Limits, StoreKind};
 use crate::destination::{CollectStats, DestinationRegistry};
 use crate::protocol::{DestinationStat, Frame, ProtocolError, encode_frame};
 use crate::runtime::ArbiterPool;
-use crate::store::{Journal, JournalSettings};
+use std::sync::Arc;
+
+use crate::store::{Journal, JournalSettings, MemoryStore, Recovered, SharedStore};
 use crate::writer::{FrameSink, WriterError, WriterLimits};
 
 /// Errors of the broker module.
@@ -112,7 +114,7 @@ pub(crate) fn start_writer(
 /// A running broker inside an actix system.
 pub struct Broker {
     local_addr: SocketAddr,
-    journal: Option<Journal>,
+    store: SharedStore,
     stomp_addr: Option<SocketAddr>,
     arbiters: ArbiterPool,
     registry: Addr<DestinationRegistry>,
@@ -124,20 +126,21 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Broker, BrokerError> {
         config.validate()?;
         let (socket, local_addr) = bind(config.broker.listen_addr()?).await?;
-        let store = match config.store.kind {
+        let (store, recovered): (SharedStore, Recovered) = match config.store.kind {
             StoreKind::Journal => {
                 let settings = JournalSettings {
                     dir: config.broker.data_dir.join("journal"),
                     fsync: config.store.fsync,
                     segment_bytes: config.store.segment_bytes,
                 };
-                Some(Journal::open(settings)?)
+                let (journal, recovered) = Journal::open(settings)?;
+                (Arc::new(journal), recovered)
             }
-            StoreKind::Memory => None,
+            StoreKind::Memory => (Arc::new(MemoryStore), Recovered::default()),
         };
-        let journal = store.as_ref().map(|(journal, _)| journal.clone());
         let arbiters = ArbiterPool::start(config.broker.arbiter_count());
-        let registry = DestinationRegistry::new(arbiters.clone(), &config, store).start();
+        let registry =
+            DestinationRegistry::new(arbiters.clone(), &config, store.clone(), recovered).start();
         let mut accept = vec![listener::spawn(
             socket,
             arbiters.clone(),
@@ -170,7 +173,7 @@ impl Broker {
         }
         Ok(Broker {
             local_addr,
-            journal,
+            store,
             stomp_addr,
             arbiters,
             registry,
@@ -204,9 +207,7 @@ impl Broker {
             accept.abort();
         }
         self.arbiters.stop();
-        if let Some(journal) = &self.journal {
-            journal.close();
-        }
+        self.store.close();
     }
 }
 

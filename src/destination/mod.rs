@@ -27,7 +27,7 @@ pub use topic::TopicActor;
 
 use crate::message::{Destination, Message};
 use crate::protocol::{DestinationStat, ErrorCode, Refusal};
-use crate::store::Journal;
+use crate::store::SharedStore;
 
 /// Why a destination could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -155,7 +155,7 @@ pub struct DestinationRef {
     subscribe: Recipient<Subscribe>,
     control: Recipient<Control>,
     stat: Recipient<GetStat>,
-    store: Option<Journal>,
+    store: Option<SharedStore>,
 }
 
 impl DestinationRef {
@@ -217,12 +217,12 @@ impl DestinationRef {
     }
 
     /// The journal this destination stores persistent messages in, if any.
-    pub fn store(&self) -> Option<&Journal> {
+    pub fn store(&self) -> Option<&SharedStore> {
         self.store.as_ref()
     }
 
     /// This reference, noting the journal its destination stores in.
-    pub fn with_store(mut self, store: Option<Journal>) -> DestinationRef {
+    pub fn with_store(mut self, store: Option<SharedStore>) -> DestinationRef {
         self.store = store;
         self
     }

@@ -25,8 +25,8 @@ use super::{DestinationRegistry, Resolve};
 use crate::config::RedeliveryPolicy;
 use crate::message::{Destination, Message, now_millis};
 use crate::protocol::DestinationStat;
-use crate::store::{Journal, Location};
 use crate::store::record::Record;
+use crate::store::{Location, SharedStore};
 
 /// Header of a dead letter: the queue it came from.
 pub const DLQ_ORIGINAL_DESTINATION: &str = "actormq.dlq.original-destination";
@@ -47,10 +47,7 @@ struct Queued {
 #[derive(Clone)]
 enum Body {
     Loaded(Arc<Message>),
-    Paged {
-        at: Location,
-        priority: u8,
-    },
+    Paged { at: Location, priority: u8 },
 }
 
 impl Queued {
@@ -126,7 +123,7 @@ struct QueueConsumer {
 /// One queue and its competing consumers.
 pub struct QueueActor {
     destination: Destination,
-    store: Option<Journal>,
+    store: Option<SharedStore>,
     policy: RedeliveryPolicy,
     /// Where dead-letter queues are found.
     registry: Option<Addr<DestinationRegistry>>,
@@ -186,7 +183,7 @@ impl Actor for QueueActor {
 pub struct QueueSettings {
     pub max_per_dispatch: usize,
     /// Its journal (none: memory only).
-    pub store: Option<Journal>,
+    pub store: Option<SharedStore>,
     pub policy: RedeliveryPolicy,
     /// Where dead-letter queues are found.
     pub registry: Option<Addr<DestinationRegistry>>,
@@ -560,7 +557,8 @@ impl Handler<Enqueue> for QueueActor {
     fn handle(&mut self, msg: Enqueue, _ctx: &mut Context<Self>) -> Self::Result {
         let bytes: usize = msg.messages.iter().map(|m| footprint(m)).sum();
         // Stored messages of a paging queue go to disk only once durable: no need to wait.
-        let pages_out = msg.stored.is_empty() && self.paging() && msg.messages.iter().all(|m| m.persistent);
+        let pages_out =
+            msg.stored.is_empty() && self.paging() && msg.messages.iter().all(|m| m.persistent);
         if pages_out {
             self.memory.force_take(bytes);
             self.held += bytes;

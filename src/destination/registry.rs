@@ -18,7 +18,7 @@ use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind, Message};
 use crate::protocol::{DestinationStat, StoreStat};
 use crate::runtime::ArbiterPool;
-use crate::store::{Journal, Recovered};
+use crate::store::{Recovered, SharedStore};
 
 /// Where to send: the destinations a `Send` to `0` reaches (one, or every part of a
 /// composite, or every member of a group). Queues and topics are created on first use.
@@ -72,7 +72,7 @@ pub struct DestinationRegistry {
     policy: RedeliveryPolicy,
     memory: MemoryBudget,
     /// Persistent messages of queues go here (none with the memory store).
-    store: Option<Journal>,
+    store: Option<SharedStore>,
     groups: HashMap<String, Vec<Destination>>,
     arbiters: ArbiterPool,
     limits: Limits,
@@ -83,7 +83,8 @@ impl DestinationRegistry {
     pub fn new(
         arbiters: ArbiterPool,
         config: &Config,
-        store: Option<(Journal, Recovered)>,
+        store: SharedStore,
+        recovered: Recovered,
     ) -> DestinationRegistry {
         let groups = config
             .groups
@@ -93,18 +94,15 @@ impl DestinationRegistry {
                 (g.name.clone(), members)
             })
             .collect();
-        let (store, recovered, durables) = match store {
-            Some((journal, recovered)) => {
-                let durables = recovered
-                    .durables
-                    .iter()
-                    .filter_map(|line| line.parse::<Destination>().ok())
-                    .filter(|d| d.durable_topic().is_some())
-                    .collect();
-                (Some(journal), recovered.queues, durables)
-            }
-            None => (None, Default::default(), BTreeSet::new()),
-        };
+        let durables = recovered
+            .durables
+            .iter()
+            .filter_map(|line| line.parse::<Destination>().ok())
+            .filter(|d| d.durable_topic().is_some())
+            .collect();
+        let recovered = recovered.queues;
+        // Queues store only in a store that survives a crash.
+        let store = store.durable().then_some(store);
         DestinationRegistry {
             destinations: HashMap::new(),
             recovered,
@@ -433,7 +431,7 @@ impl Handler<CollectStats> for DestinationRegistry {
             .values()
             .map(|entry| entry.reference.stat())
             .collect();
-        let store = self.store.as_ref().map(Journal::usage);
+        let store = self.store.as_ref().and_then(|s| s.usage());
         Box::pin(async move {
             let mut stats: Vec<DestinationStat> = futures::future::join_all(requests)
                 .await

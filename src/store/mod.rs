@@ -1,13 +1,21 @@
-//! Persistence. Persistent messages sent to queues go to the [`Journal`] (append-only
-//! segments with group commit, off the arbiters' threads) before they are confirmed or
-//! delivered; non-persistent messages, topics and temporary queues stay in memory (the
-//! `memory` store), as in ActiveMQ.
+//! Persistence behind the [`Store`] trait, with two implementations: [`Journal`]
+//! (append-only segments with group commit, off the arbiters' threads; the default) and
+//! [`MemoryStore`] (nothing is written). Persistent messages sent to queues go to a
+//! durable store before they are confirmed or delivered; non-persistent messages, topics
+//! and temporary queues stay in memory, as in ActiveMQ.
 
 mod journal;
 mod reader;
 pub mod record;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::message::Message;
+use crate::protocol::StoreStat;
+use record::Record;
 
 pub use journal::{DURABLES_FILE, FsyncMode, Journal, JournalSettings, Location, Recovered};
 
@@ -29,4 +37,118 @@ impl StoreError {
             reason: e.to_string(),
         }
     }
+}
+
+/// Where queues keep persistent messages.
+pub trait Store: Send + Sync + 'static {
+    /// `journal` or `memory`.
+    fn kind(&self) -> &'static str;
+    /// Whether what is appended survives a crash. Queues store only in a durable store.
+    fn durable(&self) -> bool;
+    /// A fresh id for a stored message.
+    fn next_id(&self) -> u64;
+    /// Appends records; resolves once they are durable, with where each record starts.
+    fn append(&self, records: Vec<Record>)
+    -> BoxFuture<'static, Result<Vec<Location>, StoreError>>;
+    /// Appends records without waiting.
+    fn append_lazy(&self, records: Vec<Record>);
+    /// Reads back the messages of the `Enqueue` records at `locations` (paging in).
+    fn read(
+        &self,
+        locations: Vec<Location>,
+    ) -> BoxFuture<'static, Result<Vec<Arc<Message>>, StoreError>>;
+    /// Replaces a small file kept with the store (the list of durable subscriptions).
+    fn write_file(&self, name: &str, contents: Vec<u8>);
+    /// Size and recovery counters, for `stat`.
+    fn usage(&self) -> Option<StoreStat>;
+    /// Makes everything durable and releases the store (at shutdown).
+    fn close(&self);
+}
+
+/// A store shared by the registry, the queues and the sessions.
+pub type SharedStore = Arc<dyn Store>;
+
+impl Store for Journal {
+    fn kind(&self) -> &'static str {
+        "journal"
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn next_id(&self) -> u64 {
+        Journal::next_id(self)
+    }
+
+    fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> BoxFuture<'static, Result<Vec<Location>, StoreError>> {
+        Box::pin(Journal::append(self, records))
+    }
+
+    fn append_lazy(&self, records: Vec<Record>) {
+        Journal::append_lazy(self, records)
+    }
+
+    fn read(
+        &self,
+        locations: Vec<Location>,
+    ) -> BoxFuture<'static, Result<Vec<Arc<Message>>, StoreError>> {
+        Box::pin(Journal::read(self, locations))
+    }
+
+    fn write_file(&self, name: &str, contents: Vec<u8>) {
+        Journal::write_file(self, name, contents)
+    }
+
+    fn usage(&self) -> Option<StoreStat> {
+        Some(Journal::usage(self))
+    }
+
+    fn close(&self) {
+        Journal::close(self)
+    }
+}
+
+/// The `memory` store: nothing is written, so nothing survives a restart.
+pub struct MemoryStore;
+
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+
+    fn next_id(&self) -> u64 {
+        0
+    }
+
+    fn append(
+        &self,
+        _records: Vec<Record>,
+    ) -> BoxFuture<'static, Result<Vec<Location>, StoreError>> {
+        Box::pin(futures::future::ready(Ok(Vec::new())))
+    }
+
+    fn append_lazy(&self, _records: Vec<Record>) {}
+
+    fn read(
+        &self,
+        _locations: Vec<Location>,
+    ) -> BoxFuture<'static, Result<Vec<Arc<Message>>, StoreError>> {
+        Box::pin(futures::future::ready(Err(StoreError::Closed)))
+    }
+
+    fn write_file(&self, _name: &str, _contents: Vec<u8>) {}
+
+    fn usage(&self) -> Option<StoreStat> {
+        None
+    }
+
+    fn close(&self) {}
 }

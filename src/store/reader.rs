@@ -44,7 +44,11 @@ pub(super) fn start(dir: PathBuf) -> Result<mpsc::Sender<Read>, StoreError> {
     Ok(reads)
 }
 
-fn read_one(dir: &std::path::Path, files: &mut HashMap<u64, File>, at: Location) -> Result<Arc<Message>, StoreError> {
+fn read_one(
+    dir: &std::path::Path,
+    files: &mut HashMap<u64, File>,
+    at: Location,
+) -> Result<Arc<Message>, StoreError> {
     let path = dir.join(format!("{:012}.log", at.segment));
     if !files.contains_key(&at.segment) {
         if files.len() >= OPEN_FILES {
@@ -66,8 +70,11 @@ fn read_one(dir: &std::path::Path, files: &mut HashMap<u64, File>, at: Location)
     }
     let mut whole = header.to_vec();
     whole.resize(record::HEADER_BYTES + len, 0);
-    file.read_exact_at(&mut whole[record::HEADER_BYTES..], at.offset + record::HEADER_BYTES as u64)
-        .map_err(|e| StoreError::io(&path, e))?;
+    file.read_exact_at(
+        &mut whole[record::HEADER_BYTES..],
+        at.offset + record::HEADER_BYTES as u64,
+    )
+    .map_err(|e| StoreError::io(&path, e))?;
     match record::decode_all(&whole).records.pop() {
         Some((_, Record::Enqueue { message, .. })) => Ok(message),
         _ => Err(StoreError::Io {
