@@ -41,6 +41,12 @@ async fn a_backlog_far_beyond_the_memory_limit_is_paged_and_read_back_in_order()
     }
     let stat = stat_of(&connection, "queue", "deep").await.unwrap();
     assert_eq!(stat.depth, 20_000);
+    assert!(
+        stat.paged > 19_000,
+        "nearly all of it waits on disk: {stat:?}"
+    );
+    let (_, store) = connection.stat_with_store().await.unwrap();
+    assert_eq!(store.map(|s| s.paged), Some(stat.paged));
 
     let mut consumer = session
         .consumer_with(queue, ConsumerOptions::prefetch(500))

@@ -33,8 +33,8 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     }
     match store {
         Some(store) => println!(
-            "store: journal, {} segments, {} bytes, {} skipped records",
-            store.segments, store.bytes, store.skipped
+            "store: journal, {} segments, {} bytes, {} paged messages, {} skipped records",
+            store.segments, store.bytes, store.paged, store.skipped
         ),
         None => println!("store: memory"),
     }

@@ -813,6 +813,7 @@ impl Handler<GetStat> for QueueActor {
             name: self.destination.name().to_string(),
             depth: (self.backlog.len() + in_flight + storing + self.delayed) as u64,
             in_flight: in_flight as u64,
+            paged: self.paged as u64,
             enqueued: self.enqueued,
             dequeued: self.dequeued,
             consumers: self.consumers.len() as u64,

@@ -439,6 +439,10 @@ impl Handler<CollectStats> for DestinationRegistry {
                 .filter_map(Result::ok)
                 .collect();
             stats.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+            let store = store.map(|mut store| {
+                store.paged = stats.iter().map(|s| s.paged).sum();
+                store
+            });
             (stats, store)
         })
     }

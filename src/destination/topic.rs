@@ -220,6 +220,7 @@ impl Handler<GetStat> for TopicActor {
             name: self.destination.name().to_string(),
             depth: waiting + in_flight,
             in_flight,
+            paged: 0,
             enqueued: self.enqueued,
             dequeued: self.dequeued,
             consumers: self.subscribers.len() as u64,

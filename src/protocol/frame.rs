@@ -66,6 +66,9 @@ pub struct StoreStat {
     pub segments: u64,
     /// Torn or corrupt records skipped when the journal was opened.
     pub skipped: u64,
+    /// Messages, over all queues, waiting on disk only.
+    #[serde(default)]
+    pub paged: u64,
 }
 
 /// One row of `stat`.
@@ -77,6 +80,9 @@ pub struct DestinationStat {
     pub depth: u64,
     /// Messages delivered and not yet acknowledged (part of `depth`).
     pub in_flight: u64,
+    /// Messages waiting on disk only (part of `depth`).
+    #[serde(default)]
+    pub paged: u64,
     pub enqueued: u64,
     pub dequeued: u64,
     pub consumers: u64,

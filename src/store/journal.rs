@@ -152,6 +152,7 @@ impl Journal {
             bytes: self.usage.bytes.load(Ordering::Relaxed),
             segments: self.usage.segments.load(Ordering::Relaxed),
             skipped: self.usage.skipped.load(Ordering::Relaxed),
+            paged: 0,
         }
     }
 
