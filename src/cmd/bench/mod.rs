@@ -250,6 +250,7 @@ async fn flow(
                     let _ = done_tx.send(true);
                 }
             }
+            subscriber.close().await;
             Ok::<_, anyhow::Error>((tracker, last))
         }));
     }

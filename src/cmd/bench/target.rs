@@ -355,6 +355,24 @@ impl Subscriber {
         })
     }
 
+    /// Acknowledges what was taken and closes the connection cleanly.
+    pub async fn close(self) {
+        match self {
+            Subscriber::Native {
+                consumer,
+                _open: (session, connection),
+            } => {
+                drop(consumer);
+                drop(session);
+                let _ = connection.close().await;
+            }
+            Subscriber::Stomp { _open: writer, .. } => {
+                let _ = writer.send(&StompFrame::new(Command::Disconnect));
+            }
+            Subscriber::Nats { .. } => {}
+        }
+    }
+
     /// The next message body; `None` once the connection has closed.
     pub async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
         match self {
