@@ -26,7 +26,7 @@ use crate::config::RedeliveryPolicy;
 use crate::message::{Destination, Message, now_millis};
 use crate::protocol::DestinationStat;
 use crate::store::record::Record;
-use crate::store::{Location, SharedStore};
+use crate::store::{Location, RecoveredMessage, SharedStore};
 
 /// Header of a dead letter: the queue it came from.
 pub const DLQ_ORIGINAL_DESTINATION: &str = "actormq.dlq.original-destination";
@@ -197,7 +197,7 @@ impl QueueActor {
     pub fn new(
         destination: Destination,
         settings: QueueSettings,
-        recovered: Vec<(u64, Arc<Message>)>,
+        recovered: Vec<RecoveredMessage>,
     ) -> QueueActor {
         let QueueSettings {
             max_per_dispatch,
@@ -208,12 +208,19 @@ impl QueueActor {
             send_timeout,
             fail_when_full,
         } = settings;
-        // Recovered messages are held whatever the limits (until paging exists).
-        let held: usize = recovered.iter().map(|(_, m)| footprint(m)).sum();
-        memory.force_take(held);
+        // Recovered messages start on disk only: read back as consumers reach them.
+        let held = 0;
+        let paged = recovered.len();
         let backlog: Backlog<Queued> = recovered
             .into_iter()
-            .map(|(id, message)| Queued::loaded(message, Some(id)))
+            .map(|m| Queued {
+                body: Body::Paged {
+                    at: m.at,
+                    priority: m.priority,
+                },
+                deliveries: 0,
+                store_id: Some(m.id),
+            })
             .collect();
         QueueActor {
             enqueued: backlog.len() as u64,
@@ -227,7 +234,7 @@ impl QueueActor {
             send_timeout,
             fail_when_full,
             blocked: VecDeque::new(),
-            paged: 0,
+            paged,
             paging_in: false,
             me: None,
             unconfirmed: VecDeque::new(),
@@ -493,8 +500,8 @@ impl QueueActor {
             return;
         }
         self.paging_in = true;
-        let (ids, locations): (Vec<u64>, Vec<Location>) = wanted.into_iter().unzip();
-        let read = store.read(locations);
+        let ids: Vec<u64> = wanted.iter().map(|(id, _)| *id).collect();
+        let read = store.read(wanted);
         actix::spawn(async move {
             let result = read.await;
             me.do_send(PagedIn { ids, result });

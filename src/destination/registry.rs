@@ -6,7 +6,6 @@
 //! cluster.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message as ActixMessage, ResponseFuture};
 
@@ -15,10 +14,10 @@ use super::{
     QueueSettings, TopicActor,
 };
 use crate::config::{Config, Limits, RedeliveryPolicy};
-use crate::message::{Destination, DestinationKind, Message};
+use crate::message::{Destination, DestinationKind};
 use crate::protocol::{DestinationStat, StoreStat};
 use crate::runtime::ArbiterPool;
-use crate::store::{Recovered, SharedStore};
+use crate::store::{Recovered, RecoveredMessage, SharedStore};
 
 /// Where to send: the destinations a `Send` to `0` reaches (one, or every part of a
 /// composite, or every member of a group). Queues and topics are created on first use.
@@ -66,7 +65,7 @@ struct Entry {
 pub struct DestinationRegistry {
     destinations: HashMap<Destination, Entry>,
     /// Queues recovered from the journal, created once the registry has started.
-    recovered: BTreeMap<String, Vec<(u64, Arc<Message>)>>,
+    recovered: BTreeMap<String, Vec<RecoveredMessage>>,
     /// Durable subscriptions (kept in the journal's folder, so they outlive restarts).
     durables: BTreeSet<Destination>,
     policy: RedeliveryPolicy,
@@ -119,7 +118,7 @@ impl DestinationRegistry {
     fn spawn_queue(
         &self,
         destination: &Destination,
-        recovered: Vec<(u64, Arc<Message>)>,
+        recovered: Vec<RecoveredMessage>,
         me: Addr<DestinationRegistry>,
     ) -> DestinationRef {
         let arbiter = self.arbiters.for_name(destination.name());
@@ -209,7 +208,7 @@ impl DestinationRegistry {
     fn durable_queue(
         &mut self,
         durable: &Destination,
-        recovered: Vec<(u64, Arc<Message>)>,
+        recovered: Vec<RecoveredMessage>,
         me: &Addr<DestinationRegistry>,
     ) -> Option<DestinationRef> {
         if let Some(entry) = self.destinations.get(durable) {

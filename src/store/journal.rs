@@ -46,12 +46,21 @@ pub struct JournalSettings {
 /// What the journal held at start.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Every queue's live messages, oldest first, with their journal ids.
-    pub queues: BTreeMap<String, Vec<(u64, Arc<Message>)>>,
+    /// Every queue's live messages, oldest first: where they are, not their bodies (a
+    /// queue reads them back as consumers reach them).
+    pub queues: BTreeMap<String, Vec<RecoveredMessage>>,
     /// Torn or corrupt records skipped: file and offset.
     pub skipped: Vec<(PathBuf, usize)>,
     /// Durable subscriptions, as `Journal::write_file(DURABLES_FILE, …)` last wrote them.
     pub durables: Vec<String>,
+}
+
+/// A live message found at start.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveredMessage {
+    pub id: u64,
+    pub at: Location,
+    pub priority: u8,
 }
 
 /// The file beside the segments that lists durable subscriptions, one per line.
@@ -161,14 +170,14 @@ impl Journal {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Reads back the messages of the `Enqueue` records at `locations`, in order, on the
-    /// journal's reader thread (paging in).
+    /// Reads back the messages with these ids from the records at these locations, in
+    /// order, on the journal's reader thread (paging in).
     pub fn read(
         &self,
-        locations: Vec<Location>,
+        wanted: Vec<(u64, Location)>,
     ) -> impl Future<Output = Result<Vec<Arc<Message>>, StoreError>> + 'static {
         let (done, rx) = oneshot::channel();
-        let sent = self.reads.send(super::reader::Read { locations, done });
+        let sent = self.reads.send(super::reader::Read { wanted, done });
         async move {
             sent.map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
@@ -260,7 +269,7 @@ impl WriterState {
             .collect();
         numbers.sort_unstable();
         let mut recovered = Recovered::default();
-        let mut messages: HashMap<(String, u64), Arc<Message>> = HashMap::new();
+        let mut messages: HashMap<(String, u64), (Location, u8)> = HashMap::new();
         let mut max_id = 0;
         for &number in &numbers {
             let path = segment_path(&dir, number);
@@ -275,12 +284,19 @@ impl WriterState {
                 live: 0,
                 bytes: bytes.len() as u64,
             };
-            for record in decoded.records.into_iter().flat_map(|(_, r)| r.flatten()) {
+            let records = decoded.records.into_iter().flat_map(|(offset, record)| {
+                let at = Location {
+                    segment: number,
+                    offset: offset as u64,
+                };
+                record.flatten().into_iter().map(move |r| (at, r))
+            });
+            for (at, record) in records {
                 match record {
                     Record::Enqueue { queue, id, message } => {
                         max_id = max_id.max(id);
                         self.live.insert((queue.clone(), id), number);
-                        messages.insert((queue, id), message);
+                        messages.insert((queue, id), (at, message.priority));
                         segment.live += 1;
                     }
                     Record::Remove { queue, id } => {
@@ -300,15 +316,15 @@ impl WriterState {
             }
             self.segments.insert(number, segment);
         }
-        for ((queue, id), message) in messages {
+        for ((queue, id), (at, priority)) in messages {
             recovered
                 .queues
                 .entry(queue)
                 .or_default()
-                .push((id, message));
+                .push(RecoveredMessage { id, at, priority });
         }
         for list in recovered.queues.values_mut() {
-            list.sort_unstable_by_key(|(id, _)| *id);
+            list.sort_unstable_by_key(|m| m.id);
         }
         let restored: usize = recovered.queues.values().map(Vec::len).sum();
         tracing::info!(

@@ -17,7 +17,9 @@ use crate::message::Message;
 use crate::protocol::StoreStat;
 use record::Record;
 
-pub use journal::{DURABLES_FILE, FsyncMode, Journal, JournalSettings, Location, Recovered};
+pub use journal::{
+    DURABLES_FILE, FsyncMode, Journal, JournalSettings, Location, Recovered, RecoveredMessage,
+};
 
 /// Why the store could not do something. Every variant names the file or folder.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,10 +54,10 @@ pub trait Store: Send + Sync + 'static {
     -> BoxFuture<'static, Result<Vec<Location>, StoreError>>;
     /// Appends records without waiting.
     fn append_lazy(&self, records: Vec<Record>);
-    /// Reads back the messages of the `Enqueue` records at `locations` (paging in).
+    /// Reads back messages by id from the records at their locations (paging in).
     fn read(
         &self,
-        locations: Vec<Location>,
+        wanted: Vec<(u64, Location)>,
     ) -> BoxFuture<'static, Result<Vec<Arc<Message>>, StoreError>>;
     /// Replaces a small file kept with the store (the list of durable subscriptions).
     fn write_file(&self, name: &str, contents: Vec<u8>);
@@ -94,9 +96,9 @@ impl Store for Journal {
 
     fn read(
         &self,
-        locations: Vec<Location>,
+        wanted: Vec<(u64, Location)>,
     ) -> BoxFuture<'static, Result<Vec<Arc<Message>>, StoreError>> {
-        Box::pin(Journal::read(self, locations))
+        Box::pin(Journal::read(self, wanted))
     }
 
     fn write_file(&self, name: &str, contents: Vec<u8>) {
@@ -139,7 +141,7 @@ impl Store for MemoryStore {
 
     fn read(
         &self,
-        _locations: Vec<Location>,
+        _wanted: Vec<(u64, Location)>,
     ) -> BoxFuture<'static, Result<Vec<Arc<Message>>, StoreError>> {
         Box::pin(futures::future::ready(Err(StoreError::Closed)))
     }

@@ -19,7 +19,8 @@ use crate::message::Message;
 const OPEN_FILES: usize = 16;
 
 pub(super) struct Read {
-    pub locations: Vec<Location>,
+    /// Message ids and where their records start.
+    pub wanted: Vec<(u64, Location)>,
     pub done: oneshot::Sender<Result<Vec<Arc<Message>>, StoreError>>,
 }
 
@@ -32,10 +33,25 @@ pub(super) fn start(dir: PathBuf) -> Result<mpsc::Sender<Read>, StoreError> {
         .spawn(move || {
             let mut files: HashMap<u64, File> = HashMap::new();
             for read in rx {
+                // A transaction's messages share one record: decode it once per request.
+                let mut last: Option<(Location, HashMap<u64, Arc<Message>>)> = None;
                 let result = read
-                    .locations
+                    .wanted
                     .iter()
-                    .map(|at| read_one(&thread_dir, &mut files, *at))
+                    .map(|(id, at)| {
+                        if last.as_ref().is_none_or(|(l, _)| l != at) {
+                            last = Some((*at, read_record(&thread_dir, &mut files, *at)?));
+                        }
+                        last.as_mut()
+                            .and_then(|(_, messages)| messages.remove(id))
+                            .ok_or_else(|| StoreError::Io {
+                                path: thread_dir.join(format!("{:012}.log", at.segment)),
+                                reason: format!(
+                                    "no message {id} in the record at offset {}",
+                                    at.offset
+                                ),
+                            })
+                    })
                     .collect();
                 let _ = read.done.send(result);
             }
@@ -44,11 +60,12 @@ pub(super) fn start(dir: PathBuf) -> Result<mpsc::Sender<Read>, StoreError> {
     Ok(reads)
 }
 
-fn read_one(
+/// The messages of the record at `at` (an `Enqueue`, or a transaction's), by id.
+fn read_record(
     dir: &std::path::Path,
     files: &mut HashMap<u64, File>,
     at: Location,
-) -> Result<Arc<Message>, StoreError> {
+) -> Result<HashMap<u64, Arc<Message>>, StoreError> {
     let path = dir.join(format!("{:012}.log", at.segment));
     if !files.contains_key(&at.segment) {
         if files.len() >= OPEN_FILES {
@@ -75,11 +92,13 @@ fn read_one(
         at.offset + record::HEADER_BYTES as u64,
     )
     .map_err(|e| StoreError::io(&path, e))?;
-    match record::decode_all(&whole).records.pop() {
-        Some((_, Record::Enqueue { message, .. })) => Ok(message),
-        _ => Err(StoreError::Io {
-            path,
-            reason: format!("no message record at offset {}", at.offset),
-        }),
-    }
+    Ok(record::decode_all(&whole)
+        .records
+        .into_iter()
+        .flat_map(|(_, record)| record.flatten())
+        .filter_map(|record| match record {
+            Record::Enqueue { id, message, .. } => Some((id, message)),
+            _ => None,
+        })
+        .collect())
 }
