@@ -70,7 +70,12 @@
 //!   queues and sessions, not an actor: the journal's writer and reader are plain threads,
 //!   so no fsync or read ever runs on an arbiter. A queue past half its memory limit keeps
 //!   new stored messages as journal locations only (paging) and reads them back in batches.
-//!   Clusters and failover are later issues.
+//! - Producer flow control lives in the queue: a send that does not fit its memory limit
+//!   (or the broker's, a `MemoryBudget` counter shared by all queues) is parked and answered
+//!   when room is made, so the producer's receipt waits; no separate flow-control actor.
+//! - Transactions are held by the client and committed in one `Commit` frame, which the
+//!   session turns into one journal record; the broker keeps no open-transaction state.
+//! - Clusters and failover are later issues.
 //!
 //! ## Where each part lives
 //!
