@@ -78,7 +78,7 @@ pub fn encode_frame_into(
     let start = dst.len();
     dst.put_u32(0);
     let mut writer = dst.writer();
-    let encoded = rmp_serde::encode::write_named(&mut writer, frame);
+    let encoded = rmp_serde::encode::write(&mut writer, frame);
     let dst = writer.into_inner();
     if let Err(e) = encoded {
         dst.truncate(start);

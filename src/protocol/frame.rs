@@ -67,7 +67,6 @@ pub struct StoreStat {
     /// Torn or corrupt records skipped when the journal was opened.
     pub skipped: u64,
     /// Messages, over all queues, waiting on disk only.
-    #[serde(default)]
     pub paged: u64,
 }
 
@@ -81,7 +80,6 @@ pub struct DestinationStat {
     /// Messages delivered and not yet acknowledged (part of `depth`).
     pub in_flight: u64,
     /// Messages waiting on disk only (part of `depth`).
-    #[serde(default)]
     pub paged: u64,
     pub enqueued: u64,
     pub dequeued: u64,
@@ -186,8 +184,7 @@ pub enum Frame {
         request: u64,
         destinations: Vec<DestinationStat>,
         /// The journal, if the broker has one.
-        #[serde(default)]
-        store: Option<StoreStat>,
+            store: Option<StoreStat>,
     },
     /// Broker → client: the connection is being closed for this reason.
     Error {
