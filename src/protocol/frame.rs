@@ -184,7 +184,7 @@ pub enum Frame {
         request: u64,
         destinations: Vec<DestinationStat>,
         /// The journal, if the broker has one.
-            store: Option<StoreStat>,
+        store: Option<StoreStat>,
     },
     /// Broker → client: the connection is being closed for this reason.
     Error {

@@ -351,7 +351,7 @@ async fn request_reply(args: &BenchArgs, target: &Target, name: &str) -> anyhow:
                 requestor
                     .request(
                         Destination::queue(name),
-                        Message::new(payload.clone()),
+                        Message::new(payload.clone()).with_persistent(args.persistent),
                         timeout,
                     )
                     .await?;
