@@ -26,6 +26,30 @@ use crate::message::{AckMode, Destination, Message};
 use crate::protocol::TransactedSend;
 use crate::store::record::Record;
 
+/// One copy of `messages` per target, each naming the destination it was sent to (bodies
+/// are shared). The last target takes the originals, so the usual single destination costs
+/// no copy at all.
+fn addressed(mut messages: Vec<Message>, targets: &[DestinationRef]) -> Vec<Vec<Arc<Message>>> {
+    let mut all = Vec::with_capacity(targets.len());
+    for (i, target) in targets.iter().enumerate() {
+        let batch = if i + 1 == targets.len() {
+            std::mem::take(&mut messages)
+        } else {
+            messages.clone()
+        };
+        all.push(
+            batch
+                .into_iter()
+                .map(|mut message| {
+                    message.destination = Some(target.destination().clone());
+                    Arc::new(message)
+                })
+                .collect(),
+        );
+    }
+    all
+}
+
 /// What a connection asks of one of its sessions.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -142,20 +166,10 @@ impl<W: ClientWire> SessionActor<W> {
         messages: Vec<Message>,
         ctx: &mut Context<Self>,
     ) {
-        // Each target's copy names the destination it was sent to; bodies are shared.
-        let enqueued: Vec<_> = targets
-            .iter()
-            .map(|target| {
-                let copies = messages
-                    .iter()
-                    .map(|message| {
-                        let mut copy = message.clone();
-                        copy.destination = Some(target.destination().clone());
-                        Arc::new(copy)
-                    })
-                    .collect();
-                target.enqueue(copies)
-            })
+        let enqueued: Vec<_> = addressed(messages, &targets)
+            .into_iter()
+            .zip(&targets)
+            .map(|(copies, target)| target.enqueue(copies))
             .collect();
         let all = futures::future::join_all(enqueued);
         ctx.spawn(all.into_actor(self).map(move |results, act, _ctx| {
@@ -260,13 +274,10 @@ impl<W: ClientWire> SessionActor<W> {
             let mut store = None;
             let mut deliveries = Vec::new();
             for (targets, messages) in resolved {
-                for target in targets {
-                    let mut copies = Vec::with_capacity(messages.len());
-                    let mut ids = Vec::with_capacity(messages.len());
-                    for message in &messages {
-                        let mut copy = message.clone();
-                        copy.destination = Some(target.destination().clone());
-                        let copy = Arc::new(copy);
+                let all = addressed(messages, &targets);
+                for (copies, target) in all.into_iter().zip(targets) {
+                    let mut ids = Vec::with_capacity(copies.len());
+                    for copy in &copies {
                         let id = match target.store() {
                             Some(journal) if copy.persistent => {
                                 let id = journal.next_id();
@@ -281,7 +292,6 @@ impl<W: ClientWire> SessionActor<W> {
                             _ => None,
                         };
                         ids.push(id);
-                        copies.push(copy);
                     }
                     deliveries.push((target, copies, ids));
                 }
