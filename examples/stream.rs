@@ -26,18 +26,24 @@ async fn main() -> Result<(), ClientError> {
         .collect();
     producer.send_batch(batch).await?;
 
-    // Nobody reads yet: the broker keeps all but the prefetch.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    if let Some(s) = connection
-        .stat()
-        .await?
-        .into_iter()
-        .find(|s| s.name == "examples.stream")
-    {
-        println!(
-            "while the stream is idle: {} in flight to it, {} in the queue",
-            s.in_flight, s.depth
-        );
+    // Nobody reads yet: the broker keeps all but the prefetch. Poll until the prefetch is
+    // out (at most 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let stat = connection
+            .stat()
+            .await?
+            .into_iter()
+            .find(|s| s.name == "examples.stream");
+        if let Some(s) = stat.filter(|s| s.in_flight == 20 || std::time::Instant::now() > deadline)
+        {
+            println!(
+                "while the stream is idle: {} in flight to it, {} in the queue",
+                s.in_flight, s.depth
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
     let slow_then_fast = stream
