@@ -43,6 +43,9 @@ async fn main() -> Result<(), ClientError> {
             );
             break;
         }
+        if std::time::Instant::now() > deadline {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
