@@ -1,0 +1,209 @@
+//! Criterion micro-benchmarks of the broker's hot paths, each alone:
+//!
+//! - `frame`: encoding and decoding one native `Send` frame of 100 × 256 B messages (the
+//!   codec every message crosses twice);
+//! - `queue_dispatch`: a `QueueActor` taking 1,000 non-persistent messages in batches of
+//!   100 and dispatching them to one consumer that settles each batch (no sockets);
+//! - `journal_append`: appending batches of 100 persistent 256 B `Enqueue` records to the
+//!   journal and awaiting the writer thread's confirmation (fsync off, so the figure is
+//!   the journal's own cost, not the disk's).
+//!
+//! Run with `cargo bench --bench hot_paths`; end-to-end throughput is `actormq bench`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Context, Handler};
+use actormq::config::RedeliveryPolicy;
+use actormq::destination::{
+    ConsumerId, Control, Dispatch, Enqueue, MemoryBudget, QueueActor, QueueSettings, Subscribe,
+};
+use actormq::protocol::{Frame, FrameCodec, encode_frame};
+use actormq::store::record::Record;
+use actormq::store::{FsyncMode, Journal, JournalSettings};
+use actormq::{Destination, Limits, Message};
+use bytes::BytesMut;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokio_util::codec::Decoder;
+
+const BATCH: usize = 100;
+const BODY: usize = 256;
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+fn messages(count: usize) -> Vec<Message> {
+    (0..count)
+        .map(|i| {
+            let mut m = Message::new(vec![b'x'; BODY]).with_persistent(false);
+            m.id = format!("bench:{i}");
+            m
+        })
+        .collect()
+}
+
+fn frame(c: &mut Criterion) {
+    let send = Frame::Send {
+        session: 1,
+        destination: Destination::queue("bench"),
+        receipt: None,
+        messages: messages(BATCH),
+    };
+    let encoded = encode_frame(&send, MAX_FRAME).expect("a frame within the limit");
+    let mut group = c.benchmark_group("frame");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("encode_send_100x256B", |b| {
+        b.iter(|| encode_frame(&send, MAX_FRAME).expect("a frame within the limit"))
+    });
+    group.bench_function("decode_send_100x256B", |b| {
+        let mut codec = FrameCodec::new(MAX_FRAME);
+        b.iter(|| {
+            let mut buf = BytesMut::from(&encoded[..]);
+            codec
+                .decode(&mut buf)
+                .expect("a valid frame")
+                .expect("a whole frame")
+        })
+    });
+    group.finish();
+}
+
+/// A consumer that settles every batch at once and reports when it has seen `expect`.
+struct SettlingConsumer {
+    queue: Option<Addr<QueueActor>>,
+    seen: usize,
+    expect: usize,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Actor for SettlingConsumer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Dispatch> for SettlingConsumer {
+    type Result = ();
+
+    fn handle(&mut self, dispatch: Dispatch, _: &mut Context<Self>) {
+        let Dispatch::Deliver(deliveries) = dispatch else {
+            return;
+        };
+        self.seen += deliveries.len();
+        if let Some(queue) = &self.queue {
+            queue.do_send(Control::Settle {
+                consumer: ConsumerId(1),
+                tags: deliveries.iter().map(|d| d.tag).collect(),
+            });
+        }
+        if self.seen >= self.expect
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn queue_dispatch(c: &mut Criterion) {
+    const PER_ROUND: usize = 1_000;
+    let system = actix::System::new();
+    let limits = Limits::default();
+    let queue = system.block_on(async {
+        QueueActor::new(
+            Destination::queue("bench"),
+            QueueSettings {
+                max_per_dispatch: limits.max_deliveries_per_frame,
+                store: None,
+                policy: RedeliveryPolicy::default(),
+                registry: None,
+                memory: MemoryBudget::new(&limits),
+                send_timeout: Duration::from_secs(10),
+                fail_when_full: false,
+            },
+            Vec::new(),
+        )
+        .start()
+    });
+    let batches: Vec<Vec<Arc<Message>>> = (0..PER_ROUND / BATCH)
+        .map(|_| messages(BATCH).into_iter().map(Arc::new).collect())
+        .collect();
+
+    let mut group = c.benchmark_group("queue_dispatch");
+    group.throughput(Throughput::Elements(PER_ROUND as u64));
+    group.bench_function("enqueue_dispatch_settle_1000", |b| {
+        b.iter_custom(|rounds| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    let (done, finished) = tokio::sync::oneshot::channel();
+                    let consumer = SettlingConsumer {
+                        queue: Some(queue.clone()),
+                        seen: 0,
+                        expect: PER_ROUND,
+                        done: Some(done),
+                    }
+                    .start();
+                    queue
+                        .send(Subscribe {
+                            consumer: ConsumerId(1),
+                            prefetch: 1_000,
+                            sink: consumer.recipient(),
+                        })
+                        .await
+                        .expect("the queue is running")
+                        .expect("subscribed");
+                    for batch in &batches {
+                        queue
+                            .send(Enqueue {
+                                messages: batch.clone(),
+                                stored: Vec::new(),
+                            })
+                            .await
+                            .expect("the queue is running")
+                            .expect("accepted");
+                    }
+                    finished.await.expect("every message dispatched");
+                    queue.do_send(Control::Unsubscribe(ConsumerId(1)));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+fn journal_append(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("actormq-bench-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (journal, _) = Journal::open(JournalSettings {
+        dir: dir.clone(),
+        fsync: FsyncMode::Never,
+        segment_bytes: 64 * 1024 * 1024,
+    })
+    .expect("a journal in the temporary folder");
+    let batch: Vec<Arc<Message>> = messages(BATCH)
+        .into_iter()
+        .map(|m| Arc::new(m.with_persistent(true)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+
+    let mut group = c.benchmark_group("journal_append");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("enqueue_100x256B_no_fsync", |b| {
+        b.iter(|| {
+            let records = batch
+                .iter()
+                .map(|message| Record::Enqueue {
+                    queue: "bench".to_string(),
+                    id: journal.next_id(),
+                    message: message.clone(),
+                })
+                .collect();
+            runtime.block_on(journal.append(records)).expect("appended")
+        })
+    });
+    group.finish();
+    journal.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, frame, queue_dispatch, journal_append);
+criterion_main!(benches);
