@@ -51,6 +51,132 @@ pub struct Config {
     pub limits: Limits,
     /// Named groups of destinations: a send to `group:NAME` puts a copy on each member.
     pub groups: Vec<GroupSettings>,
+    pub cluster: ClusterSettings,
+}
+
+/// Brokers that form a cluster: membership, the bridge between them, and where each
+/// destination lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Off: a lone broker (every destination is local).
+    pub enabled: bool,
+    /// Brokers of another cluster name are refused by the bridge.
+    pub name: String,
+    /// This broker's bridge listener (other brokers connect here), `host:port`.
+    pub bridge_listen: String,
+    /// This broker's membership (SWIM, UDP) socket, `host:port`.
+    pub gossip_listen: String,
+    /// Membership addresses of brokers to join through (any live one is enough).
+    pub seeds: Vec<String>,
+    /// The names of the cluster's brokers: a destination without a placement rule lives
+    /// on the one rendezvous hashing picks among them. Must include `broker.name`.
+    pub brokers: Vec<String>,
+    /// Placement rules, first match wins, before hashing.
+    pub placement: Vec<PlacementRule>,
+    /// Membership probe interval; a silent member is suspected after one probe.
+    pub probe_period_ms: u64,
+    /// A suspected member not heard from for this long is marked down.
+    pub suspect_to_down_ms: u64,
+    /// Bridge links send a heartbeat this often and close after 4 silent intervals.
+    pub link_heartbeat_ms: u64,
+    /// Bytes queued for one bridge link before its senders wait (back-pressure).
+    pub link_buffer_bytes: usize,
+}
+
+/// One `[[cluster.placement]]` rule: destinations whose name matches `pattern` (`*` one
+/// segment, `>` the rest, as topic wildcards) live on the broker `home`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementRule {
+    pub pattern: String,
+    pub home: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            enabled: false,
+            name: "actormq".into(),
+            bridge_listen: "127.0.0.1:7680".into(),
+            gossip_listen: "127.0.0.1:7690".into(),
+            seeds: Vec::new(),
+            brokers: Vec::new(),
+            placement: Vec::new(),
+            probe_period_ms: 500,
+            suspect_to_down_ms: 2000,
+            link_heartbeat_ms: 1000,
+            link_buffer_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl ClusterSettings {
+    fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|e| ConfigError::Invalid {
+            key: key.into(),
+            origin: "settings".into(),
+            reason: format!("`{value}` is not host:port ({e})"),
+        })
+    }
+
+    pub fn bridge_addr(&self) -> Result<SocketAddr, ConfigError> {
+        Self::addr("cluster.bridge_listen", &self.bridge_listen)
+    }
+
+    pub fn gossip_addr(&self) -> Result<SocketAddr, ConfigError> {
+        Self::addr("cluster.gossip_listen", &self.gossip_listen)
+    }
+
+    pub fn seed_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.seeds
+            .iter()
+            .map(|s| Self::addr("cluster.seeds", s))
+            .collect()
+    }
+
+    /// Checks addresses, names and rules (with the broker's own name).
+    fn validate(&self, me: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.into(),
+            origin: "settings".into(),
+            reason,
+        };
+        self.bridge_addr()?;
+        self.gossip_addr()?;
+        self.seed_addrs()?;
+        if self.name.trim().is_empty() {
+            return Err(invalid("cluster.name", "must not be empty".into()));
+        }
+        if !self.brokers.iter().any(|b| b == me) {
+            return Err(invalid(
+                "cluster.brokers",
+                format!("{:?} does not include this broker, `{me}`", self.brokers),
+            ));
+        }
+        for rule in &self.placement {
+            if !self.brokers.contains(&rule.home) {
+                return Err(invalid(
+                    "cluster.placement",
+                    format!(
+                        "rule `{}` = `{}`: `{}` is not in cluster.brokers",
+                        rule.pattern, rule.home, rule.home
+                    ),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("cluster.probe_period_ms", self.probe_period_ms),
+            ("cluster.suspect_to_down_ms", self.suspect_to_down_ms),
+            ("cluster.link_heartbeat_ms", self.link_heartbeat_ms),
+            ("cluster.link_buffer_bytes", self.link_buffer_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One `[[groups]]` entry.
@@ -442,6 +568,9 @@ impl Config {
         }
         if self.broker.name.trim().is_empty() {
             return Err(invalid("broker.name", "must not be empty".into()));
+        }
+        if self.cluster.enabled {
+            self.cluster.validate(&self.broker.name)?;
         }
         let l = &self.limits;
         if !(1024..=1 << 30).contains(&l.max_frame_bytes) {

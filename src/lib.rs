@@ -94,6 +94,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod destination;
 pub mod message;

@@ -189,19 +189,22 @@ impl Destination {
     /// Whether this wildcard topic matches the topic `name`: `*` matches one segment, `>`
     /// one or more trailing segments (as NATS does; `prices.>` does not match `prices`).
     pub fn matches(&self, name: &str) -> bool {
-        if self.kind != DestinationKind::Topic {
-            return false;
-        }
-        let mut pattern = self.name.split('.');
-        let mut segments = name.split('.');
-        loop {
-            match (pattern.next(), segments.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(p), Some(s)) if p == s => {}
-                (None, None) => return true,
-                _ => return false,
-            }
+        self.kind == DestinationKind::Topic && wildcard_matches(&self.name, name)
+    }
+}
+
+/// Whether `name` matches `pattern`, segments split on `.`: `*` matches one segment, `>`
+/// one or more trailing segments (NATS semantics, as ActiveMQ's wildcards).
+pub fn wildcard_matches(pattern: &str, name: &str) -> bool {
+    let mut pattern = pattern.split('.');
+    let mut segments = name.split('.');
+    loop {
+        match (pattern.next(), segments.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(s)) if p == s => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }

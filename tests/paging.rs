@@ -45,7 +45,7 @@ async fn a_backlog_far_beyond_the_memory_limit_is_paged_and_read_back_in_order()
         stat.paged > 19_000,
         "nearly all of it waits on disk: {stat:?}"
     );
-    let (_, store) = connection.stat_with_store().await.unwrap();
+    let store = connection.stat_with_store().await.unwrap().store;
     assert_eq!(store.map(|s| s.paged), Some(stat.paged));
 
     let mut consumer = session

@@ -276,7 +276,7 @@ async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
     );
 
     let connection = Connection::connect(&broker.url).await.unwrap();
-    let (_, store) = connection.stat_with_store().await.unwrap();
+    let store = connection.stat_with_store().await.unwrap().store;
     assert_eq!(
         store.map(|s| s.skipped),
         Some(2),

@@ -22,7 +22,7 @@ use super::{
 use crate::config::{Config, Limits};
 use crate::destination::{
     CollectStats, ConnectionId, CreateTemporary, DeleteDurable, DestinationError,
-    DestinationRegistry, DropTemporaries,
+    DestinationRegistry, DropTemporaries, Locate,
 };
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
@@ -147,15 +147,32 @@ impl ConnectionActor {
             Frame::StatRequest { request } => {
                 let stats = self.registry.send(CollectStats);
                 ctx.spawn(stats.into_actor(self).map(move |result, act, ctx| {
-                    let (destinations, store) = result.unwrap_or_default();
-                    act.send(
-                        &Frame::StatReply {
+                    let reply = match result {
+                        Ok(stats) => Frame::StatReply {
                             request,
-                            destinations,
-                            store,
+                            destinations: stats.destinations,
+                            store: stats.store,
+                            members: stats.members,
                         },
-                        ctx,
-                    );
+                        Err(_) => Frame::StatReply {
+                            request,
+                            destinations: Vec::new(),
+                            store: None,
+                            members: Vec::new(),
+                        },
+                    };
+                    act.send(&reply, ctx);
+                }));
+                return;
+            }
+            Frame::Locate {
+                request,
+                destination,
+            } => {
+                let located = self.registry.send(Locate(destination));
+                ctx.spawn(located.into_actor(self).map(move |result, act, ctx| {
+                    let home = result.ok().flatten();
+                    act.send(&Frame::Located { request, home }, ctx);
                 }));
                 return;
             }
@@ -250,6 +267,7 @@ impl ConnectionActor {
             | Frame::Receipt { .. }
             | Frame::Deliver { .. }
             | Frame::StatReply { .. }
+            | Frame::Located { .. }
             | Frame::Error { .. }) => {
                 let message = format!("a client may not send {} here", other.name());
                 return self.fail(ErrorCode::ProtocolViolation, message, ctx);

@@ -20,6 +20,7 @@ pub use consumer::{ConsumerActor, ConsumerCommand};
 pub use session::{SessionActor, SessionCommand};
 pub use wire::{ClientWire, NativeWire};
 
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, Limits, StoreKind};
 use crate::destination::{CollectStats, DestinationRegistry};
 use crate::protocol::{DestinationStat, Frame, ProtocolError, encode_frame};
@@ -47,6 +48,8 @@ pub enum BrokerError {
     Encode(#[from] ProtocolError),
     #[error(transparent)]
     Writer(#[from] WriterError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Asks an actor to stop (sessions, consumers).
@@ -119,6 +122,7 @@ pub struct Broker {
     arbiters: ArbiterPool,
     registry: Addr<DestinationRegistry>,
     accept: Vec<tokio::task::JoinHandle<()>>,
+    cluster: Option<Cluster>,
 }
 
 impl Broker {
@@ -138,9 +142,23 @@ impl Broker {
             }
             StoreKind::Memory => (Arc::new(MemoryStore), Recovered::default()),
         };
+        let cluster = if config.cluster.enabled {
+            Some(Cluster::start(&config, local_addr).await?)
+        } else {
+            None
+        };
         let arbiters = ArbiterPool::start(config.broker.arbiter_count());
-        let registry =
-            DestinationRegistry::new(arbiters.clone(), &config, store.clone(), recovered).start();
+        let registry = DestinationRegistry::new(
+            arbiters.clone(),
+            &config,
+            store.clone(),
+            recovered,
+            cluster.as_ref().map(Cluster::view),
+        )
+        .start();
+        if let Some(cluster) = &cluster {
+            cluster.serve(registry.clone());
+        }
         let mut accept = vec![listener::spawn(
             socket,
             arbiters.clone(),
@@ -178,7 +196,18 @@ impl Broker {
             arbiters,
             registry,
             accept,
+            cluster,
         })
+    }
+
+    /// The cluster bridge's address, in a cluster.
+    pub fn bridge_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(Cluster::bridge_addr)
+    }
+
+    /// The cluster membership (gossip) address, in a cluster.
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(Cluster::gossip_addr)
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -196,7 +225,7 @@ impl Broker {
         self.registry
             .send(CollectStats)
             .await
-            .map(|(destinations, _)| destinations)
+            .map(|stats| stats.destinations)
             .unwrap_or_default()
     }
 
@@ -205,6 +234,9 @@ impl Broker {
     pub fn stop(self) {
         for accept in &self.accept {
             accept.abort();
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.stop();
         }
         self.arbiters.stop();
         self.store.close();

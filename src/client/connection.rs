@@ -15,14 +15,22 @@ use tokio_util::codec::FramedRead;
 use super::ClientError;
 use super::session::{Session, SessionInner};
 use crate::config::Limits;
-use crate::message::AckMode;
+use crate::message::{AckMode, Destination};
 use crate::protocol::{
-    DestinationStat, Frame, FrameCodec, PROTOCOL_VERSION, StoreStat, WireDelivery, encode_frame,
+    DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, StoreStat, WireDelivery,
+    encode_frame,
 };
 use crate::writer::{FrameSink, WriterLimits, writer};
 
 /// What `stat` answers: every destination's counters, and the journal's.
-pub type StatReply = (Vec<DestinationStat>, Option<StoreStat>);
+/// What `stat` returns: every destination, the journal (if any), the cluster's members
+/// (empty on a lone broker).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatReply {
+    pub destinations: Vec<DestinationStat>,
+    pub store: Option<StoreStat>,
+    pub members: Vec<MemberStat>,
+}
 
 /// Settings of a connection.
 #[derive(Clone, Debug)]
@@ -72,6 +80,10 @@ pub(super) enum Command {
     ExpectStat {
         request: u64,
         reply: oneshot::Sender<StatReply>,
+    },
+    ExpectLocated {
+        request: u64,
+        reply: oneshot::Sender<Option<MemberStat>>,
     },
     AddConsumer {
         consumer: u32,
@@ -254,6 +266,7 @@ impl Connection {
             max_frame_bytes,
             receipts: HashMap::new(),
             stats: HashMap::new(),
+            located: HashMap::new(),
             consumers: HashMap::new(),
             deferred: VecDeque::new(),
             close_timeout: options.close_timeout,
@@ -298,7 +311,29 @@ impl Connection {
 
     /// Counters of every destination on the broker.
     pub async fn stat(&self) -> Result<Vec<DestinationStat>, ClientError> {
-        Ok(self.stat_with_store().await?.0)
+        Ok(self.stat_with_store().await?.destinations)
+    }
+
+    /// The cluster's members as this broker sees them (empty on a lone broker).
+    pub async fn members(&self) -> Result<Vec<MemberStat>, ClientError> {
+        Ok(self.stat_with_store().await?.members)
+    }
+
+    /// The member `destination` lives on (`None` on a lone broker: this one). Its
+    /// `client_addr` is where to connect to use the destination without a hop.
+    pub async fn locate(
+        &self,
+        destination: &Destination,
+    ) -> Result<Option<MemberStat>, ClientError> {
+        let request = self.shared.next_request();
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .command(Command::ExpectLocated { request, reply })?;
+        self.shared.write(&Frame::Locate {
+            request,
+            destination: destination.clone(),
+        })?;
+        rx.await.map_err(|_| self.shared.failure())
     }
 
     /// Counters of every destination, and of the broker's journal if it has one.
@@ -334,6 +369,7 @@ struct Driver {
     max_frame_bytes: usize,
     receipts: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
     stats: HashMap<u64, oneshot::Sender<StatReply>>,
+    located: HashMap<u64, oneshot::Sender<Option<MemberStat>>>,
     consumers: HashMap<u32, ConsumerRoute>,
     /// Commands taken from the channel early by `drain_commands`, oldest first.
     deferred: VecDeque<Command>,
@@ -389,6 +425,9 @@ impl Driver {
             Command::ExpectStat { request, reply } => {
                 self.stats.insert(request, reply);
             }
+            Command::ExpectLocated { request, reply } => {
+                self.located.insert(request, reply);
+            }
             Command::AddConsumer { consumer, route } => {
                 self.consumers.insert(consumer, route);
             }
@@ -402,7 +441,10 @@ impl Driver {
             return Next::Continue;
         };
         match command {
-            Command::Expect { .. } | Command::ExpectStat { .. } | Command::AddConsumer { .. } => {}
+            Command::Expect { .. }
+            | Command::ExpectStat { .. }
+            | Command::ExpectLocated { .. }
+            | Command::AddConsumer { .. } => {}
             Command::RemoveConsumer { consumer } => {
                 if let Some(route) = self.consumers.remove(&consumer) {
                     self.flush_acks(consumer, &route);
@@ -462,12 +504,25 @@ impl Driver {
                 request,
                 destinations,
                 store,
+                members,
             } => {
                 if !self.stats.contains_key(&request) {
                     self.drain_commands();
                 }
                 if let Some(reply) = self.stats.remove(&request) {
-                    let _ = reply.send((destinations, store));
+                    let _ = reply.send(StatReply {
+                        destinations,
+                        store,
+                        members,
+                    });
+                }
+            }
+            Frame::Located { request, home } => {
+                if !self.located.contains_key(&request) {
+                    self.drain_commands();
+                }
+                if let Some(reply) = self.located.remove(&request) {
+                    let _ = reply.send(home);
                 }
             }
             Frame::Error { code, message } => {

@@ -61,8 +61,13 @@ pub enum ClientError {
     Refused(String),
     #[error("{0}")]
     DestinationGone(String),
-    #[error("{0}")]
-    DestinationUnavailable(String),
+    /// The destination cannot be reached now; in a cluster, `home` is the broker it lives
+    /// on (down, or not linked to the broker this client is connected to).
+    #[error("{message}")]
+    DestinationUnavailable {
+        message: String,
+        home: Option<String>,
+    },
     #[error("connection closed: {0}")]
     ConnectionClosed(String),
     #[error("timed out waiting for {0}")]
@@ -81,9 +86,10 @@ impl From<crate::protocol::Refusal> for ClientError {
     fn from(refusal: crate::protocol::Refusal) -> Self {
         match refusal.code {
             ErrorCode::DestinationGone => ClientError::DestinationGone(refusal.message),
-            ErrorCode::DestinationUnavailable => {
-                ClientError::DestinationUnavailable(refusal.message)
-            }
+            ErrorCode::DestinationUnavailable => ClientError::DestinationUnavailable {
+                message: refusal.message,
+                home: refusal.home,
+            },
             _ => ClientError::Refused(refusal.message),
         }
     }

@@ -1,4 +1,5 @@
-//! `actormq stat`: one row per destination.
+//! `actormq stat`: one row per destination (with its home broker in a cluster), the store,
+//! and the cluster's members with their state.
 
 use std::process::ExitCode;
 
@@ -13,22 +14,24 @@ pub struct StatArgs {
 
 pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let connection = Connection::connect(&args.url).await?;
-    let (stats, store) = connection.stat_with_store().await?;
+    let reply = connection.stat_with_store().await?;
     connection.close().await?;
+    let (stats, store) = (reply.destinations, reply.store);
     let width = stats.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
     println!(
-        "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}",
+        "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}  HOME",
         "KIND", "NAME", "DEPTH", "ENQUEUED", "DEQUEUED", "CONSUMERS"
     );
     for s in stats {
         println!(
-            "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}",
+            "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}  {}",
             s.kind.as_str(),
             s.name,
             s.depth,
             s.enqueued,
             s.dequeued,
-            s.consumers
+            s.consumers,
+            s.home.as_deref().unwrap_or("-")
         );
     }
     match store {
@@ -37,6 +40,17 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
             store.segments, store.bytes, store.paged, store.skipped
         ),
         None => println!("store: memory"),
+    }
+    for m in reply.members {
+        println!(
+            "member {}: {:?}{}, generation {}, client {}, bridge {}",
+            m.name,
+            m.state,
+            if m.local { " (this broker)" } else { "" },
+            m.generation,
+            m.client_addr,
+            m.bridge_addr
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,8 +20,8 @@ use actix::{Actor, Handler, Message as ActixMessage, Recipient};
 pub use memory::MemoryBudget;
 pub use queue::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON, QueueActor, QueueSettings};
 pub use registry::{
-    CollectStats, CreateTemporary, DeleteDurable, DestinationRegistry, DropTemporaries, Lookup,
-    Resolve,
+    CollectStats, CreateTemporary, DeleteDurable, DestinationRegistry, DropTemporaries, Locate,
+    Lookup, Resolve, ResolveHome, Stats,
 };
 pub use topic::TopicActor;
 
@@ -29,11 +29,14 @@ use crate::message::{Destination, Message};
 use crate::protocol::{DestinationStat, ErrorCode, Refusal};
 use crate::store::SharedStore;
 
-/// Why a destination could not do what was asked.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// Why a destination could not do what was asked. (It crosses the cluster bridge.)
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DestinationError {
     #[error("destination {0} is not available")]
     Unavailable(String),
+    /// In a cluster: the broker the destination lives on cannot be reached.
+    #[error("destination {destination} is unavailable: its home broker {home} is down")]
+    HomeDown { destination: String, home: String },
     #[error("destination {0} no longer exists")]
     Gone(String),
     #[error("{0}")]
@@ -44,13 +47,20 @@ impl DestinationError {
     /// The error as it travels in a `Receipt`.
     pub fn refusal(&self) -> Refusal {
         let code = match self {
-            DestinationError::Unavailable(_) => ErrorCode::DestinationUnavailable,
+            DestinationError::Unavailable(_) | DestinationError::HomeDown { .. } => {
+                ErrorCode::DestinationUnavailable
+            }
             DestinationError::Gone(_) => ErrorCode::DestinationGone,
             DestinationError::Refused(_) => ErrorCode::Refused,
+        };
+        let home = match self {
+            DestinationError::HomeDown { home, .. } => Some(home.clone()),
+            _ => None,
         };
         Refusal {
             code,
             message: self.to_string(),
+            home,
         }
     }
 }
@@ -156,6 +166,8 @@ pub struct DestinationRef {
     control: Recipient<Control>,
     stat: Recipient<GetStat>,
     store: Option<SharedStore>,
+    /// The broker it lives on, when that is another one.
+    home: Option<String>,
 }
 
 impl DestinationRef {
@@ -175,7 +187,32 @@ impl DestinationRef {
             control: addr.clone().recipient(),
             stat: addr.recipient(),
             store: None,
+            home: None,
         }
+    }
+
+    /// A reference to a destination homed on the broker `home`, through `proxy`.
+    pub fn remote<A>(
+        destination: Destination,
+        home: String,
+        proxy: actix::Addr<A>,
+    ) -> DestinationRef
+    where
+        A: Actor<Context = actix::Context<A>>
+            + Handler<Enqueue>
+            + Handler<Subscribe>
+            + Handler<Control>
+            + Handler<GetStat>,
+    {
+        DestinationRef {
+            home: Some(home),
+            ..DestinationRef::local(destination, proxy)
+        }
+    }
+
+    /// The broker this destination lives on, when that is another one.
+    pub fn remote_home(&self) -> Option<&str> {
+        self.home.as_deref()
     }
 
     pub fn destination(&self) -> &Destination {
@@ -185,7 +222,12 @@ impl DestinationRef {
     /// What a closed mailbox means: a temporary destination is gone for good, any other
     /// is unavailable for now.
     fn unavailable(&self) -> DestinationError {
-        if self.destination.is_temporary() {
+        if let Some(home) = &self.home {
+            DestinationError::HomeDown {
+                destination: self.destination.to_string(),
+                home: home.clone(),
+            }
+        } else if self.destination.is_temporary() {
             DestinationError::Gone(self.destination.to_string())
         } else {
             DestinationError::Unavailable(self.destination.to_string())

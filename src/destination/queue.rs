@@ -824,6 +824,7 @@ impl Handler<GetStat> for QueueActor {
             enqueued: self.enqueued,
             dequeued: self.dequeued,
             consumers: self.consumers.len() as u64,
+            home: None,
         })
     }
 }

@@ -2,8 +2,9 @@
 //! use, on the arbiter their name hashes to; keeps temporary destinations with their owner
 //! connection (and deletes them with it); expands composite destinations and configured
 //! groups into their members; wires wildcard subscription points to the topics they match.
-//! The one place that will ask placement where a destination lives once brokers form a
-//! cluster.
+//! In a cluster, the one place that asks placement where a destination lives: one homed
+//! on another broker is a remote reference (a `RemoteDestination` proxy), created on
+//! first use like a local one; peers reach the local ones through [`ResolveHome`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,9 +14,10 @@ use super::{
     ConnectionId, Control, DestinationError, DestinationRef, MemoryBudget, QueueActor,
     QueueSettings, TopicActor,
 };
+use crate::cluster::ClusterView;
 use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind};
-use crate::protocol::{DestinationStat, StoreStat};
+use crate::protocol::{DestinationStat, MemberStat, StoreStat};
 use crate::runtime::ArbiterPool;
 use crate::store::{Recovered, RecoveredMessage, SharedStore};
 
@@ -51,10 +53,29 @@ pub struct DropTemporaries(pub ConnectionId);
 #[rtype(result = "Result<(), DestinationError>")]
 pub struct DeleteDurable(pub Destination);
 
-/// Counters of every destination, sorted by kind and name, and of the store.
+/// Counters of every destination, sorted by kind and name, of the store, and the members
+/// of the cluster.
 #[derive(ActixMessage)]
-#[rtype(result = "(Vec<DestinationStat>, Option<StoreStat>)")]
+#[rtype(result = "Stats")]
 pub struct CollectStats;
+
+/// What `stat` shows.
+pub struct Stats {
+    pub destinations: Vec<DestinationStat>,
+    pub store: Option<StoreStat>,
+    /// Empty on a lone broker.
+    pub members: Vec<MemberStat>,
+}
+
+/// A peer broker's request for a destination homed here (refused if it is not).
+#[derive(ActixMessage)]
+#[rtype(result = "Result<DestinationRef, DestinationError>")]
+pub struct ResolveHome(pub Destination);
+
+/// Cluster metadata: the member a destination lives on (`None` on a lone broker).
+#[derive(ActixMessage)]
+#[rtype(result = "Option<MemberStat>")]
+pub struct Locate(pub Destination);
 
 struct Entry {
     reference: DestinationRef,
@@ -75,6 +96,8 @@ pub struct DestinationRegistry {
     groups: HashMap<String, Vec<Destination>>,
     arbiters: ArbiterPool,
     limits: Limits,
+    /// Placement and the bridge, in a cluster.
+    cluster: Option<ClusterView>,
 }
 
 impl DestinationRegistry {
@@ -84,6 +107,7 @@ impl DestinationRegistry {
         config: &Config,
         store: SharedStore,
         recovered: Recovered,
+        cluster: Option<ClusterView>,
     ) -> DestinationRegistry {
         let groups = config
             .groups
@@ -112,7 +136,15 @@ impl DestinationRegistry {
             groups,
             arbiters,
             limits: config.limits.clone(),
+            cluster,
         }
+    }
+
+    /// The broker `destination` lives on, if that is another one.
+    fn remote_home(&self, destination: &Destination) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|cluster| cluster.placement.remote_home(destination))
     }
 
     fn spawn_queue(
@@ -172,10 +204,15 @@ impl DestinationRegistry {
         if let Some(entry) = self.destinations.get(&destination.clone()) {
             return entry.reference.clone();
         }
-        let created = self.spawn_destination(destination, me);
-        if destination.kind() == DestinationKind::Topic {
+        let created = match (self.remote_home(destination), &self.cluster) {
+            (Some(home), Some(cluster)) => cluster.reference(destination, home),
+            _ => self.spawn_destination(destination, me),
+        };
+        if destination.kind() == DestinationKind::Topic && created.remote_home().is_none() {
             for (other, entry) in &self.destinations {
-                if other.kind() != DestinationKind::Topic {
+                // Wildcard points see the topics homed on this broker.
+                if other.kind() != DestinationKind::Topic || entry.reference.remote_home().is_some()
+                {
                     continue;
                 }
                 if destination.is_wildcard()
@@ -348,6 +385,12 @@ impl Handler<Lookup> for DestinationRegistry {
                         "{destination} is not <client id>/<subscription>@<topic>"
                     )));
                 }
+                if let Some(home) = self.remote_home(destination) {
+                    return Err(DestinationError::Refused(format!(
+                        "durable subscriptions to the topic of {destination} are kept on its \
+                         home broker {home}: connect there"
+                    )));
+                }
                 if self.durables.insert(destination.clone()) {
                     self.save_durables();
                 }
@@ -422,27 +465,91 @@ impl Handler<DropTemporaries> for DestinationRegistry {
 }
 
 impl Handler<CollectStats> for DestinationRegistry {
-    type Result = ResponseFuture<(Vec<DestinationStat>, Option<StoreStat>)>;
+    type Result = ResponseFuture<Stats>;
 
     fn handle(&mut self, _msg: CollectStats, _ctx: &mut Context<Self>) -> Self::Result {
+        let me = self
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.placement.me().to_string());
         let requests: Vec<_> = self
             .destinations
             .values()
-            .map(|entry| entry.reference.stat())
+            .map(|entry| {
+                let home = entry
+                    .reference
+                    .remote_home()
+                    .map(str::to_string)
+                    .or(me.clone());
+                let stat = entry.reference.stat();
+                async move {
+                    stat.await.ok().map(|mut stat| {
+                        stat.home = home;
+                        stat
+                    })
+                }
+            })
             .collect();
         let store = self.store.as_ref().and_then(|s| s.usage());
+        let members = self
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.members.all())
+            .unwrap_or_default();
         Box::pin(async move {
             let mut stats: Vec<DestinationStat> = futures::future::join_all(requests)
                 .await
                 .into_iter()
-                .filter_map(Result::ok)
+                .flatten()
                 .collect();
             stats.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
             let store = store.map(|mut store| {
-                store.paged = stats.iter().map(|s| s.paged).sum();
+                // Paged messages of this broker's own queues.
+                store.paged = stats.iter().filter(|s| s.home == me).map(|s| s.paged).sum();
                 store
             });
-            (stats, store)
+            Stats {
+                destinations: stats,
+                store,
+                members,
+            }
         })
+    }
+}
+
+impl Handler<ResolveHome> for DestinationRegistry {
+    type Result = Result<DestinationRef, DestinationError>;
+
+    fn handle(
+        &mut self,
+        ResolveHome(destination): ResolveHome,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        if let Some(home) = self.remote_home(&destination) {
+            let me = self
+                .cluster
+                .as_ref()
+                .map(|c| c.placement.me().to_string())
+                .unwrap_or_default();
+            return Err(DestinationError::Refused(format!(
+                "{destination} lives on {home}, not on {me}: the brokers' placement settings differ"
+            )));
+        }
+        match destination.kind() {
+            DestinationKind::Queue | DestinationKind::Topic if !destination.is_wildcard() => {
+                Ok(self.queue_or_topic(&destination, ctx.address()))
+            }
+            _ => Err(DestinationError::Refused(format!(
+                "{destination} cannot be used through another broker"
+            ))),
+        }
+    }
+}
+
+impl Handler<Locate> for DestinationRegistry {
+    type Result = Option<MemberStat>;
+
+    fn handle(&mut self, Locate(destination): Locate, _ctx: &mut Context<Self>) -> Self::Result {
+        self.cluster.as_ref()?.locate(&destination)
     }
 }

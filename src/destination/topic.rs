@@ -224,6 +224,7 @@ impl Handler<GetStat> for TopicActor {
             enqueued: self.enqueued,
             dequeued: self.dequeued,
             consumers: self.subscribers.len() as u64,
+            home: None,
         })
     }
 }

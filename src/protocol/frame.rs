@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::{AckMode, Destination, DestinationKind, Message};
 
 /// The protocol version this build speaks. A `Hello` with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Why the broker refused something, so a client can tell errors apart without parsing text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,8 @@ pub enum ErrorCode {
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// With `DestinationUnavailable` in a cluster: the broker the destination lives on.
+    pub home: Option<String>,
 }
 
 /// A message on its way to a consumer. `tag` identifies the delivery for acknowledgement;
@@ -84,6 +86,30 @@ pub struct DestinationStat {
     pub enqueued: u64,
     pub dequeued: u64,
     pub consumers: u64,
+    /// The broker this destination lives on (in a cluster; `None` on a lone broker).
+    pub home: Option<String>,
+}
+
+/// Whether a cluster member is reachable, as the membership protocol sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    Up,
+    Down,
+}
+
+/// One member of the cluster, as `stat` and cluster metadata show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStat {
+    pub name: String,
+    /// Changes on every restart of the broker.
+    pub generation: u64,
+    /// Its native protocol listener (where a client connects).
+    pub client_addr: String,
+    /// Its bridge listener (where other brokers connect).
+    pub bridge_addr: String,
+    pub state: MemberState,
+    /// This is the broker that answered.
+    pub local: bool,
 }
 
 /// Every frame of the native protocol. Ids (`session`, `consumer`, `receipt`, `request`)
@@ -185,6 +211,18 @@ pub enum Frame {
         destinations: Vec<DestinationStat>,
         /// The journal, if the broker has one.
         store: Option<StoreStat>,
+        /// The cluster's members (empty on a lone broker).
+        members: Vec<MemberStat>,
+    },
+    /// Client → broker: where does `destination` live? (Cluster metadata.)
+    Locate {
+        request: u64,
+        destination: Destination,
+    },
+    /// Broker → client: its home broker (`None` on a lone broker: this one).
+    Located {
+        request: u64,
+        home: Option<MemberStat>,
     },
     /// Broker → client: the connection is being closed for this reason.
     Error {
@@ -216,6 +254,8 @@ impl Frame {
             Frame::DeleteDurable { .. } => "DeleteDurable",
             Frame::StatRequest { .. } => "StatRequest",
             Frame::StatReply { .. } => "StatReply",
+            Frame::Locate { .. } => "Locate",
+            Frame::Located { .. } => "Located",
             Frame::Error { .. } => "Error",
             Frame::Disconnect => "Disconnect",
         }

@@ -14,6 +14,6 @@ mod frame;
 
 pub use codec::{FrameCodec, ProtocolError, encode_frame, encode_frame_into};
 pub use frame::{
-    DestinationStat, ErrorCode, Frame, PROTOCOL_VERSION, Refusal, StoreStat, TransactedSend,
-    WireDelivery,
+    DestinationStat, ErrorCode, Frame, MemberStat, MemberState, PROTOCOL_VERSION, Refusal,
+    StoreStat, TransactedSend, WireDelivery,
 };

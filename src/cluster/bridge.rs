@@ -1,0 +1,774 @@
+//! [`Bridge`]: one TCP link per peer broker, carrying [`Envelope`]s between the actors of
+//! the two. It owns the links (dial, accept, handshake, heartbeats, redial with back-off),
+//! the replies its requests wait for, and the local consumers fed by destinations homed
+//! elsewhere. The broker with the smaller name dials; the other accepts, so a pair of
+//! brokers shares one link.
+//!
+//! Each link has a reader task and the same bounded writer as a client connection
+//! ([`crate::writer`]): senders that find more than half of `link_buffer_bytes` waiting
+//! wait for it to drain (back-pressure), and deliveries are bounded by consumers' credit.
+//! A malformed envelope, a refused handshake or a silent peer closes that link only: its
+//! waiting requests fail with `HomeDown`, its remote consumers are unsubscribed (their
+//! unacknowledged messages go to other consumers), and the dialer tries again.
+//!
+//! Requests from a peer are served by [`HomeSide`], one per link, in the order they came:
+//! it finds the local destination through the registry and calls it as a local session
+//! would, so the destination cannot tell a remote producer or consumer from a local one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use actix::{Actor, Addr, Context, Handler, Recipient};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio_util::codec::FramedRead;
+
+use super::envelope::{
+    BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Heartbeat, Hello, Refused, Remotable,
+    RemoteControl, RemoteDeliver, RemoteEnqueue, RemoteEvicted, RemoteStat, RemoteSubscribe, Reply,
+    ReplyBody,
+};
+use super::membership::MemberTable;
+use crate::config::{ClusterSettings, Limits};
+use crate::destination::{
+    ConsumerId, Control, Delivery, DestinationError, DestinationRef, DestinationRegistry, Dispatch,
+    ResolveHome, Subscribe,
+};
+use crate::protocol::{MemberStat, MemberState, WireDelivery};
+use crate::writer::{FrameSink, WriterLimits};
+
+/// How long a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request to a broker that is up but not linked yet waits this long for the link.
+const LINK_WAIT: Duration = Duration::from_secs(3);
+/// Redial back-off: first and longest wait.
+const REDIAL_FIRST: Duration = Duration::from_millis(100);
+const REDIAL_MAX: Duration = Duration::from_secs(2);
+/// Envelopes may be this much larger than the largest client frame (routing header).
+const ENVELOPE_SLACK: usize = 64 * 1024;
+
+/// Why a link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("cannot reach {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("handshake with {peer}: {reason}")]
+    Handshake { peer: String, reason: String },
+    #[error("refused by {peer}: {reason}")]
+    Refused { peer: String, reason: String },
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// A live link to a peer.
+#[derive(Clone)]
+struct Link {
+    id: u64,
+    generation: u64,
+    sink: FrameSink,
+}
+
+struct Shared {
+    me: Hello,
+    heartbeat: Duration,
+    buffer_bytes: usize,
+    max_envelope: usize,
+    writer: WriterLimits,
+    members: MemberTable,
+    links: Mutex<HashMap<String, Link>>,
+    /// Woken whenever a link comes or goes.
+    links_changed: Notify,
+    dialing: Mutex<HashSet<String>>,
+    /// Requests waiting for their reply: id → (peer, reply).
+    pending: Mutex<HashMap<u64, (String, oneshot::Sender<Reply>)>>,
+    /// Local consumers of destinations homed elsewhere: consumer id → (home, sink).
+    sinks: Mutex<HashMap<u64, (String, Recipient<Dispatch>)>>,
+    next_request: AtomicU64,
+    next_link: AtomicU64,
+    registry: OnceLock<Addr<DestinationRegistry>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sending an envelope: done, or a future that waits for the link (or for room on it)
+/// and then sends.
+pub enum Posted {
+    Sent,
+    Waiting(BoxFuture<'static, Result<(), DestinationError>>),
+}
+
+/// The bridge; cheap to clone.
+#[derive(Clone)]
+pub struct Bridge {
+    shared: Arc<Shared>,
+}
+
+impl Bridge {
+    pub fn new(
+        node: &str,
+        generation: u64,
+        settings: &ClusterSettings,
+        limits: &Limits,
+        members: MemberTable,
+    ) -> Bridge {
+        let max_envelope = limits.max_frame_bytes as usize + ENVELOPE_SLACK;
+        Bridge {
+            shared: Arc::new(Shared {
+                me: Hello {
+                    cluster: settings.name.clone(),
+                    node: node.to_string(),
+                    generation,
+                    version: BRIDGE_VERSION,
+                },
+                heartbeat: Duration::from_millis(settings.link_heartbeat_ms),
+                buffer_bytes: settings.link_buffer_bytes,
+                max_envelope,
+                writer: WriterLimits {
+                    max_pending_bytes: settings.link_buffer_bytes.max(max_envelope),
+                    batch_bytes: limits.write_batch_bytes,
+                    write_timeout: Duration::from_millis(limits.write_timeout_ms),
+                    slow_consumer_frame: None,
+                },
+                members,
+                links: Mutex::new(HashMap::new()),
+                links_changed: Notify::new(),
+                dialing: Mutex::new(HashSet::new()),
+                pending: Mutex::new(HashMap::new()),
+                sinks: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(1),
+                next_link: AtomicU64::new(1),
+                registry: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The registry that serves requests from peers (set once, at start).
+    pub fn set_registry(&self, registry: Addr<DestinationRegistry>) {
+        let _ = self.shared.registry.set(registry);
+    }
+
+    /// Accepts links from peers on `listener`, on the current arbiter.
+    pub fn listen(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        let shared = self.shared.clone();
+        actix::spawn(async move {
+            loop {
+                let (socket, from) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!("bridge accept: {e}");
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                actix::spawn(async move {
+                    match handshake(&shared, socket, &from.to_string(), false).await {
+                        Ok((reader, write, peer)) => run_link(shared, reader, write, peer).await,
+                        Err(e) => tracing::warn!("bridge link from {from} not set up: {e}"),
+                    }
+                });
+            }
+        })
+    }
+
+    /// A member came up or went down: dial it (the smaller name dials), or close its link.
+    pub fn member_changed(&self, member: MemberStat) {
+        match member.state {
+            MemberState::Up if self.shared.me.node < member.name => {
+                if lock(&self.shared.dialing).insert(member.name.clone()) {
+                    actix::spawn(dial_loop(self.shared.clone(), member.name));
+                }
+            }
+            MemberState::Up => {}
+            MemberState::Down => {
+                let link = lock(&self.shared.links).get(&member.name).cloned();
+                if let Some(link) = link
+                    && link.generation == member.generation
+                {
+                    link.sink.close(None);
+                }
+            }
+        }
+    }
+
+    /// A new request id and the receiver of its reply from `home`.
+    pub fn expect_reply(&self, home: &str) -> (u64, oneshot::Receiver<Reply>) {
+        let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.pending).insert(id, (home.to_string(), tx));
+        (id, rx)
+    }
+
+    /// Forgets a request that will not be sent.
+    pub fn cancel(&self, request: u64) {
+        lock(&self.shared.pending).remove(&request);
+    }
+
+    /// Sends `message` to the actor `to` on `home`: now if the link is up with room on it,
+    /// otherwise returns the future that waits (for the link if `home` is up, for room)
+    /// and then sends. Fails at once when `home` is down.
+    pub fn post<M: Remotable>(
+        &self,
+        home: &str,
+        to: &str,
+        request: u64,
+        message: &M,
+    ) -> Result<Posted, DestinationError> {
+        let envelope = Envelope::new(to, 0, request, message)
+            .map_err(|e| DestinationError::Refused(e.to_string()))?;
+        match lock(&self.shared.links).get(home) {
+            Some(link) if link.sink.pending_bytes() <= self.shared.buffer_bytes / 2 => {
+                send_on(&self.shared, link, envelope, home)?;
+                return Ok(Posted::Sent);
+            }
+            Some(_) => {}
+            None if !self.shared.members.is_up(home) => return Err(home_down(to, home)),
+            None => {}
+        }
+        let shared = self.shared.clone();
+        let (home, to) = (home.to_string(), to.to_string());
+        Ok(Posted::Waiting(Box::pin(async move {
+            let link = wait_for_link(&shared, &home, &to).await?;
+            link.sink.drained_to(shared.buffer_bytes / 4).await;
+            send_on(&shared, &link, envelope, &home)
+        })))
+    }
+
+    /// Sends `message` if a link to `home` is up, else drops it (settlements and credit:
+    /// when the link is gone the home destination has already redelivered).
+    pub fn post_now<M: Remotable>(&self, home: &str, to: &str, message: &M) {
+        let link = lock(&self.shared.links).get(home).cloned();
+        if let Some(link) = link
+            && let Ok(envelope) = Envelope::new(to, 0, 0, message)
+        {
+            let _ = send_on(&self.shared, &link, envelope, home);
+        }
+    }
+
+    /// Deliveries for consumer `consumer` from a destination on `home` go to `sink`.
+    pub fn add_sink(&self, consumer: u64, home: &str, sink: Recipient<Dispatch>) {
+        lock(&self.shared.sinks).insert(consumer, (home.to_string(), sink));
+    }
+
+    pub fn remove_sink(&self, consumer: u64) {
+        lock(&self.shared.sinks).remove(&consumer);
+    }
+}
+
+/// `destination` cannot be reached because `home` is down.
+fn home_down(destination: &str, home: &str) -> DestinationError {
+    DestinationError::HomeDown {
+        destination: destination.to_string(),
+        home: home.to_string(),
+    }
+}
+
+/// Addresses `envelope` to the link's generation of its peer `home` and queues it.
+fn send_on(
+    shared: &Shared,
+    link: &Link,
+    mut envelope: Envelope,
+    home: &str,
+) -> Result<(), DestinationError> {
+    envelope.generation = link.generation;
+    let bytes = envelope
+        .encode(shared.max_envelope)
+        .map_err(|e| DestinationError::Refused(e.to_string()))?;
+    link.sink
+        .send(bytes)
+        .map_err(|_| home_down(&envelope.to, home))
+}
+
+async fn wait_for_link(shared: &Shared, home: &str, to: &str) -> Result<Link, DestinationError> {
+    let deadline = tokio::time::Instant::now() + LINK_WAIT;
+    loop {
+        let changed = shared.links_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some(link) = lock(&shared.links).get(home).cloned() {
+            return Ok(link);
+        }
+        if !shared.members.is_up(home) {
+            return Err(home_down(to, home));
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Err(home_down(to, home));
+        }
+    }
+}
+
+/// Dials `peer` while it is up and not linked, backing off between failures.
+async fn dial_loop(shared: Arc<Shared>, peer: String) {
+    let mut backoff = REDIAL_FIRST;
+    while let Some(member) = shared
+        .members
+        .get(&peer)
+        .filter(|m| m.state == MemberState::Up)
+    {
+        let linked = {
+            let changed = shared.links_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if lock(&shared.links).contains_key(&peer) {
+                let _ = tokio::time::timeout(REDIAL_MAX, changed).await;
+                true
+            } else {
+                false
+            }
+        };
+        if linked {
+            continue;
+        }
+        let dialed = match TcpStream::connect(&member.bridge_addr).await {
+            Ok(socket) => handshake(&shared, socket, &peer, true).await,
+            Err(source) => Err(BridgeError::Connect {
+                addr: member.bridge_addr.clone(),
+                source,
+            }),
+        };
+        match dialed {
+            Ok((reader, write, hello)) => {
+                backoff = REDIAL_FIRST;
+                run_link(shared.clone(), reader, write, hello).await;
+            }
+            Err(e) => {
+                tracing::warn!("bridge link to {peer}: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(REDIAL_MAX);
+            }
+        }
+    }
+    lock(&shared.dialing).remove(&peer);
+}
+
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, EnvelopeCodec>;
+
+/// Exchanges `Hello`s (the dialer speaks first) and checks the peer's.
+async fn handshake(
+    shared: &Shared,
+    socket: TcpStream,
+    peer: &str,
+    dialer: bool,
+) -> Result<(Reader, tokio::net::tcp::OwnedWriteHalf, Hello), BridgeError> {
+    let _ = socket.set_nodelay(true);
+    let (read, mut write) = socket.into_split();
+    let mut reader = FramedRead::new(read, EnvelopeCodec::new(shared.max_envelope));
+    let hello = Envelope::new("bridge", 0, 0, &shared.me)?.encode(shared.max_envelope)?;
+    let failed = |reason: String| BridgeError::Handshake {
+        peer: peer.to_string(),
+        reason,
+    };
+    if dialer {
+        write
+            .write_all(&hello)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Ok(Some(Ok(envelope))) => envelope,
+        Ok(Some(Err(e))) => return Err(failed(e.to_string())),
+        Ok(None) => return Err(failed("closed before its hello".into())),
+        Err(_) => return Err(failed(format!("no hello within {HANDSHAKE_TIMEOUT:?}"))),
+    };
+    if first.tag == Refused::TAG {
+        let refused: Refused = first.open()?;
+        tracing::error!("bridge: {peer} refused this broker: {}", refused.reason);
+        return Err(BridgeError::Refused {
+            peer: peer.to_string(),
+            reason: refused.reason,
+        });
+    }
+    let theirs: Hello = first.open()?;
+    let me = &shared.me;
+    let refusal = if theirs.cluster != me.cluster {
+        Some(format!(
+            "broker `{}` belongs to cluster `{}`, this broker to `{}`",
+            theirs.node, theirs.cluster, me.cluster
+        ))
+    } else if theirs.version != me.version {
+        Some(format!(
+            "broker `{}` speaks bridge protocol {}, this broker {}",
+            theirs.node, theirs.version, me.version
+        ))
+    } else if theirs.node == me.node {
+        Some(format!(
+            "broker at {peer} has this broker's own name `{}`",
+            me.node
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        tracing::error!("bridge: refused {peer}: {reason}");
+        let refused = Envelope::new(
+            "bridge",
+            0,
+            0,
+            &Refused {
+                reason: reason.clone(),
+            },
+        )?
+        .encode(shared.max_envelope)?;
+        let _ = write.write_all(&refused).await;
+        return Err(BridgeError::Refused {
+            peer: peer.to_string(),
+            reason,
+        });
+    }
+    if !dialer {
+        write
+            .write_all(&hello)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    Ok((reader, write, theirs))
+}
+
+/// Runs one link until it closes, then cleans up after it.
+async fn run_link(
+    shared: Arc<Shared>,
+    mut reader: Reader,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    peer: Hello,
+) {
+    let (sink, writer) = crate::writer::writer(write, shared.writer.clone());
+    let link = Link {
+        id: shared.next_link.fetch_add(1, Ordering::Relaxed),
+        generation: peer.generation,
+        sink: sink.clone(),
+    };
+    if let Some(old) = lock(&shared.links).insert(peer.node.clone(), link.clone()) {
+        old.sink.close(None);
+    }
+    shared.links_changed.notify_waiters();
+    tracing::info!(
+        peer = %peer.node,
+        generation = peer.generation,
+        "bridge link up"
+    );
+    let beat = {
+        let (sink, max, every) = (sink.clone(), shared.max_envelope, shared.heartbeat);
+        let generation = peer.generation;
+        actix::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            while !sink.is_closed() {
+                interval.tick().await;
+                if let Ok(bytes) = Envelope::new("bridge", generation, 0, &Heartbeat)
+                    .and_then(|envelope| envelope.encode(max))
+                {
+                    let _ = sink.send(bytes);
+                }
+            }
+        })
+    };
+    let mut home = HomeSide {
+        shared: shared.clone(),
+        sink: sink.clone(),
+        generation: peer.generation,
+        refs: HashMap::new(),
+        consumers: HashMap::new(),
+    };
+    let silence = shared.heartbeat * 4;
+    tokio::pin!(writer);
+    let reason = loop {
+        tokio::select! {
+            stopped = &mut writer => break format!("writer stopped: {stopped}"),
+            next = tokio::time::timeout(silence, reader.next()) => match next {
+                Ok(Some(Ok(envelope))) => {
+                    if let Err(e) = route(&shared, &mut home, envelope).await {
+                        break format!("malformed envelope: {e}");
+                    }
+                }
+                Ok(Some(Err(e))) => break format!("malformed envelope: {e}"),
+                Ok(None) => break "closed by the peer".to_string(),
+                Err(_) => break format!("silent for {silence:?}"),
+            },
+        }
+    };
+    beat.abort();
+    sink.close(None);
+    {
+        let mut links = lock(&shared.links);
+        if links.get(&peer.node).is_some_and(|l| l.id == link.id) {
+            links.remove(&peer.node);
+        }
+    }
+    shared.links_changed.notify_waiters();
+    tracing::warn!(peer = %peer.node, "bridge link down: {reason}");
+    // Requests waiting on this peer fail (their senders are dropped); its consumers here
+    // are told; what it consumed from here goes back to its destinations.
+    lock(&shared.pending).retain(|_, (home, _)| *home != peer.node);
+    let evicted: Vec<_> = {
+        let mut sinks = lock(&shared.sinks);
+        let gone: Vec<u64> = sinks
+            .iter()
+            .filter(|(_, (home, _))| *home == peer.node)
+            .map(|(id, _)| *id)
+            .collect();
+        gone.into_iter()
+            .filter_map(|id| sinks.remove(&id))
+            .collect()
+    };
+    for (_, sink) in evicted {
+        sink.do_send(Dispatch::Evicted(format!(
+            "the link to broker {}, home of this consumer's destination, was lost: {reason}",
+            peer.node
+        )));
+    }
+    home.close();
+}
+
+/// Handles one envelope from a peer. An error closes the link.
+async fn route(
+    shared: &Shared,
+    home: &mut HomeSide,
+    envelope: Envelope,
+) -> Result<(), EnvelopeError> {
+    if envelope.generation != shared.me.generation {
+        tracing::warn!(
+            "bridge: dropped `{}` for generation {} (this broker is {})",
+            envelope.tag,
+            envelope.generation,
+            shared.me.generation
+        );
+        return Ok(());
+    }
+    match envelope.tag.as_str() {
+        Heartbeat::TAG => {}
+        Reply::TAG => {
+            let reply: Reply = envelope.open()?;
+            if let Some((_, waiter)) = lock(&shared.pending).remove(&envelope.request) {
+                let _ = waiter.send(reply);
+            }
+        }
+        RemoteDeliver::TAG => {
+            let deliver: RemoteDeliver = envelope.open()?;
+            let sink = lock(&shared.sinks)
+                .get(&deliver.consumer)
+                .map(|(_, s)| s.clone());
+            // A consumer that just left: its unsettled deliveries go back when the home
+            // destination handles its Unsubscribe, already on the way.
+            if let Some(sink) = sink {
+                let deliveries = deliver
+                    .deliveries
+                    .into_iter()
+                    .map(|d| Delivery {
+                        tag: d.tag,
+                        redelivered: d.redelivered,
+                        delivery_count: d.delivery_count,
+                        message: d.message,
+                    })
+                    .collect();
+                sink.do_send(Dispatch::Deliver(deliveries));
+            }
+        }
+        RemoteEvicted::TAG => {
+            let evicted: RemoteEvicted = envelope.open()?;
+            if let Some((_, sink)) = lock(&shared.sinks).remove(&evicted.consumer) {
+                sink.do_send(Dispatch::Evicted(evicted.reason));
+            }
+        }
+        RemoteEnqueue::TAG => {
+            let enqueue: RemoteEnqueue = envelope.open()?;
+            match home.local(&envelope.to).await {
+                Ok(target) => {
+                    let accepted = target.enqueue(enqueue.messages);
+                    let reply = home.replier(envelope.request);
+                    actix::spawn(async move { reply(accepted.await.map(|()| ReplyBody::Done)) });
+                }
+                Err(e) => home.replier(envelope.request)(Err(e)),
+            }
+        }
+        RemoteSubscribe::TAG => {
+            let subscribe: RemoteSubscribe = envelope.open()?;
+            match home.local(&envelope.to).await {
+                Ok(target) => {
+                    let local = ConsumerId::next();
+                    let forwarder = RemoteConsumer {
+                        sink: home.sink.clone(),
+                        consumer: subscribe.consumer,
+                        generation: home.generation,
+                        max_envelope: shared.max_envelope,
+                    }
+                    .start();
+                    home.consumers
+                        .insert(subscribe.consumer, (local, target.clone()));
+                    let subscribed = target.subscribe(Subscribe {
+                        consumer: local,
+                        prefetch: subscribe.prefetch,
+                        sink: forwarder.recipient(),
+                    });
+                    let reply = home.replier(envelope.request);
+                    actix::spawn(async move { reply(subscribed.await.map(|()| ReplyBody::Done)) });
+                }
+                Err(e) => home.replier(envelope.request)(Err(e)),
+            }
+        }
+        RemoteControl::TAG => {
+            let control: RemoteControl = envelope.open()?;
+            home.control(control);
+        }
+        RemoteStat::TAG => {
+            let _: RemoteStat = envelope.open()?;
+            match home.local(&envelope.to).await {
+                Ok(target) => {
+                    let stat = target.stat();
+                    let reply = home.replier(envelope.request);
+                    actix::spawn(async move { reply(stat.await.map(ReplyBody::Stat)) });
+                }
+                Err(e) => home.replier(envelope.request)(Err(e)),
+            }
+        }
+        other => tracing::warn!("bridge: ignored an envelope with the unknown tag `{other}`"),
+    }
+    Ok(())
+}
+
+/// What one link's peer uses on this broker: the destinations it reached, and its
+/// consumers (by the peer's consumer id) with the local id each was subscribed under.
+struct HomeSide {
+    shared: Arc<Shared>,
+    sink: FrameSink,
+    generation: u64,
+    refs: HashMap<String, DestinationRef>,
+    consumers: HashMap<u64, (ConsumerId, DestinationRef)>,
+}
+
+impl HomeSide {
+    /// The local destination called `to` (its string form), created if need be; refused
+    /// if this broker is not its home.
+    async fn local(&mut self, to: &str) -> Result<DestinationRef, DestinationError> {
+        if let Some(found) = self.refs.get(to) {
+            return Ok(found.clone());
+        }
+        let destination = to
+            .parse()
+            .map_err(|e| DestinationError::Refused(format!("{e}")))?;
+        let registry = self
+            .shared
+            .registry
+            .get()
+            .ok_or_else(|| DestinationError::Unavailable(to.to_string()))?;
+        let found = registry
+            .send(ResolveHome(destination))
+            .await
+            .map_err(|_| DestinationError::Unavailable(to.to_string()))??;
+        self.refs.insert(to.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// Sends the reply to request `request` back over the link.
+    fn replier(
+        &self,
+        request: u64,
+    ) -> impl FnOnce(Result<ReplyBody, DestinationError>) + Send + 'static {
+        let (sink, generation, max) =
+            (self.sink.clone(), self.generation, self.shared.max_envelope);
+        move |result| {
+            if let Ok(bytes) = Envelope::new("bridge", generation, request, &Reply(result))
+                .and_then(|envelope| envelope.encode(max))
+            {
+                let _ = sink.send(bytes);
+            }
+        }
+    }
+
+    fn control(&mut self, control: RemoteControl) {
+        let (consumer, forward) = match control {
+            RemoteControl::Unsubscribe { consumer } => {
+                if let Some((local, target)) = self.consumers.remove(&consumer) {
+                    target.control(Control::Unsubscribe(local));
+                }
+                return;
+            }
+            RemoteControl::Settle { consumer, tags } => (consumer, ControlKind::Settle(tags)),
+            RemoteControl::Release { consumer, tags } => (consumer, ControlKind::Release(tags)),
+            RemoteControl::Grant { consumer, credit } => (consumer, ControlKind::Grant(credit)),
+        };
+        let Some((local, target)) = self.consumers.get(&consumer) else {
+            return;
+        };
+        let consumer = *local;
+        target.control(match forward {
+            ControlKind::Settle(tags) => Control::Settle { consumer, tags },
+            ControlKind::Release(tags) => Control::Release { consumer, tags },
+            ControlKind::Grant(credit) => Control::Grant { consumer, credit },
+        });
+    }
+
+    /// The link is gone: the peer's consumers leave their destinations.
+    fn close(&mut self) {
+        for (_, (local, target)) in self.consumers.drain() {
+            target.control(Control::Unsubscribe(local));
+        }
+    }
+}
+
+enum ControlKind {
+    Settle(Vec<u64>),
+    Release(Vec<u64>),
+    Grant(u32),
+}
+
+/// A consumer on another broker, as its destination here sees it: passes deliveries over
+/// the link.
+struct RemoteConsumer {
+    sink: FrameSink,
+    consumer: u64,
+    generation: u64,
+    max_envelope: usize,
+}
+
+impl Actor for RemoteConsumer {
+    type Context = Context<Self>;
+}
+
+impl RemoteConsumer {
+    fn post<M: Remotable>(&self, message: &M) {
+        let to = format!("consumer/{}", self.consumer);
+        match Envelope::new(to, self.generation, 0, message)
+            .and_then(|envelope| envelope.encode(self.max_envelope))
+        {
+            // A closed link: the link's clean-up unsubscribes this consumer.
+            Ok(bytes) => {
+                let _ = self.sink.send(bytes);
+            }
+            Err(e) => tracing::error!("bridge: cannot pass deliveries on: {e}"),
+        }
+    }
+}
+
+impl Handler<Dispatch> for RemoteConsumer {
+    type Result = ();
+
+    fn handle(&mut self, dispatch: Dispatch, _: &mut Context<Self>) {
+        match dispatch {
+            Dispatch::Deliver(deliveries) => self.post(&RemoteDeliver {
+                consumer: self.consumer,
+                deliveries: deliveries
+                    .into_iter()
+                    .map(|d| WireDelivery {
+                        consumer: 0,
+                        tag: d.tag,
+                        redelivered: d.redelivered,
+                        delivery_count: d.delivery_count,
+                        message: d.message,
+                    })
+                    .collect(),
+            }),
+            Dispatch::Evicted(reason) => self.post(&RemoteEvicted {
+                consumer: self.consumer,
+                reason,
+            }),
+        }
+    }
+}
