@@ -254,6 +254,11 @@ impl Bridge {
         }
     }
 
+    /// Whether a link to `home` is up now.
+    pub fn is_linked(&self, home: &str) -> bool {
+        lock(&self.shared.links).contains_key(home)
+    }
+
     /// Deliveries for consumer `consumer` from a destination on `home` go to `sink`.
     pub fn add_sink(&self, consumer: u64, home: &str, sink: Recipient<Dispatch>) {
         lock(&self.shared.sinks).insert(consumer, (home.to_string(), sink));

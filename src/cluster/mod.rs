@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use actix::{Actor, Addr};
 
 pub use bridge::{Bridge, BridgeError};
-pub use envelope::{BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Hello};
+pub use envelope::{BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Hello, Refused};
 pub use membership::{MemberTable, Membership, NodeId};
 pub use placement::Placement;
 pub use remote::RemoteDestination;

@@ -163,11 +163,19 @@ impl Handler<GetStat> for RemoteDestination {
     type Result = ResponseFuture<DestinationStat>;
 
     fn handle(&mut self, _: GetStat, ctx: &mut Context<Self>) -> Self::Result {
-        let reply = self.request(&RemoteStat, ctx);
+        // `stat` does not wait for a link that is down.
+        let reply = self
+            .bridge
+            .is_linked(&self.home)
+            .then(|| self.request(&RemoteStat, ctx));
         let destination = self.destination.clone();
         let home = self.home.clone();
         Box::pin(async move {
-            match reply.await {
+            let reply = match reply {
+                Some(reply) => reply.await,
+                None => Err(DestinationError::Unavailable(destination.to_string())),
+            };
+            match reply {
                 Ok(ReplyBody::Stat(stat)) => stat,
                 // Home down: the row still says where the destination lives.
                 _ => DestinationStat {

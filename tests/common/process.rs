@@ -15,8 +15,10 @@ pub struct BrokerProcess {
     child: Child,
     /// `tcp://` address of its native listener, read from its log.
     pub url: String,
-    /// What it logged before it was listening (profile, recovery, store).
+    /// What it logged before it was listening (profile, recovery, store, cluster).
     pub startup: Vec<String>,
+    /// What it logs after that.
+    log: mpsc::Receiver<String>,
 }
 
 impl BrokerProcess {
@@ -66,6 +68,29 @@ impl BrokerProcess {
             child,
             url,
             startup,
+            log,
+        }
+    }
+
+    /// The address after `label` in the start-up line that names it (`bridge on `).
+    pub fn logged_addr(&self, label: &str) -> Option<String> {
+        self.startup.iter().find_map(|line| {
+            let after = line.split(label).nth(1)?;
+            let addr = after.split([',', ' ']).next()?;
+            Some(addr.to_string())
+        })
+    }
+
+    /// Waits (up to `limit`) for a log line containing `needle`, and returns it.
+    pub fn wait_for_log(&mut self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
         }
     }
 
