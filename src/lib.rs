@@ -10,7 +10,15 @@
 //! actix System (main thread)
 //! ├── listener tasks ─ native and STOMP: accept, set TCP_NODELAY, hand each socket to the
 //! │                   next arbiter
-//! ├── DestinationRegistry ─ name → DestinationRef; creates destinations on first use
+//! ├── DestinationRegistry ─ name → DestinationRef; creates destinations on first use;
+//! │                         in a cluster asks Placement where each lives
+//! ├── Membership ─ (cluster) foca SWIM over UDP: the member table, up/down notices
+//! ├── bridge tasks ─ (cluster) accept and dial links; per link: reader + HomeSide (serves
+//! │                  the peer's requests), writer task, heartbeat
+//! ├── RemoteDestination ─ (cluster) one per destination homed elsewhere: the proxy a
+//! │                       DestinationRef points at; Enqueue/Subscribe/Control → envelopes
+//! ├── RemoteConsumer ─ (cluster) one per consumer of a peer on a destination here:
+//! │                    Dispatch → envelopes back to the peer
 //! └── ArbiterPool: one Arbiter (thread) per core
 //!     ├── ConnectionActor ─ one per native socket: FrameCodec reads, handshake, sessions
 //!     │   ├── writer task ─ the one bounded writer of this socket (FrameSink → batches)
@@ -51,6 +59,27 @@
 //!    (in batches); the ack returns credit and removes the message from the in-flight set.
 //!    A consumer that goes away leaves its in-flight messages to be redelivered.
 //!
+//! ## The same message through a cluster
+//!
+//! A producer on `node2` sends to `queue:orders.eu`, homed on `node1` (by a placement rule or
+//! rendezvous hashing); a consumer is connected to `node3`.
+//!
+//! 1. `node2`'s registry resolves the name through [`cluster::Placement`] to a remote
+//!    `DestinationRef` whose recipients are a [`cluster::RemoteDestination`].
+//! 2. That proxy turns `Enqueue` into a `destination.enqueue` envelope on the bridge link to
+//!    `node1` (in order; it waits with `ctx.wait` if the link is not up yet or is full), and
+//!    answers the session when the `reply` envelope comes back — for a persistent message,
+//!    after `node1`'s journal has it.
+//! 3. On `node1` the link's `HomeSide` asks the registry for the local queue
+//!    ([`destination::ResolveHome`]) and sends it the same `Enqueue` a local session would.
+//! 4. `node3`'s consumer subscribes the same way: `destination.subscribe` with its prefetch;
+//!    `node1` starts a `RemoteConsumer` as the queue's sink, whose `Dispatch`es travel back
+//!    as `consumer.deliver` envelopes to the `ConsumerActor` on `node3`. Settlements travel
+//!    to `node1` as `destination.control`, returning credit: flow control is the queue's own.
+//! 5. If the link drops, `node1` unsubscribes `node3`'s consumers (their unacknowledged
+//!    messages go to other consumers) and `node3` evicts them; requests waiting on the link
+//!    fail with `DestinationUnavailable { home: node1 }`.
+//!
 //! ## Where the code differs from the starting map (`ARCHITECTURE.md`)
 //!
 //! - The in-flight set lives in the destination, not in `ConsumerActor`: the destination is
@@ -75,7 +104,14 @@
 //!   when room is made, so the producer's receipt waits; no separate flow-control actor.
 //! - Transactions are held by the client and committed in one `Commit` frame, which the
 //!   session turns into one journal record; the broker keeps no open-transaction state.
-//! - Clusters and failover are later issues.
+//! - Cluster: `Membership` is an actor around `foca` (a state machine; the actor owns the
+//!   UDP socket and foca's timers), but the bridge is tasks and shared tables rather than one
+//!   actor: a link's reader serves its peer's requests in order, and the registry, proxies
+//!   and remote consumers write to a link's `FrameSink` directly, so no message funnels
+//!   through a single bridge mailbox. A pair of brokers shares one link (the smaller name
+//!   dials). Topics have a home like queues: a publish goes to the topic's home, which sends
+//!   a copy to each subscriber — across a link only for subscribers on that broker.
+//! - Failover (master/slave) is a later issue.
 //!
 //! ## Where each part lives
 //!
@@ -88,6 +124,7 @@
 //! | [`runtime`] | the arbiter pool |
 //! | [`broker`] | listener, connection, session and consumer actors; broker start-up |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef` |
+//! | [`cluster`] | membership (foca), the bridge and its envelope codec, placement, remote destinations |
 //! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
 //! | [`stomp`] | the STOMP 1.2 codec (no I/O) and `StompConnectionActor` |
 //! | [`store`] | the `Store` trait; the journal (record codec, group-committing writer, reader, recovery) and the memory store |

@@ -596,6 +596,12 @@ async fn route(
         RemoteSubscribe::TAG => {
             let subscribe: RemoteSubscribe = envelope.open()?;
             match home.local(&envelope.to).await {
+                Ok(target) if target.destination().is_temporary() => {
+                    home.replier(envelope.request)(Err(DestinationError::Refused(format!(
+                        "only the connection that created {} may consume from it",
+                        envelope.to
+                    ))))
+                }
                 Ok(target) => {
                     let local = ConsumerId::next();
                     let forwarder = RemoteConsumer {
@@ -667,7 +673,10 @@ impl HomeSide {
             .send(ResolveHome(destination))
             .await
             .map_err(|_| DestinationError::Unavailable(to.to_string()))??;
-        self.refs.insert(to.to_string(), found.clone());
+        // Temporaries come and go with clients: looked up each time, not kept.
+        if !found.destination().is_temporary() {
+            self.refs.insert(to.to_string(), found.clone());
+        }
         Ok(found)
     }
 

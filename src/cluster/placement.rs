@@ -50,11 +50,18 @@ impl Placement {
     }
 
     /// The broker `destination` lives on. Temporary destinations live with their owner's
-    /// connection, wildcard subscription points with their subscriber (both here); a
-    /// durable subscription lives with its topic.
+    /// connection, whose broker starts their name (`node2.17.1`); wildcard subscription
+    /// points with their subscriber (here); a durable subscription with its topic.
     pub fn home(&self, destination: &Destination) -> &str {
         match destination.kind() {
-            DestinationKind::TempQueue | DestinationKind::TempTopic => &self.me,
+            DestinationKind::TempQueue | DestinationKind::TempTopic => {
+                let owner = destination.name().split('.').next().unwrap_or_default();
+                self.brokers
+                    .iter()
+                    .find(|broker| *broker == owner)
+                    .map(String::as_str)
+                    .unwrap_or(&self.me)
+            }
             DestinationKind::Topic if destination.is_wildcard() => &self.me,
             DestinationKind::Durable => match destination.durable_topic() {
                 Some(topic) => self.home_of_name(topic.name()),
@@ -122,10 +129,12 @@ mod tests {
     }
 
     #[test]
-    fn temporaries_and_wildcards_stay_here() {
+    fn temporaries_live_with_their_owner_and_wildcards_here() {
         let p = placement("node3");
         let temp: Destination = "temp-queue:c1-reply".parse().expect("a temp queue");
         assert_eq!(p.remote_home(&temp), None);
+        let temp: Destination = "temp-queue:node1.17.1".parse().expect("a temp queue");
+        assert_eq!(p.remote_home(&temp).as_deref(), Some("node1"));
         assert_eq!(p.remote_home(&Destination::topic("orders.>")), None);
     }
 }

@@ -18,20 +18,31 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     connection.close().await?;
     let (stats, store) = (reply.destinations, reply.store);
     let width = stats.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    // A HOME column only in a cluster.
+    let clustered = !reply.members.is_empty();
     println!(
-        "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}  HOME",
-        "KIND", "NAME", "DEPTH", "ENQUEUED", "DEQUEUED", "CONSUMERS"
+        "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}{}",
+        "KIND",
+        "NAME",
+        "DEPTH",
+        "ENQUEUED",
+        "DEQUEUED",
+        "CONSUMERS",
+        if clustered { "  HOME" } else { "" }
     );
     for s in stats {
+        let home = match (&s.home, clustered) {
+            (Some(home), true) => format!("  {home}"),
+            _ => String::new(),
+        };
         println!(
-            "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}  {}",
+            "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}{home}",
             s.kind.as_str(),
             s.name,
             s.depth,
             s.enqueued,
             s.dequeued,
             s.consumers,
-            s.home.as_deref().unwrap_or("-")
         );
     }
     match store {

@@ -287,6 +287,12 @@ impl DestinationRegistry {
     ) -> Result<DestinationRef, DestinationError> {
         match destination.kind() {
             DestinationKind::TempQueue | DestinationKind::TempTopic => {
+                // A reply queue of a client of another broker: sent to through the bridge
+                // (not kept here: it lives and dies with that client).
+                if let (Some(home), Some(cluster)) = (self.remote_home(destination), &self.cluster)
+                {
+                    return Ok(cluster.reference(destination, home));
+                }
                 Ok(self.temporary(destination)?.reference.clone())
             }
             DestinationKind::Topic if destination.is_wildcard() => Err(DestinationError::Refused(
@@ -538,6 +544,10 @@ impl Handler<ResolveHome> for DestinationRegistry {
         match destination.kind() {
             DestinationKind::Queue | DestinationKind::Topic if !destination.is_wildcard() => {
                 Ok(self.queue_or_topic(&destination, ctx.address()))
+            }
+            // Replies to a client of this broker (only its owner consumes from it).
+            DestinationKind::TempQueue | DestinationKind::TempTopic => {
+                Ok(self.temporary(&destination)?.reference.clone())
             }
             _ => Err(DestinationError::Refused(format!(
                 "{destination} cannot be used through another broker"
