@@ -138,6 +138,11 @@ async fn queues_and_topics_work_through_every_broker_and_garbage_leaves_the_clus
     let home = c3.locate(&queue).await.unwrap().expect("a home");
     assert_eq!(home.name, "node1");
     assert_eq!(format!("tcp://{}", home.client_addr), nodes[0].url);
+    let direct = Connection::connect_to_home(&nodes[2].url, &queue)
+        .await
+        .unwrap();
+    assert_eq!(direct.broker_name(), "node1");
+    direct.close().await.unwrap();
 
     // A queue homed on node1, a consumer on node3, a producer on node2: 10,000 exactly once.
     let s3 = c3.session(AckMode::Auto).unwrap();
@@ -184,6 +189,26 @@ async fn queues_and_topics_work_through_every_broker_and_garbage_leaves_the_clus
     for (subscriber, _) in &mut subscribers {
         let seen = receive_exactly(subscriber, 2_000).await;
         assert_eq!(seen.len(), 2_000);
+    }
+
+    // Request/reply across three brokers: the service queue lives on node1, its responder
+    // is on node3, the requestor's temporary reply queue on node2.
+    let service = Destination::queue("cl.upper");
+    let responder_session = c3.session(AckMode::Auto).unwrap();
+    let _serving = responder_session
+        .responder()
+        .serve(service.clone(), |m| async move {
+            Message::new(m.body_text().to_uppercase())
+        })
+        .await
+        .unwrap();
+    let requestor = s2.requestor().await.unwrap();
+    for i in 0..200 {
+        let reply = requestor
+            .request(service.clone(), Message::new(format!("hello {i}")), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(reply.body_text(), format!("HELLO {i}"));
     }
 
     // Garbage on node1's bridge: a bad handshake, and a good one followed by garbage.
@@ -246,6 +271,21 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
     let (dir, mut nodes) = three_nodes("cluster-kill").await;
     let queue = Destination::queue("cl.kept");
     let c2 = Connection::connect(&nodes[1].url).await.unwrap();
+
+    // A frozen broker is marked down within the bound, and rejoins when it wakes.
+    let c3 = Connection::connect(&nodes[2].url).await.unwrap();
+    nodes[2].signal("STOP");
+    let frozen = Instant::now();
+    wait_for_members(&c2, &["node3"], MemberState::Down).await;
+    let noticed = frozen.elapsed();
+    nodes[2].signal("CONT");
+    assert!(
+        noticed <= DOWN_BOUND,
+        "frozen node3 marked down after {noticed:?}"
+    );
+    wait_for_members(&c2, &["node3"], MemberState::Up).await;
+    wait_for_members(&c3, &["node1", "node2", "node3"], MemberState::Up).await;
+
     let s2 = c2.session(AckMode::Auto).unwrap();
     let producer = s2.producer(queue.clone());
     // Persistent: each batch is confirmed once node1's journal has it.
@@ -264,7 +304,6 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
     let node1 = nodes.remove(0);
     let killed = Instant::now();
     node1.kill();
-    let c3 = Connection::connect(&nodes[1].url).await.unwrap();
     for connection in [&c2, &c3] {
         wait_for_members(connection, &["node1"], MemberState::Down).await;
     }

@@ -286,6 +286,23 @@ impl Connection {
     }
 
     /// The broker's name, from its `Welcome`.
+    /// Connects to the broker `destination` lives on, as Kafka clients go to a partition's
+    /// leader: asks the broker at `url` (any member of the cluster) and connects to the
+    /// home directly, which saves each message a hop over the bridge. On a lone broker, or
+    /// when `url` is the home, this is [`Connection::connect`].
+    pub async fn connect_to_home(
+        url: &str,
+        destination: &Destination,
+    ) -> Result<Connection, ClientError> {
+        let first = Connection::connect(url).await?;
+        let home = match first.locate(destination).await? {
+            Some(home) if home.name != first.broker_name() => home,
+            _ => return Ok(first),
+        };
+        first.close().await?;
+        Connection::connect(&format!("tcp://{}", home.client_addr)).await
+    }
+
     pub fn broker_name(&self) -> &str {
         &self.broker
     }

@@ -149,6 +149,8 @@ pub struct Membership {
     cluster: String,
     /// Brokers of other clusters already refused (logged once each).
     refused: std::collections::HashSet<(String, u64)>,
+    /// The identity each member was last seen up with.
+    current: std::collections::HashMap<String, NodeId>,
 }
 
 /// A datagram from another broker.
@@ -193,7 +195,9 @@ impl Membership {
         Ok(Membership {
             cluster: me.cluster.clone(),
             refused: Default::default(),
+            current: Default::default(),
             foca: Foca::new(me, config, rng, PostcardCodec),
+
             runtime: foca::AccumulatingRuntime::new(),
             socket: Arc::new(socket),
             seeds,
@@ -202,10 +206,15 @@ impl Membership {
         })
     }
 
-    fn announce_to_seeds(&mut self) {
-        for seed in self.seeds.clone() {
-            if let Err(e) = self.foca.announce(NodeId::seed(seed), &mut self.runtime) {
-                tracing::debug!("announce to {seed}: {e}");
+    /// Announces this broker to the seeds and to every member it has known.
+    fn announce(&mut self) {
+        let known = self.current.values().map(|id| id.gossip);
+        let mut targets: Vec<SocketAddr> = self.seeds.iter().copied().chain(known).collect();
+        targets.sort();
+        targets.dedup();
+        for target in targets {
+            if let Err(e) = self.foca.announce(NodeId::seed(target), &mut self.runtime) {
+                tracing::debug!("announce to {target}: {e}");
             }
         }
     }
@@ -244,15 +253,16 @@ impl Membership {
                         id.bridge
                     );
                     let stat = id.stat(MemberState::Up, false);
+                    self.current.insert(id.name.clone(), id);
                     self.table.set(stat.clone());
                     self.bridge.member_changed(stat);
                 }
                 OwnedNotification::MemberDown(id)
                     if !id.name.is_empty() && id.cluster == self.cluster =>
                 {
-                    // A newer generation of the same broker may already be up.
-                    let current = self.table.get(&id.name);
-                    if current.is_none_or(|m| m.generation == id.generation) {
+                    // Only the identity last seen up: a newer one (a restart, or a
+                    // rejoin after a freeze) may already be up.
+                    if self.current.get(&id.name) == Some(&id) {
                         tracing::warn!(
                             member = %id.name,
                             generation = id.generation,
@@ -262,6 +272,14 @@ impl Membership {
                         self.table.set(stat.clone());
                         self.bridge.member_changed(stat);
                     }
+                }
+                OwnedNotification::Rename(old, new) => {
+                    if self.current.get(&old.name) == Some(&old) {
+                        self.current.insert(new.name.clone(), new);
+                    }
+                }
+                OwnedNotification::Rejoin(me) => {
+                    tracing::info!("rejoined the cluster after being declared down ({me:?})");
                 }
                 other => tracing::debug!("membership: {other:?}"),
             }
@@ -287,23 +305,24 @@ impl Actor for Membership {
             loop {
                 match socket.recv_from(&mut buf).await {
                     Ok((len, _)) => {
-                        if me
-                            .try_send(Datagram(Bytes::copy_from_slice(&buf[..len])))
-                            .is_err()
-                        {
+                        // Not `try_send`: a burst (a broker waking from a freeze) must not
+                        // end this loop on a full mailbox.
+                        if !me.connected() {
                             break;
                         }
+                        me.do_send(Datagram(Bytes::copy_from_slice(&buf[..len])));
                     }
                     Err(e) => tracing::debug!("gossip socket: {e}"),
                 }
             }
         }));
-        self.announce_to_seeds();
+        self.announce();
         self.drain(ctx);
         ctx.run_interval(REANNOUNCE, |act, ctx| {
-            // Alone (every other broker down or not met yet): knock on the seeds again.
+            // Alone (every other broker down or not met yet): knock on the seeds and on
+            // every broker known before.
             if act.foca.num_members() == 0 {
-                act.announce_to_seeds();
+                act.announce();
                 act.drain(ctx);
             }
         });

@@ -102,6 +102,16 @@ impl BrokerProcess {
         Some(kib * 1024)
     }
 
+    /// Sends it a signal (`STOP` freezes it, `CONT` wakes it).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Kills it with SIGKILL and waits for it to be gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();
