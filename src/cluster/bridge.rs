@@ -225,9 +225,10 @@ impl Bridge {
     ) -> Result<Posted, DestinationError> {
         let envelope = Envelope::new(to, 0, request, message)
             .map_err(|e| DestinationError::Refused(e.to_string()))?;
-        match lock(&self.shared.links).get(home) {
+        let link = lock(&self.shared.links).get(home).cloned();
+        match link {
             Some(link) if link.sink.pending_bytes() <= self.shared.buffer_bytes / 2 => {
-                send_on(&self.shared, link, envelope, home)?;
+                send_on(&self.shared, &link, envelope, home)?;
                 return Ok(Posted::Sent);
             }
             Some(_) => {}
@@ -266,6 +267,25 @@ impl Bridge {
 
     pub fn remove_sink(&self, consumer: u64) {
         lock(&self.shared.sinks).remove(&consumer);
+    }
+}
+
+/// Encodes `message` for the actor `to` on a peer of generation `generation` and queues it
+/// on that link's `sink`. A closed link is not reported: its clean-up settles what it
+/// carried (requests fail, consumers are unsubscribed).
+fn post_on<M: Remotable>(
+    sink: &FrameSink,
+    to: &str,
+    generation: u64,
+    request: u64,
+    message: &M,
+    max_envelope: usize,
+) {
+    match Envelope::new(to, generation, request, message).and_then(|e| e.encode(max_envelope)) {
+        Ok(bytes) => {
+            let _ = sink.send(bytes);
+        }
+        Err(e) => tracing::error!("bridge: cannot send `{}` to {to}: {e}", M::TAG),
     }
 }
 
@@ -467,11 +487,7 @@ async fn run_link(
             let mut interval = tokio::time::interval(every);
             while !sink.is_closed() {
                 interval.tick().await;
-                if let Ok(bytes) = Envelope::new("bridge", generation, 0, &Heartbeat)
-                    .and_then(|envelope| envelope.encode(max))
-                {
-                    let _ = sink.send(bytes);
-                }
+                post_on(&sink, "bridge", generation, 0, &Heartbeat, max);
             }
         })
     };
@@ -687,13 +703,7 @@ impl HomeSide {
     ) -> impl FnOnce(Result<ReplyBody, DestinationError>) + Send + 'static {
         let (sink, generation, max) =
             (self.sink.clone(), self.generation, self.shared.max_envelope);
-        move |result| {
-            if let Ok(bytes) = Envelope::new("bridge", generation, request, &Reply(result))
-                .and_then(|envelope| envelope.encode(max))
-            {
-                let _ = sink.send(bytes);
-            }
-        }
+        move |result| post_on(&sink, "bridge", generation, request, &Reply(result), max)
     }
 
     fn control(&mut self, control: RemoteControl) {
@@ -749,15 +759,14 @@ impl Actor for RemoteConsumer {
 impl RemoteConsumer {
     fn post<M: Remotable>(&self, message: &M) {
         let to = format!("consumer/{}", self.consumer);
-        match Envelope::new(to, self.generation, 0, message)
-            .and_then(|envelope| envelope.encode(self.max_envelope))
-        {
-            // A closed link: the link's clean-up unsubscribes this consumer.
-            Ok(bytes) => {
-                let _ = self.sink.send(bytes);
-            }
-            Err(e) => tracing::error!("bridge: cannot pass deliveries on: {e}"),
-        }
+        post_on(
+            &self.sink,
+            &to,
+            self.generation,
+            0,
+            message,
+            self.max_envelope,
+        );
     }
 }
 
