@@ -68,6 +68,14 @@ pub enum BridgeError {
     Envelope(#[from] EnvelopeError),
 }
 
+/// A request waiting for its reply.
+struct Pending {
+    /// The link it went out on (none yet while it waits for one): if that link closes,
+    /// no reply will come.
+    link: Option<u64>,
+    reply: oneshot::Sender<Reply>,
+}
+
 /// A live link to a peer.
 #[derive(Clone)]
 struct Link {
@@ -87,8 +95,8 @@ struct Shared {
     /// Woken whenever a link comes or goes.
     links_changed: Notify,
     dialing: Mutex<HashSet<String>>,
-    /// Requests waiting for their reply: id → (peer, reply).
-    pending: Mutex<HashMap<u64, (String, oneshot::Sender<Reply>)>>,
+    /// Requests waiting for their reply, by id.
+    pending: Mutex<HashMap<u64, Pending>>,
     /// Local consumers of destinations homed elsewhere: consumer id → (home, sink).
     sinks: Mutex<HashMap<u64, (String, Recipient<Dispatch>)>>,
     next_request: AtomicU64,
@@ -200,11 +208,17 @@ impl Bridge {
         }
     }
 
-    /// A new request id and the receiver of its reply from `home`.
-    pub fn expect_reply(&self, home: &str) -> (u64, oneshot::Receiver<Reply>) {
+    /// A new request id and the receiver of its reply.
+    pub fn expect_reply(&self) -> (u64, oneshot::Receiver<Reply>) {
         let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.shared.pending).insert(id, (home.to_string(), tx));
+        lock(&self.shared.pending).insert(
+            id,
+            Pending {
+                link: None,
+                reply: tx,
+            },
+        );
         (id, rx)
     }
 
@@ -308,6 +322,11 @@ fn send_on(
     let bytes = envelope
         .encode(shared.max_envelope)
         .map_err(|e| DestinationError::Refused(e.to_string()))?;
+    if envelope.request != 0
+        && let Some(pending) = lock(&shared.pending).get_mut(&envelope.request)
+    {
+        pending.link = Some(link.id);
+    }
     link.sink
         .send(bytes)
         .map_err(|_| home_down(&envelope.to, home))
@@ -527,7 +546,7 @@ async fn run_link(
     tracing::warn!(peer = %peer.node, "bridge link down: {reason}");
     // Requests waiting on this peer fail (their senders are dropped); its consumers here
     // are told; what it consumed from here goes back to its destinations.
-    lock(&shared.pending).retain(|_, (home, _)| *home != peer.node);
+    lock(&shared.pending).retain(|_, pending| pending.link != Some(link.id));
     let evicted: Vec<_> = {
         let mut sinks = lock(&shared.sinks);
         let gone: Vec<u64> = sinks
@@ -567,8 +586,8 @@ async fn route(
         Heartbeat::TAG => {}
         Reply::TAG => {
             let reply: Reply = envelope.open()?;
-            if let Some((_, waiter)) = lock(&shared.pending).remove(&envelope.request) {
-                let _ = waiter.send(reply);
+            if let Some(pending) = lock(&shared.pending).remove(&envelope.request) {
+                let _ = pending.reply.send(reply);
             }
         }
         RemoteDeliver::TAG => {

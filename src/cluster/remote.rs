@@ -47,7 +47,7 @@ impl RemoteDestination {
         message: &M,
         ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<ReplyBody, DestinationError>> + 'static {
-        let (id, reply) = self.bridge.expect_reply(&self.home);
+        let (id, reply) = self.bridge.expect_reply();
         let posted = self.bridge.post(&self.home, &self.to, id, message);
         let (sent_tx, sent) = oneshot::channel();
         match posted {
