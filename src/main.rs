@@ -2,6 +2,11 @@
 
 mod cmd;
 
+/// mimalloc instead of glibc's malloc: allocation and free were a sixth of the broker's CPU
+/// in a profile of a queue run (messages, batches and frames are allocated per message).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
