@@ -56,10 +56,16 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// A reference to `destination`, homed on `home` (another broker).
-    pub fn reference(&self, destination: &Destination, home: String) -> DestinationRef {
-        let proxy =
-            RemoteDestination::new(destination.clone(), home.clone(), self.bridge.clone()).start();
+    /// A reference to `destination`, homed on `home` (another broker), through a proxy on
+    /// `arbiter` (the one the name hashes to, as a local destination's).
+    pub fn reference(
+        &self,
+        destination: &Destination,
+        home: String,
+        arbiter: &actix::ArbiterHandle,
+    ) -> DestinationRef {
+        let proxy = RemoteDestination::new(destination.clone(), home.clone(), self.bridge.clone());
+        let proxy = RemoteDestination::start_in_arbiter(arbiter, move |_| proxy);
         DestinationRef::remote(destination.clone(), home, proxy)
     }
 

@@ -205,7 +205,11 @@ impl DestinationRegistry {
             return entry.reference.clone();
         }
         let created = match (self.remote_home(destination), &self.cluster) {
-            (Some(home), Some(cluster)) => cluster.reference(destination, home),
+            (Some(home), Some(cluster)) => cluster.reference(
+                destination,
+                home,
+                self.arbiters.for_name(destination.name()),
+            ),
             _ => self.spawn_destination(destination, me),
         };
         if destination.kind() == DestinationKind::Topic && created.remote_home().is_none() {
@@ -291,7 +295,8 @@ impl DestinationRegistry {
                 // (not kept here: it lives and dies with that client).
                 if let (Some(home), Some(cluster)) = (self.remote_home(destination), &self.cluster)
                 {
-                    return Ok(cluster.reference(destination, home));
+                    let arbiter = self.arbiters.for_name(destination.name());
+                    return Ok(cluster.reference(destination, home, arbiter));
                 }
                 Ok(self.temporary(destination)?.reference.clone())
             }
