@@ -15,8 +15,6 @@
 //! ├── Membership ─ (cluster) foca SWIM over UDP: the member table, up/down notices
 //! ├── bridge tasks ─ (cluster) accept and dial links; per link: reader + HomeSide (serves
 //! │                  the peer's requests), writer task, heartbeat
-//! ├── RemoteDestination ─ (cluster) one per destination homed elsewhere: the proxy a
-//! │                       DestinationRef points at; Enqueue/Subscribe/Control → envelopes
 //! ├── RemoteConsumer ─ (cluster) one per consumer of a peer on a destination here:
 //! │                    Dispatch → envelopes back to the peer
 //! └── ArbiterPool: one Arbiter (thread) per core
@@ -30,7 +28,10 @@
 //!     │   └── SessionActor<StompWire> ─ the connection's one session
 //!     │       └── ConsumerActor<StompWire> ─ deliveries go back to the STOMP actor as MESSAGEs
 //!     ├── QueueActor ─ placed by hash of its name: backlog, competing consumers, credit
-//!     └── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
+//!     ├── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
+//!     └── RemoteDestination ─ (cluster) placed by hash of its name, one per destination
+//!                             homed elsewhere: the proxy a DestinationRef points at;
+//!                             Enqueue/Subscribe/Control → envelopes on the bridge
 //! journal threads (std::thread) ─ the Journal's writer (group commit, segments, LOCK)
 //!                                  and reader (paging in)
 //! ```
