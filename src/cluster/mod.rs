@@ -24,7 +24,9 @@ use std::net::SocketAddr;
 use actix::{Actor, Addr};
 
 pub use bridge::{Bridge, BridgeError};
-pub use envelope::{BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Hello, Refused};
+pub use envelope::{
+    BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Hello, Refused, Remotable,
+};
 pub use membership::{MemberTable, Membership, NodeId};
 pub use placement::Placement;
 pub use remote::RemoteDestination;
