@@ -725,6 +725,53 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_checked_against_each_other() {
+        let mut config = Config::default();
+        config.broker.name = "node1".into();
+        config.cluster.enabled = true;
+        config.cluster.brokers = vec!["node2".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.brokers") && err.contains("node1"),
+            "{err}"
+        );
+        config.cluster.brokers = vec!["node1".into(), "node2".into()];
+        config.cluster.placement = vec![PlacementRule {
+            pattern: "orders.>".into(),
+            home: "node9".into(),
+        }];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.placement") && err.contains("node9"),
+            "{err}"
+        );
+        config.cluster.placement.clear();
+        config.cluster.seeds = vec!["nowhere".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.seeds"), "{err}");
+        config.cluster.seeds = vec!["127.0.0.1:7721".into()];
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_three_node_profiles_load_and_agree_on_placement() {
+        let load = |profile: &str| {
+            Config::load(&ConfigSources {
+                profile: Some(profile.into()),
+                config_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("config")),
+                ..ConfigSources::default()
+            })
+            .unwrap_or_else(|e| panic!("{profile}: {e}"))
+        };
+        let nodes: Vec<Config> = ["node1", "node2", "node3"].map(load).into();
+        for node in &nodes {
+            assert!(node.cluster.enabled);
+            assert_eq!(node.cluster.brokers, nodes[0].cluster.brokers);
+            assert_eq!(node.cluster.placement, nodes[0].cluster.placement);
+        }
+    }
+
+    #[test]
     fn overrides_win_and_are_validated() {
         let mut sources = ConfigSources::default();
         sources.overrides.push((
