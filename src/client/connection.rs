@@ -67,7 +67,8 @@ impl Default for ConnectOptions {
 /// Deliveries and pending acknowledgements of one consumer, as the driver sees them.
 pub(super) struct ConsumerRoute {
     pub session: u32,
-    pub deliveries: mpsc::UnboundedSender<WireDelivery>,
+    /// A `Deliver` frame's deliveries for this consumer, in one send.
+    pub deliveries: mpsc::UnboundedSender<Vec<WireDelivery>>,
     pub acks: Arc<Mutex<Vec<u64>>>,
 }
 
@@ -494,16 +495,24 @@ impl Driver {
             }
         };
         match frame {
-            Frame::Deliver { deliveries } => {
-                for delivery in deliveries {
-                    if !self.consumers.contains_key(&delivery.consumer) {
+            Frame::Deliver { mut deliveries } => {
+                // A frame's deliveries are usually all for one consumer: one send each run.
+                while !deliveries.is_empty() {
+                    let consumer = deliveries[0].consumer;
+                    let run = deliveries
+                        .iter()
+                        .position(|d| d.consumer != consumer)
+                        .unwrap_or(deliveries.len());
+                    let rest = deliveries.split_off(run);
+                    if !self.consumers.contains_key(&consumer) {
                         self.drain_commands();
                     }
-                    // A delivery for a consumer that is gone is dropped: it was never
-                    // acknowledged, so the broker delivers it again elsewhere.
-                    if let Some(route) = self.consumers.get(&delivery.consumer) {
-                        let _ = route.deliveries.send(delivery);
+                    // Deliveries for a consumer that is gone are dropped: they were never
+                    // acknowledged, so the broker delivers them again elsewhere.
+                    if let Some(route) = self.consumers.get(&consumer) {
+                        let _ = route.deliveries.send(deliveries);
                     }
+                    deliveries = rest;
                 }
             }
             Frame::Receipt { receipt, error } => {

@@ -54,7 +54,9 @@ pub struct Consumer {
     id: u32,
     destination: Destination,
     prefetch: u32,
-    deliveries: mpsc::UnboundedReceiver<WireDelivery>,
+    deliveries: mpsc::UnboundedReceiver<Vec<WireDelivery>>,
+    /// Deliveries received and not yet taken, oldest first.
+    buffered: std::collections::VecDeque<WireDelivery>,
     acks: Arc<Mutex<Vec<u64>>>,
     /// Acknowledgements are sent once this many have gathered.
     ack_batch: usize,
@@ -94,6 +96,7 @@ impl Consumer {
             destination,
             prefetch: options.prefetch,
             deliveries,
+            buffered: std::collections::VecDeque::new(),
             acks,
             ack_batch: (options.prefetch as usize / 2).max(1),
             pull_outstanding: false,
@@ -133,9 +136,14 @@ impl Consumer {
 
     /// The next delivery and its tag; it counts as taken only once `done(tag)` is called.
     pub(super) async fn next_pending(&mut self) -> Result<(Delivery, u64), ClientError> {
-        let delivery = match self.deliveries.try_recv() {
-            Ok(delivery) => delivery,
-            Err(_) => {
+        if self.buffered.is_empty()
+            && let Ok(batch) = self.deliveries.try_recv()
+        {
+            self.buffered.extend(batch);
+        }
+        let delivery = match self.buffered.pop_front() {
+            Some(delivery) => delivery,
+            None => {
                 // Caught up: acknowledge everything taken before waiting.
                 self.flush_acks()?;
                 if self.prefetch == 0 && !self.pull_outstanding {
@@ -146,10 +154,15 @@ impl Consumer {
                     })?;
                     self.pull_outstanding = true;
                 }
-                match self.deliveries.recv().await {
-                    Some(delivery) => delivery,
+                let mut batch = match self.deliveries.recv().await {
+                    Some(batch) => batch.into_iter(),
                     None => return Err(self.session.shared.failure()),
-                }
+                };
+                let Some(first) = batch.next() else {
+                    return Err(ClientError::Protocol("an empty delivery batch".into()));
+                };
+                self.buffered.extend(batch);
+                first
             }
         };
         self.pull_outstanding = false;
