@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use actormq::client::{ClientError, Connection};
 use actormq::cluster::{BRIDGE_VERSION, Envelope, EnvelopeCodec, Hello, Refused};
 use actormq::protocol::{MemberStat, MemberState};
+use actormq::stomp::{Command, StompFrame};
 use actormq::{AckMode, Destination, Message, Property};
 use common::process::BrokerProcess;
+use common::raw_stomp::RawStomp;
 use common::{data_dir, eventually, stat_of};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -321,6 +323,22 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
         }
         other => panic!("expected DestinationUnavailable, got {other:?}"),
     }
+
+    // Over STOMP too: an ERROR naming the home.
+    let stomp_addr = nodes[0]
+        .logged_addr("STOMP listening on ")
+        .expect("a STOMP address")
+        .parse()
+        .expect("host:port");
+    let mut stomp = RawStomp::connected(stomp_addr).await;
+    let send = StompFrame::new(Command::Send)
+        .header("destination", "/queue/cl.kept")
+        .header("persistent", "true")
+        .header("receipt", "r1")
+        .body("while node1 is down");
+    stomp.send(&send).await;
+    let error = stomp.error().await;
+    assert!(error.contains("home broker node1"), "{error}");
 
     // node1 comes back (same data, a new generation) through the survivors.
     let seeds = vec![gossip(&nodes[0]), gossip(&nodes[1])];

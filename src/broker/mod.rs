@@ -166,7 +166,6 @@ impl Broker {
             config.clone(),
             listener::native,
         )];
-        tracing::info!(name = %config.broker.name, "listening on {local_addr}");
         let mut stomp_addr = None;
         if config.stomp.enabled {
             let (socket, addr) = bind(config.stomp.listen_addr()?).await?;
@@ -180,6 +179,8 @@ impl Broker {
             tracing::info!("STOMP listening on {addr}");
             stomp_addr = Some(addr);
         }
+        // Last of the listeners: once this is logged, every one of them accepts.
+        tracing::info!(name = %config.broker.name, "listening on {local_addr}");
         match config.store.kind {
             StoreKind::Journal => tracing::info!(
                 arbiters = arbiters.len(),
