@@ -29,9 +29,11 @@
 //!     │       └── ConsumerActor<StompWire> ─ deliveries go back to the STOMP actor as MESSAGEs
 //!     ├── QueueActor ─ placed by hash of its name: backlog, competing consumers, credit
 //!     ├── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
-//!     └── RemoteDestination ─ (cluster) placed by hash of its name, one per destination
-//!                             homed elsewhere: the proxy a DestinationRef points at;
-//!                             Enqueue/Subscribe/Control → envelopes on the bridge
+//!     ├── RemoteDestination ─ (cluster) placed by hash of its name, one per destination
+//!     │                       homed elsewhere: the proxy a DestinationRef points at;
+//!     │                       Enqueue/Subscribe/Control → envelopes on the bridge
+//!     └── TopicMirror ─ (cluster) a topic homed elsewhere, as local subscribers see it: a
+//!                       local TopicActor fed by one subscription to the home topic
 //! journal threads (std::thread) ─ the Journal's writer (group commit, segments, LOCK)
 //!                                  and reader (paging in)
 //! ```
@@ -110,8 +112,10 @@
 //!   actor: a link's reader serves its peer's requests in order, and the registry, proxies
 //!   and remote consumers write to a link's `FrameSink` directly, so no message funnels
 //!   through a single bridge mailbox. A pair of brokers shares one link (the smaller name
-//!   dials). Topics have a home like queues: a publish goes to the topic's home, which sends
-//!   a copy to each subscriber — across a link only for subscribers on that broker.
+//!   dials). Topics have a home like queues: a publish goes to the topic's home; another
+//!   broker's subscribers share one subscription to it through a `TopicMirror` (a local
+//!   `TopicActor` fed from the home), so a message crosses to each broker once, and only
+//!   while it has subscribers.
 //! - Failover (master/slave) is a later issue.
 //!
 //! ## Where each part lives

@@ -171,13 +171,19 @@ async fn queues_and_topics_work_through_every_broker_and_garbage_leaves_the_clus
         "node2 shows the home's counters"
     );
 
-    // A topic with a subscriber on every broker: each gets every message.
+    // A topic with subscribers on every broker (two on node3): each gets every message,
+    // and the home sees one subscription per broker.
     let topic = Destination::topic("cl.prices");
     let mut subscribers = Vec::new();
-    for connection in [&c1, &c2, &c3] {
+    for connection in [&c1, &c2, &c3, &c3] {
         let session = connection.session(AckMode::Auto).unwrap();
         subscribers.push((session.consumer(topic.clone()).await.unwrap(), session));
     }
+    let at_home = stat_of(&c1, "topic", "cl.prices").await.expect("a row");
+    assert_eq!(
+        at_home.consumers, 3,
+        "node1's subscriber and one feed each for node2, node3"
+    );
     let publisher = s2.producer(topic.clone());
     publisher
         .send_batch(
@@ -303,6 +309,11 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
         .find(|m| m.name == "node1")
         .expect("node1");
 
+    // A subscriber on node3 of a topic homed on node1, kept through node1's death.
+    let news = Destination::topic("cl.news");
+    let news_session = c3.session(AckMode::Auto).unwrap();
+    let mut news_subscriber = news_session.consumer(news.clone()).await.unwrap();
+
     let node1 = nodes.remove(0);
     let killed = Instant::now();
     node1.kill();
@@ -362,6 +373,23 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
     // Sends work again.
     producer.send_batch(numbered(2_000..2_010)).await.unwrap();
     assert_eq!(receive_exactly(&mut consumer, 10).await.len(), 10);
+    // The topic's subscriber on node3 hears node1 again once node3 has subscribed anew.
+    let news_publisher = s2.producer(news.clone());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // A failed send (node3 not yet linked to node1 again) is simply tried again.
+        let _ = news_publisher
+            .send(Message::new("news").with_persistent(false))
+            .await;
+        let heard = news_subscriber
+            .receive(Duration::from_millis(200))
+            .await
+            .expect("the subscriber stays open");
+        if heard.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the topic feed did not resume");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

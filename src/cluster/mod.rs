@@ -1,9 +1,10 @@
 //! Brokers as one cluster: who is up ([`Membership`], SWIM via `foca`), how they talk
 //! ([`Bridge`], one TCP link per peer carrying typed envelopes), where each destination
 //! lives ([`Placement`]), and the stand-in for a destination that lives elsewhere
-//! ([`RemoteDestination`]). The registry asks [`ClusterView::reference`] for any
-//! destination placed on another broker and hands sessions the same `DestinationRef` type
-//! as for a local one.
+//! ([`RemoteDestination`]; for a topic, [`TopicMirror`], which fans out locally). The
+//! registry asks [`ClusterView::reference`] or [`ClusterView::mirror`] for any destination
+//! placed on another broker and hands sessions the same `DestinationRef` type as for a
+//! local one.
 //!
 //! ```text
 //!  broker node2                                        broker node1 (home of queue:orders)
@@ -16,6 +17,7 @@
 mod bridge;
 mod envelope;
 mod membership;
+mod mirror;
 mod placement;
 mod remote;
 
@@ -28,6 +30,7 @@ pub use envelope::{
     BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Hello, Refused, Remotable,
 };
 pub use membership::{MemberTable, Membership, NodeId};
+pub use mirror::TopicMirror;
 pub use placement::Placement;
 pub use remote::RemoteDestination;
 
@@ -69,6 +72,24 @@ impl ClusterView {
         let proxy = RemoteDestination::new(destination.clone(), home.clone(), self.bridge.clone());
         let proxy = RemoteDestination::start_in_arbiter(arbiter, move |_| proxy);
         DestinationRef::remote(destination.clone(), home, proxy)
+    }
+
+    /// A topic homed on `home`: publishes go there; subscribers here join `local`, fed by
+    /// one subscription to the home topic with `prefetch` credit.
+    pub fn mirror(
+        &self,
+        destination: &Destination,
+        home: String,
+        arbiter: &actix::ArbiterHandle,
+        local: Addr<crate::destination::TopicActor>,
+        prefetch: u32,
+    ) -> DestinationRef {
+        let proxy = RemoteDestination::new(destination.clone(), home.clone(), self.bridge.clone());
+        let proxy = RemoteDestination::start_in_arbiter(arbiter, move |_| proxy);
+        let mirror = TopicMirror::start_in_arbiter(arbiter, move |_| {
+            TopicMirror::new(proxy, local, prefetch)
+        });
+        DestinationRef::remote(destination.clone(), home, mirror)
     }
 
     /// The member `destination` lives on.

@@ -183,15 +183,17 @@ impl DestinationRegistry {
         if destination.is_queue() {
             self.spawn_queue(destination, Vec::new(), me)
         } else {
-            let arbiter = self.arbiters.for_name(destination.name());
-            let per_dispatch = self.limits.max_deliveries_per_frame;
-            let d = destination.clone();
-            let backlog = self.limits.max_subscriber_backlog;
-            let addr = TopicActor::start_in_arbiter(arbiter, move |_| {
-                TopicActor::new(d, per_dispatch, backlog)
-            });
-            DestinationRef::local(destination.clone(), addr)
+            DestinationRef::local(destination.clone(), self.spawn_topic(destination))
         }
+    }
+
+    /// Starts a topic actor on the arbiter its name hashes to.
+    fn spawn_topic(&self, destination: &Destination) -> Addr<TopicActor> {
+        let arbiter = self.arbiters.for_name(destination.name());
+        let per_dispatch = self.limits.max_deliveries_per_frame;
+        let d = destination.clone();
+        let backlog = self.limits.max_subscriber_backlog;
+        TopicActor::start_in_arbiter(arbiter, move |_| TopicActor::new(d, per_dispatch, backlog))
     }
 
     /// The queue or topic called `destination`, created if needed and wired to the
@@ -205,6 +207,13 @@ impl DestinationRegistry {
             return entry.reference.clone();
         }
         let created = match (self.remote_home(destination), &self.cluster) {
+            // Subscribers here share one feed from the home topic.
+            (Some(home), Some(cluster)) if destination.kind() == DestinationKind::Topic => {
+                let local = self.spawn_topic(destination);
+                let arbiter = self.arbiters.for_name(destination.name());
+                let prefetch = self.limits.default_prefetch;
+                cluster.mirror(destination, home, arbiter, local, prefetch)
+            }
             (Some(home), Some(cluster)) => cluster.reference(
                 destination,
                 home,
