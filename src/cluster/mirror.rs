@@ -21,12 +21,14 @@ use super::remote::RemoteDestination;
 use crate::destination::{
     ConsumerId, Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe, TopicActor,
 };
+use crate::message::Destination;
 use crate::protocol::DestinationStat;
 
 /// How often the mirror tries to subscribe again while its home is away.
 pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
 pub struct TopicMirror {
+    destination: Destination,
     remote: Addr<RemoteDestination>,
     local: Addr<TopicActor>,
     /// Credit of the subscription to the home topic.
@@ -38,8 +40,14 @@ pub struct TopicMirror {
 }
 
 impl TopicMirror {
-    pub fn new(remote: Addr<RemoteDestination>, local: Addr<TopicActor>, prefetch: u32) -> Self {
+    pub fn new(
+        destination: Destination,
+        remote: Addr<RemoteDestination>,
+        local: Addr<TopicActor>,
+        prefetch: u32,
+    ) -> Self {
         TopicMirror {
+            destination,
             remote,
             local,
             prefetch: prefetch.max(1),
@@ -177,24 +185,18 @@ impl Handler<Control> for TopicMirror {
 impl Handler<GetStat> for TopicMirror {
     type Result = ResponseFuture<DestinationStat>;
 
-    /// The home's counters, as for any destination homed elsewhere.
+    /// The home's counters, as for any destination homed elsewhere (the proxy answers
+    /// for a home that is down); this broker's own if the proxy is gone.
     fn handle(&mut self, stat: GetStat, _: &mut Context<Self>) -> Self::Result {
         let request = self.remote.send(stat);
         let local = self.local.send(GetStat);
+        let destination = self.destination.clone();
         Box::pin(async move {
             match request.await {
                 Ok(stat) => stat,
-                Err(_) => local.await.unwrap_or_else(|_| DestinationStat {
-                    kind: crate::message::DestinationKind::Topic,
-                    name: String::new(),
-                    depth: 0,
-                    in_flight: 0,
-                    paged: 0,
-                    enqueued: 0,
-                    dequeued: 0,
-                    consumers: 0,
-                    home: None,
-                }),
+                Err(_) => local
+                    .await
+                    .unwrap_or_else(|_| DestinationStat::unknown(&destination, None)),
             }
         })
     }

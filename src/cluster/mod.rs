@@ -86,8 +86,9 @@ impl ClusterView {
     ) -> DestinationRef {
         let proxy = RemoteDestination::new(destination.clone(), home.clone(), self.bridge.clone());
         let proxy = RemoteDestination::start_in_arbiter(arbiter, move |_| proxy);
+        let d = destination.clone();
         let mirror = TopicMirror::start_in_arbiter(arbiter, move |_| {
-            TopicMirror::new(proxy, local, prefetch)
+            TopicMirror::new(d, proxy, local, prefetch)
         });
         DestinationRef::remote(destination.clone(), home, mirror)
     }

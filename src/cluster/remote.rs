@@ -178,17 +178,7 @@ impl Handler<GetStat> for RemoteDestination {
             match reply {
                 Ok(ReplyBody::Stat(stat)) => stat,
                 // Home down: the row still says where the destination lives.
-                _ => DestinationStat {
-                    kind: destination.kind(),
-                    name: destination.name().to_string(),
-                    depth: 0,
-                    in_flight: 0,
-                    paged: 0,
-                    enqueued: 0,
-                    dequeued: 0,
-                    consumers: 0,
-                    home: Some(home),
-                },
+                _ => DestinationStat::unknown(&destination, Some(home)),
             }
         })
     }

@@ -90,6 +90,23 @@ pub struct DestinationStat {
     pub home: Option<String>,
 }
 
+impl DestinationStat {
+    /// The row of a destination whose counters cannot be read (its home is down).
+    pub fn unknown(destination: &Destination, home: Option<String>) -> DestinationStat {
+        DestinationStat {
+            kind: destination.kind(),
+            name: destination.name().to_string(),
+            depth: 0,
+            in_flight: 0,
+            paged: 0,
+            enqueued: 0,
+            dequeued: 0,
+            consumers: 0,
+            home,
+        }
+    }
+}
+
 /// Whether a cluster member is reachable, as the membership protocol sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberState {
