@@ -347,3 +347,43 @@ async fn a_transaction_is_all_or_nothing_across_sigkill() {
         "the transaction committed during the kill is all or nothing: {counts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_disconnect_receipt_means_every_persistent_send_before_it_is_stored() {
+    use actormq::stomp::{Command, StompFrame, encode_into};
+    use common::raw_stomp::RawStomp;
+
+    let dir = data_dir("stomp-disconnect");
+    let broker = BrokerProcess::start(&dir, &[]);
+    let stomp_addr = broker
+        .logged_addr("STOMP listening on ")
+        .expect("a STOMP address")
+        .parse()
+        .expect("host:port");
+    let mut stomp = RawStomp::connected(stomp_addr).await;
+    // 2,000 persistent SENDs without receipts and a DISCONNECT asking for one, in one write.
+    let mut bytes = bytes::BytesMut::new();
+    for i in 0..2_000 {
+        let send = StompFrame::new(Command::Send)
+            .header("destination", "/queue/before-disconnect")
+            .header("persistent", "true")
+            .body(format!("{i}"));
+        encode_into(&send, &mut bytes);
+    }
+    encode_into(
+        &StompFrame::new(Command::Disconnect).header("receipt", "bye"),
+        &mut bytes,
+    );
+    stomp.raw(&bytes).await;
+    let receipt = stomp.next().await;
+    assert_eq!(receipt.get("receipt-id"), Some("bye"), "{receipt:?}");
+    // The broker dies the moment the client has its receipt: nothing may be missing.
+    broker.kill();
+
+    let broker = BrokerProcess::start(&dir, &[]);
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let stat = stat_of(&connection, "queue", "before-disconnect")
+        .await
+        .expect("the queue is recovered");
+    assert_eq!(stat.depth, 2_000);
+}

@@ -218,6 +218,72 @@ async fn a_native_request_answered_over_stomp_through_a_temporary_queue() {
     assert_eq!(reply.await.unwrap().body_text(), "HI");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_written_at_once_are_receipted_and_delivered_in_order() {
+    let broker = broker();
+    let mut stomp = RawStomp::connected(stomp_addr(&broker)).await;
+    // 300 SENDs to two queues in one write (the broker batches runs of them) with a
+    // SUBSCRIBE between them: every RECEIPT in the order asked.
+    let mut bytes = bytes::BytesMut::new();
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        if i == 150 {
+            let subscribe = StompFrame::new(Command::Subscribe)
+                .header("destination", "/queue/batched-b")
+                .header("id", "b")
+                .header("receipt", "sub");
+            actormq::stomp::encode_into(&subscribe, &mut bytes);
+            expected.push("sub".to_string());
+        }
+        let queue = if i % 100 < 50 {
+            "batched-a"
+        } else {
+            "batched-b"
+        };
+        let send = StompFrame::new(Command::Send)
+            .header("destination", format!("/queue/{queue}"))
+            .header("receipt", format!("r{i}"))
+            .body(format!("{i}"));
+        actormq::stomp::encode_into(&send, &mut bytes);
+        expected.push(format!("r{i}"));
+    }
+    stomp.raw(&bytes).await;
+    let mut receipts = Vec::new();
+    let mut on_b = Vec::new();
+    while receipts.len() < expected.len() {
+        let frame = stomp.next().await;
+        match frame.command {
+            Command::Receipt => receipts.push(frame.get("receipt-id").unwrap().to_string()),
+            Command::Message => on_b.push(String::from_utf8(frame.body.to_vec()).unwrap()),
+            other => panic!("unexpected {other:?}: {frame:?}"),
+        }
+    }
+    assert_eq!(receipts, expected);
+
+    let (_c, session) = connect(&broker).await;
+    let mut a = session
+        .consumer(Destination::queue("batched-a"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = a.receive(Duration::from_millis(500)).await.unwrap() {
+        got.push(m.body_text().parse::<u32>().unwrap());
+    }
+    let sent_to_a: Vec<u32> = (0..300).filter(|i| i % 100 < 50).collect();
+    assert_eq!(got, sent_to_a, "in the order sent");
+    // The STOMP subscriber of batched-b got all of it (a queue keeps what came before
+    // the subscription), in the order sent.
+    let sent_to_b: Vec<String> = (0..300)
+        .filter(|i| i % 100 >= 50)
+        .map(|i| i.to_string())
+        .collect();
+    while on_b.len() < sent_to_b.len() {
+        let frame = stomp.next().await;
+        on_b.push(String::from_utf8(frame.body.to_vec()).unwrap());
+    }
+    assert_eq!(on_b, sent_to_b);
+}
+
 async fn refused(broker: &BrokerThread, bytes: &[u8], connect_first: bool) -> String {
     let mut client = if connect_first {
         RawStomp::connected(stomp_addr(broker)).await

@@ -113,10 +113,24 @@ struct Subscription {
 
 /// What to do when the session answers an internal receipt.
 struct Pending {
-    /// The client's `receipt` header, if it asked for one.
-    receipt: Option<String>,
     /// The COMMIT this send belongs to (answered once all its sends are).
     commit: Option<u64>,
+}
+
+/// RECEIPTs owed for one frame (or a batch of SENDs), sent once `done` and once every
+/// slot before it has gone.
+struct ReceiptSlot {
+    /// The session receipt or COMMIT id it waits for (0: nothing).
+    key: u64,
+    receipts: Vec<String>,
+    done: bool,
+}
+
+/// SENDs to one destination, in the order read.
+struct SendBatch {
+    destination: Destination,
+    messages: Vec<Message>,
+    receipts: Vec<String>,
 }
 
 /// Work held back by a transaction until COMMIT.
@@ -149,8 +163,15 @@ pub struct StompConnectionActor {
     by_consumer: HashMap<u32, String>,
     next_number: u64,
     pending: HashMap<u64, Pending>,
-    /// COMMIT id → (sends not yet confirmed, the COMMIT's receipt header).
-    commits: HashMap<u64, (usize, Option<String>)>,
+    /// SENDs (outside transactions) to one destination read in a row, passed to the
+    /// session as one batch once the frames read so far are handled.
+    batch: Option<SendBatch>,
+    /// COMMIT id → sends not yet confirmed.
+    commits: HashMap<u64, usize>,
+    /// RECEIPTs owed, in the order their frames came.
+    receipts: VecDeque<ReceiptSlot>,
+    /// DISCONNECT came (with this receipt header): no more frames are read.
+    disconnecting: Option<Option<String>>,
     transactions: HashMap<String, Vec<Held>>,
     /// Temporary names this client made up → the destinations created for them.
     temporaries: HashMap<(DestinationKind, String), Destination>,
@@ -205,6 +226,9 @@ impl StompConnectionActor {
             by_consumer: HashMap::new(),
             next_number: 1,
             pending: HashMap::new(),
+            batch: None,
+            receipts: VecDeque::new(),
+            disconnecting: None,
             commits: HashMap::new(),
             transactions: HashMap::new(),
             temporaries: HashMap::new(),
@@ -244,6 +268,9 @@ impl StompConnectionActor {
     }
 
     fn on_frame(&mut self, frame: StompFrame, ctx: &mut Context<Self>) {
+        if self.disconnecting.is_some() {
+            return; // nothing after DISCONNECT
+        }
         let result = if self.session.is_none() {
             match frame.command {
                 Command::Connect | Command::Stomp => self.on_connect(&frame, ctx),
@@ -329,6 +356,10 @@ impl StompConnectionActor {
     }
 
     fn on_command(&mut self, frame: StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        // Everything else keeps its order after the SENDs before it.
+        if frame.command != Command::Send {
+            self.flush_sends()?;
+        }
         match frame.command {
             Command::Send => self.on_send(frame, None, ctx),
             Command::Subscribe => self.on_subscribe(frame, ctx),
@@ -379,8 +410,15 @@ impl StompConnectionActor {
                     .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))?;
                 let commit = self.next();
                 let sends = held.iter().filter(|h| matches!(h, Held::Send(_))).count();
-                self.commits
-                    .insert(commit, (sends, frame.get("receipt").map(str::to_string)));
+                self.commits.insert(commit, sends);
+                self.receipt_later(
+                    commit,
+                    frame
+                        .get("receipt")
+                        .map(str::to_string)
+                        .into_iter()
+                        .collect(),
+                );
                 for work in held {
                     match work {
                         Held::Send(send) => self.on_send(send, Some(commit), ctx)?,
@@ -399,13 +437,14 @@ impl StompConnectionActor {
                 Ok(())
             }
             Command::Disconnect => {
-                let last = frame.get("receipt").map(|r| {
-                    let mut buf = BytesMut::new();
-                    encode_into(&Self::receipt_frame(r), &mut buf);
-                    buf.freeze()
+                self.disconnecting = Some(frame.get("receipt").map(str::to_string));
+                self.finish_disconnect(ctx);
+                // Work that never ends must not hold the connection open for ever.
+                let limit = Duration::from_millis(self.limits.write_timeout_ms);
+                ctx.run_later(limit, |act, ctx| {
+                    act.pending.clear();
+                    act.finish_disconnect(ctx);
                 });
-                self.sink.close(last);
-                ctx.stop();
                 Ok(())
             }
             Command::Connect | Command::Stomp => Err(Failure("already connected".into())),
@@ -415,12 +454,69 @@ impl StompConnectionActor {
         }
     }
 
-    /// Answers a frame's `receipt` header at once (frames with nothing to wait for).
+    /// Answers a frame's `receipt` header (frames with nothing to wait for), after the
+    /// RECEIPTs of earlier frames.
     fn answer(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) {
         if let Some(receipt) = frame.get("receipt") {
-            let receipt = Self::receipt_frame(receipt);
-            self.write(&receipt, ctx);
+            self.receipt_now(receipt.to_string(), ctx);
         }
+    }
+
+    /// `receipts` are answered once the work `key` is done, in the order frames came.
+    fn receipt_later(&mut self, key: u64, receipts: Vec<String>) {
+        if !receipts.is_empty() {
+            self.receipts.push_back(ReceiptSlot {
+                key,
+                receipts,
+                done: false,
+            });
+        }
+    }
+
+    fn receipt_now(&mut self, receipt: String, ctx: &mut Context<Self>) {
+        self.receipts.push_back(ReceiptSlot {
+            key: 0,
+            receipts: vec![receipt],
+            done: true,
+        });
+        self.write_receipts(ctx);
+    }
+
+    /// The work `key` is done: its RECEIPTs go once those before them have.
+    fn receipt_done(&mut self, key: u64, ctx: &mut Context<Self>) {
+        if let Some(slot) = self.receipts.iter_mut().find(|slot| slot.key == key) {
+            slot.done = true;
+        }
+        self.write_receipts(ctx);
+    }
+
+    fn write_receipts(&mut self, ctx: &mut Context<Self>) {
+        while self.receipts.front().is_some_and(|slot| slot.done) {
+            if let Some(slot) = self.receipts.pop_front() {
+                for receipt in &slot.receipts {
+                    self.write(&Self::receipt_frame(receipt), ctx);
+                }
+            }
+        }
+    }
+
+    /// After DISCONNECT: once every earlier frame's work is done (a persistent SEND is
+    /// stored), its RECEIPT goes last and the connection closes.
+    fn finish_disconnect(&mut self, ctx: &mut Context<Self>) {
+        let Some(receipt) = &self.disconnecting else {
+            return;
+        };
+        if !self.pending.is_empty() {
+            return;
+        }
+        let last = receipt.as_ref().map(|r| {
+            let mut buf = BytesMut::new();
+            encode_into(&Self::receipt_frame(r), &mut buf);
+            buf.freeze()
+        });
+        self.write_receipts(ctx);
+        self.sink.close(last);
+        ctx.stop();
     }
 
     fn transaction(&mut self, tx: &str) -> Result<&mut Vec<Held>, Failure> {
@@ -440,9 +536,11 @@ impl StompConnectionActor {
         {
             let tx = tx.to_string();
             let receipt = frame.get("receipt").map(str::to_string);
+            // Its RECEIPT must not overtake those of SENDs read before it.
+            self.flush_sends()?;
             self.transaction(&tx)?.push(Held::Send(frame));
             if let Some(receipt) = receipt {
-                self.write(&Self::receipt_frame(&receipt), ctx);
+                self.receipt_now(receipt, ctx);
             }
             return Ok(());
         }
@@ -455,22 +553,61 @@ impl StompConnectionActor {
             None => None,
         };
         let message = message_from(&frame, reply_to)?;
+        if commit.is_none() {
+            return self.batch_send(destination, message, frame.get("receipt"), ctx);
+        }
+        self.flush_sends()?;
         let receipt = self.next();
-        self.pending.insert(
-            receipt,
-            Pending {
-                receipt: if commit.is_some() {
-                    None
-                } else {
-                    frame.get("receipt").map(str::to_string)
-                },
-                commit,
-            },
-        );
+        self.pending.insert(receipt, Pending { commit });
         self.session()?.do_send(SessionCommand::Send {
             destination,
             receipt: Some(receipt),
             messages: vec![message],
+        });
+        Ok(())
+    }
+
+    /// Adds a SEND to the batch, which is passed on once the frames already read are
+    /// handled (or sooner: another destination, a full batch, any other frame).
+    fn batch_send(
+        &mut self,
+        destination: Destination,
+        message: Message,
+        receipt: Option<&str>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Failure> {
+        let full = self.batch.as_ref().is_some_and(|batch| {
+            batch.destination != destination
+                || batch.messages.len() >= self.limits.max_deliveries_per_frame
+        });
+        if full {
+            self.flush_sends()?;
+        }
+        let batch = self.batch.get_or_insert_with(|| {
+            ctx.notify(FlushSends);
+            SendBatch {
+                destination,
+                messages: Vec::new(),
+                receipts: Vec::new(),
+            }
+        });
+        batch.messages.push(message);
+        batch.receipts.extend(receipt.map(str::to_string));
+        Ok(())
+    }
+
+    /// Passes the batched SENDs to the session; their RECEIPTs follow its answer.
+    fn flush_sends(&mut self) -> Result<(), Failure> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        let receipt = self.next();
+        self.pending.insert(receipt, Pending { commit: None });
+        self.receipt_later(receipt, batch.receipts);
+        self.session()?.do_send(SessionCommand::Send {
+            destination: batch.destination,
+            receipt: Some(receipt),
+            messages: batch.messages,
         });
         Ok(())
     }
@@ -514,12 +651,14 @@ impl StompConnectionActor {
         );
         self.by_consumer.insert(consumer, id);
         let receipt = self.next();
-        self.pending.insert(
+        self.pending.insert(receipt, Pending { commit: None });
+        self.receipt_later(
             receipt,
-            Pending {
-                receipt: frame.get("receipt").map(str::to_string),
-                commit: None,
-            },
+            frame
+                .get("receipt")
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
         );
         self.session()?.do_send(SessionCommand::Subscribe {
             consumer,
@@ -653,14 +792,9 @@ impl StompConnectionActor {
 
     /// One send of a COMMIT was answered (or none were pending): answer the COMMIT once all are.
     fn commit_progress(&mut self, commit: u64, ctx: &mut Context<Self>) {
-        if let Some((remaining, receipt)) = self.commits.get(&commit)
-            && *remaining == 0
-        {
-            let receipt = receipt.clone();
+        if self.commits.get(&commit) == Some(&0) {
             self.commits.remove(&commit);
-            if let Some(receipt) = receipt {
-                self.write(&Self::receipt_frame(&receipt), ctx);
-            }
+            self.receipt_done(commit, ctx);
         }
     }
 
@@ -849,6 +983,8 @@ impl Actor for StompConnectionActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // SENDs read before the connection ended still go (as they would unbatched).
+        let _ = self.flush_sends();
         if let Some(session) = self.session.take() {
             session.do_send(Shutdown);
         }
@@ -877,6 +1013,21 @@ impl StreamHandler<Result<Inbound, StompError>> for StompConnectionActor {
     }
 }
 
+/// Pass on the batched SENDs (queued behind the frames already read).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct FlushSends;
+
+impl Handler<FlushSends> for StompConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushSends, ctx: &mut Context<Self>) {
+        if let Err(Failure(message)) = self.flush_sends() {
+            self.fail(message, ctx);
+        }
+    }
+}
+
 impl Handler<StompEvent> for StompConnectionActor {
     type Result = ();
 
@@ -893,15 +1044,14 @@ impl Handler<StompEvent> for StompConnectionActor {
                 if let Err(e) = result {
                     return self.fail(e.to_string(), ctx);
                 }
-                if let Some(receipt) = pending.receipt {
-                    self.write(&Self::receipt_frame(&receipt), ctx);
-                }
+                self.receipt_done(receipt, ctx);
                 if let Some(commit) = pending.commit {
-                    if let Some((remaining, _)) = self.commits.get_mut(&commit) {
+                    if let Some(remaining) = self.commits.get_mut(&commit) {
                         *remaining = remaining.saturating_sub(1);
                     }
                     self.commit_progress(commit, ctx);
                 }
+                self.finish_disconnect(ctx);
             }
             StompEvent::Evicted { reason, .. } => self.fail(reason, ctx),
         }
