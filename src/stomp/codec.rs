@@ -91,6 +91,10 @@ fn malformed(what: impl Into<String>) -> StompError {
 
 /// Undoes STOMP 1.2 header escaping (`\r \n \c \\`).
 fn unescape(raw: &[u8]) -> Result<String, StompError> {
+    // Most values escape nothing: one copy, no per-byte work.
+    if !raw.contains(&b'\\') {
+        return String::from_utf8(raw.to_vec()).map_err(|_| malformed("a header is not UTF-8"));
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut bytes = raw.iter();
     while let Some(&b) = bytes.next() {
@@ -116,15 +120,22 @@ fn unescape(raw: &[u8]) -> Result<String, StompError> {
 }
 
 fn escape_into(value: &str, dst: &mut BytesMut) {
-    for b in value.bytes() {
-        match b {
-            b'\r' => dst.put_slice(b"\\r"),
-            b'\n' => dst.put_slice(b"\\n"),
-            b':' => dst.put_slice(b"\\c"),
-            b'\\' => dst.put_slice(b"\\\\"),
-            other => dst.put_u8(other),
-        }
+    // Runs of bytes that need no escape are copied whole.
+    let mut rest = value.as_bytes();
+    while let Some(at) = rest
+        .iter()
+        .position(|b| matches!(b, b'\r' | b'\n' | b':' | b'\\'))
+    {
+        dst.put_slice(&rest[..at]);
+        dst.put_slice(match rest[at] {
+            b'\r' => b"\\r",
+            b'\n' => b"\\n",
+            b':' => b"\\c",
+            _ => b"\\\\",
+        });
+        rest = &rest[at + 1..];
     }
+    dst.put_slice(rest);
 }
 
 impl Decoder for StompCodec {
