@@ -80,8 +80,9 @@
 //!    as `consumer.deliver` envelopes to the `ConsumerActor` on `node3`. Settlements travel
 //!    to `node1` as `destination.control`, returning credit: flow control is the queue's own.
 //! 5. If the link drops, `node1` unsubscribes `node3`'s consumers (their unacknowledged
-//!    messages go to other consumers) and `node3` evicts them; requests waiting on the link
-//!    fail with `DestinationUnavailable { home: node1 }`.
+//!    messages go to other consumers), requests waiting on the link fail with
+//!    `DestinationUnavailable { home: node1 }`, and `node3`'s proxy subscribes its
+//!    consumers again, every second, until `node1` is back.
 //!
 //! ## Where the code differs from the starting map (`ARCHITECTURE.md`)
 //!

@@ -309,6 +309,10 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
         .find(|m| m.name == "node1")
         .expect("node1");
 
+    // A consumer on node3 of a queue homed on node1, kept through node1's death.
+    let waiting = Destination::queue("cl.waiting");
+    let waiting_session = c3.session(AckMode::Auto).unwrap();
+    let mut waiting_consumer = waiting_session.consumer(waiting.clone()).await.unwrap();
     // A subscriber on node3 of a topic homed on node1, kept through node1's death.
     let news = Destination::topic("cl.news");
     let news_session = c3.session(AckMode::Auto).unwrap();
@@ -373,6 +377,13 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
     // Sends work again.
     producer.send_batch(numbered(2_000..2_010)).await.unwrap();
     assert_eq!(receive_exactly(&mut consumer, 10).await.len(), 10);
+    // The queue's consumer on node3 was subscribed again: it gets what is sent now.
+    s2.producer(waiting.clone())
+        .send_batch(numbered(0..100))
+        .await
+        .unwrap();
+    let seen = receive_exactly(&mut waiting_consumer, 100).await;
+    assert_eq!(seen, (0..100).collect());
     // The topic's subscriber on node3 hears node1 again once node3 has subscribed anew.
     let news_publisher = s2.producer(news.clone());
     let deadline = Instant::now() + WAIT;

@@ -9,7 +9,8 @@
 //! wait for it to drain (back-pressure), and deliveries are bounded by consumers' credit.
 //! A malformed envelope, a refused handshake or a silent peer closes that link only: its
 //! waiting requests fail with `HomeDown`, its remote consumers are unsubscribed (their
-//! unacknowledged messages go to other consumers), and the dialer tries again.
+//! unacknowledged messages go to other consumers), the proxies of the local consumers it
+//! fed are told ([`LinkLost`]: they subscribe again), and the dialer tries again.
 //!
 //! Requests from a peer are served by [`HomeSide`], one per link, in the order they came:
 //! it finds the local destination through the registry and calls it as a local session
@@ -68,6 +69,21 @@ pub enum BridgeError {
     Envelope(#[from] EnvelopeError),
 }
 
+/// A local consumer of a destination homed elsewhere.
+struct Sink {
+    home: String,
+    deliver: Recipient<Dispatch>,
+    /// Told when the link to `home` goes (the consumer's proxy subscribes again).
+    lost: Recipient<LinkLost>,
+}
+
+/// The link to the home of consumer `consumer`'s destination was lost.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct LinkLost {
+    pub consumer: u64,
+}
+
 /// A request waiting for its reply.
 struct Pending {
     /// The link it went out on (none yet while it waits for one): if that link closes,
@@ -97,8 +113,8 @@ struct Shared {
     dialing: Mutex<HashSet<String>>,
     /// Requests waiting for their reply, by id.
     pending: Mutex<HashMap<u64, Pending>>,
-    /// Local consumers of destinations homed elsewhere: consumer id → (home, sink).
-    sinks: Mutex<HashMap<u64, (String, Recipient<Dispatch>)>>,
+    /// Local consumers of destinations homed elsewhere, by consumer id.
+    sinks: Mutex<HashMap<u64, Sink>>,
     next_request: AtomicU64,
     next_link: AtomicU64,
     registry: OnceLock<Addr<DestinationRegistry>>,
@@ -274,9 +290,21 @@ impl Bridge {
         lock(&self.shared.links).contains_key(home)
     }
 
-    /// Deliveries for consumer `consumer` from a destination on `home` go to `sink`.
-    pub fn add_sink(&self, consumer: u64, home: &str, sink: Recipient<Dispatch>) {
-        lock(&self.shared.sinks).insert(consumer, (home.to_string(), sink));
+    /// Deliveries for consumer `consumer` from a destination on `home` go to `deliver`;
+    /// `lost` hears if the link to `home` goes.
+    pub fn add_sink(
+        &self,
+        consumer: u64,
+        home: &str,
+        deliver: Recipient<Dispatch>,
+        lost: Recipient<LinkLost>,
+    ) {
+        let sink = Sink {
+            home: home.to_string(),
+            deliver,
+            lost,
+        };
+        lock(&self.shared.sinks).insert(consumer, sink);
     }
 
     pub fn remove_sink(&self, consumer: u64) {
@@ -544,25 +572,23 @@ async fn run_link(
     }
     shared.links_changed.notify_waiters();
     tracing::warn!(peer = %peer.node, "bridge link down: {reason}");
-    // Requests waiting on this peer fail (their senders are dropped); its consumers here
-    // are told; what it consumed from here goes back to its destinations.
+    // Requests waiting on this peer fail (their senders are dropped); the proxies of its
+    // consumers here are told (they subscribe again once it is back); what it consumed
+    // from here goes back to its destinations.
     lock(&shared.pending).retain(|_, pending| pending.link != Some(link.id));
-    let evicted: Vec<_> = {
+    let lost: Vec<_> = {
         let mut sinks = lock(&shared.sinks);
         let gone: Vec<u64> = sinks
             .iter()
-            .filter(|(_, (home, _))| *home == peer.node)
+            .filter(|(_, sink)| sink.home == peer.node)
             .map(|(id, _)| *id)
             .collect();
         gone.into_iter()
-            .filter_map(|id| sinks.remove(&id))
+            .filter_map(|id| sinks.remove(&id).map(|sink| (id, sink)))
             .collect()
     };
-    for (_, sink) in evicted {
-        sink.do_send(Dispatch::Evicted(format!(
-            "the link to broker {}, home of this consumer's destination, was lost: {reason}",
-            peer.node
-        )));
+    for (consumer, sink) in lost {
+        sink.lost.do_send(LinkLost { consumer });
     }
     home.close();
 }
@@ -594,7 +620,7 @@ async fn route(
             let deliver: RemoteDeliver = envelope.open()?;
             let sink = lock(&shared.sinks)
                 .get(&deliver.consumer)
-                .map(|(_, s)| s.clone());
+                .map(|s| s.deliver.clone());
             // A consumer that just left: its unsettled deliveries go back when the home
             // destination handles its Unsubscribe, already on the way.
             if let Some(sink) = sink {
@@ -613,8 +639,8 @@ async fn route(
         }
         RemoteEvicted::TAG => {
             let evicted: RemoteEvicted = envelope.open()?;
-            if let Some((_, sink)) = lock(&shared.sinks).remove(&evicted.consumer) {
-                sink.do_send(Dispatch::Evicted(evicted.reason));
+            if let Some(sink) = lock(&shared.sinks).remove(&evicted.consumer) {
+                sink.deliver.do_send(Dispatch::Evicted(evicted.reason));
             }
         }
         RemoteEnqueue::TAG => {
@@ -638,6 +664,10 @@ async fn route(
                     ))))
                 }
                 Ok(target) => {
+                    // A consumer subscribing again replaces its earlier subscription.
+                    if let Some((old, target)) = home.consumers.remove(&subscribe.consumer) {
+                        target.control(Control::Unsubscribe(old));
+                    }
                     let local = ConsumerId::next();
                     let forwarder = RemoteConsumer {
                         sink: home.sink.clone(),

@@ -2,16 +2,24 @@
 //! answers the same typed messages as a local `QueueActor` or `TopicActor` (so a
 //! `DestinationRef` to it looks like any other) and turns each into an envelope over the
 //! [`Bridge`]. Sends keep their order: one that must wait (for the link, or for room on
-//! it) holds the actor's mailbox with `ctx.wait` until it is on the wire.
+//! it) holds the actor's mailbox with `ctx.wait` until it is on the wire. Consumers
+//! subscribed through it outlive the link: when it is lost they subscribe again, every
+//! second, until the home is back.
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture};
+use std::collections::{HashMap, HashSet};
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseActFuture,
+    ResponseFuture, WrapFuture,
+};
 use tokio::sync::oneshot;
 
-use super::bridge::{Bridge, Posted};
+use super::bridge::{Bridge, LinkLost, Posted};
 use super::envelope::{
     Remotable, RemoteControl, RemoteEnqueue, RemoteStat, RemoteSubscribe, Reply, ReplyBody,
 };
-use crate::destination::{Control, DestinationError, Enqueue, GetStat, Subscribe};
+use super::mirror::RESUBSCRIBE;
+use crate::destination::{Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe};
 use crate::message::Destination;
 use crate::protocol::DestinationStat;
 
@@ -21,6 +29,11 @@ pub struct RemoteDestination {
     to: String,
     home: String,
     bridge: Bridge,
+    /// Consumers subscribed through this proxy (sink, prefetch): kept so that they can
+    /// subscribe again when the link to the home comes back.
+    consumers: HashMap<u64, (Recipient<Dispatch>, u32)>,
+    /// Consumers with a subscription attempt scheduled or under way.
+    retrying: HashSet<u64>,
 }
 
 impl RemoteDestination {
@@ -30,7 +43,34 @@ impl RemoteDestination {
             destination,
             home,
             bridge,
+            consumers: HashMap::new(),
+            retrying: HashSet::new(),
         }
+    }
+
+    /// Subscribes consumer `consumer` again in a while, and again after that until it
+    /// works or the consumer leaves. Its unacknowledged deliveries went back to the queue
+    /// when the link went; they come again, marked redelivered.
+    fn resubscribe_later(&mut self, consumer: u64, ctx: &mut Context<Self>) {
+        ctx.run_later(RESUBSCRIBE, move |act, ctx| {
+            let Some((sink, prefetch)) = act.consumers.get(&consumer).cloned() else {
+                act.retrying.remove(&consumer);
+                return;
+            };
+            act.bridge
+                .add_sink(consumer, &act.home, sink, ctx.address().recipient());
+            let reply = act.request(&RemoteSubscribe { consumer, prefetch }, ctx);
+            ctx.spawn(reply.into_actor(act).map(move |result, act, ctx| {
+                if result.is_ok() {
+                    tracing::info!(consumer, home = %act.home, "consumer subscribed again");
+                    act.retrying.remove(&consumer);
+                } else if act.consumers.contains_key(&consumer) {
+                    act.resubscribe_later(consumer, ctx);
+                } else {
+                    act.retrying.remove(&consumer);
+                }
+            }));
+        });
     }
 
     fn home_down(&self) -> DestinationError {
@@ -106,26 +146,32 @@ impl Handler<Enqueue> for RemoteDestination {
 }
 
 impl Handler<Subscribe> for RemoteDestination {
-    type Result = ResponseFuture<Result<(), DestinationError>>;
+    type Result = ResponseActFuture<Self, Result<(), DestinationError>>;
 
     fn handle(&mut self, subscribe: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let consumer = subscribe.consumer.0;
-        self.bridge.add_sink(consumer, &self.home, subscribe.sink);
-        let reply = self.request(
-            &RemoteSubscribe {
-                consumer,
-                prefetch: subscribe.prefetch,
-            },
-            ctx,
+        let prefetch = subscribe.prefetch;
+        self.bridge.add_sink(
+            consumer,
+            &self.home,
+            subscribe.sink.clone(),
+            ctx.address().recipient(),
         );
-        let bridge = self.bridge.clone();
-        Box::pin(async move {
-            let result = reply.await.map(|_| ());
-            if result.is_err() {
-                bridge.remove_sink(consumer);
-            }
-            result
-        })
+        let reply = self.request(&RemoteSubscribe { consumer, prefetch }, ctx);
+        Box::pin(
+            reply
+                .into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(_) => {
+                        act.consumers.insert(consumer, (subscribe.sink, prefetch));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        act.bridge.remove_sink(consumer);
+                        Err(e)
+                    }
+                }),
+        )
     }
 }
 
@@ -135,6 +181,7 @@ impl Handler<Control> for RemoteDestination {
     fn handle(&mut self, control: Control, _: &mut Context<Self>) {
         let remote = match control {
             Control::Unsubscribe(consumer) => {
+                self.consumers.remove(&consumer.0);
                 self.bridge.remove_sink(consumer.0);
                 RemoteControl::Unsubscribe {
                     consumer: consumer.0,
@@ -156,6 +203,22 @@ impl Handler<Control> for RemoteDestination {
             Control::ForwardTo(_) | Control::Delete => return,
         };
         self.bridge.post_now(&self.home, &self.to, &remote);
+    }
+}
+
+impl Handler<LinkLost> for RemoteDestination {
+    type Result = ();
+
+    fn handle(&mut self, LinkLost { consumer }: LinkLost, ctx: &mut Context<Self>) {
+        if self.consumers.contains_key(&consumer) && self.retrying.insert(consumer) {
+            tracing::info!(
+                consumer,
+                home = %self.home,
+                "link to the home of {} lost: subscribing again once it is back",
+                self.to
+            );
+            self.resubscribe_later(consumer, ctx);
+        }
     }
 }
 
