@@ -1,5 +1,6 @@
 //! The bridge's wire format as a pure codec: [`Envelope`]s, each a `u32` big-endian length
-//! and one MessagePack envelope, and the typed messages they carry. No sockets here.
+//! and one MessagePack envelope (the native protocol's framing, `take_framed` and
+//! `put_framed`), and the typed messages they carry. No sockets here.
 //!
 //! An envelope keeps its routing header (`tag`, `to`, the target's `generation`, a
 //! `request` id) apart from its `payload`, so a broker routes without decoding the payload
@@ -10,19 +11,17 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::destination::DestinationError;
 use crate::message::Message;
-use crate::protocol::{DestinationStat, WireDelivery};
+use crate::protocol::{DestinationStat, ProtocolError, WireDelivery, put_framed, take_framed};
 
 /// The bridge protocol version; a peer with another one is refused at the handshake.
 pub const BRIDGE_VERSION: u32 = 1;
-
-const LEN_BYTES: usize = 4;
 
 /// Why bytes could not become an envelope, or a payload a message.
 #[derive(Debug, thiserror::Error)]
@@ -225,22 +224,9 @@ impl Decoder for EnvelopeCodec {
     type Error = EnvelopeError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Envelope>, EnvelopeError> {
-        if src.len() < LEN_BYTES {
+        let Some(body) = take_framed(src, self.max_bytes)? else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > self.max_bytes {
-            return Err(EnvelopeError::TooLarge {
-                len,
-                max: self.max_bytes,
-            });
-        }
-        if src.len() < LEN_BYTES + len {
-            src.reserve(LEN_BYTES + len - src.len());
-            return Ok(None);
-        }
-        src.advance(LEN_BYTES);
-        let body = src.split_to(len);
+        };
         rmp_serde::from_slice(&body)
             .map(Some)
             .map_err(|e| EnvelopeError::Malformed(e.to_string()))
@@ -251,20 +237,19 @@ impl Encoder<&Envelope> for EnvelopeCodec {
     type Error = EnvelopeError;
 
     fn encode(&mut self, envelope: &Envelope, dst: &mut BytesMut) -> Result<(), EnvelopeError> {
-        let start = dst.len();
-        dst.put_u32(0);
-        rmp_serde::encode::write(&mut dst.writer(), envelope)
-            .map_err(|e| EnvelopeError::Encode(e.to_string()))?;
-        let len = dst.len() - start - LEN_BYTES;
-        if len > self.max_bytes {
-            dst.truncate(start);
-            return Err(EnvelopeError::TooLarge {
-                len,
-                max: self.max_bytes,
-            });
+        Ok(put_framed(envelope, dst, self.max_bytes)?)
+    }
+}
+
+/// The native protocol's framing errors, as the bridge names them.
+impl From<ProtocolError> for EnvelopeError {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::FrameTooLarge { len, max } => EnvelopeError::TooLarge { len, max },
+            ProtocolError::Malformed(reason) => EnvelopeError::Malformed(reason),
+            ProtocolError::Encode(reason) => EnvelopeError::Encode(reason),
+            ProtocolError::Io(e) => EnvelopeError::Io(e),
         }
-        dst[start..start + LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
     }
 }
 

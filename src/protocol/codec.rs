@@ -39,26 +39,57 @@ impl Decoder for FrameCodec {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        if src.len() < LEN_BYTES {
+        let Some(body) = take_framed(src, self.max_frame_bytes)? else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > self.max_frame_bytes {
-            return Err(ProtocolError::FrameTooLarge {
-                len,
-                max: self.max_frame_bytes,
-            });
-        }
-        if src.len() < LEN_BYTES + len {
-            src.reserve(LEN_BYTES + len - src.len());
-            return Ok(None);
-        }
-        src.advance(LEN_BYTES);
-        let body = src.split_to(len);
+        };
         rmp_serde::from_slice(&body)
             .map(Some)
             .map_err(|e| ProtocolError::Malformed(e.to_string()))
     }
+}
+
+/// Takes one length-prefixed body off `src` once all of it is there (`Ok(None)` until
+/// then), refusing a length over `max` before any of the body is buffered. The framing of
+/// native frames and of the cluster bridge's envelopes alike.
+pub fn take_framed(src: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ProtocolError> {
+    if src.len() < LEN_BYTES {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+    if len > max {
+        return Err(ProtocolError::FrameTooLarge { len, max });
+    }
+    if src.len() < LEN_BYTES + len {
+        src.reserve(LEN_BYTES + len - src.len());
+        return Ok(None);
+    }
+    src.advance(LEN_BYTES);
+    Ok(Some(src.split_to(len)))
+}
+
+/// Appends `value` to `dst` as one length-prefixed positional MessagePack body, refusing
+/// one longer than `max`.
+pub fn put_framed<T: serde::Serialize>(
+    value: &T,
+    dst: &mut BytesMut,
+    max: usize,
+) -> Result<(), ProtocolError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    let mut writer = dst.writer();
+    let encoded = rmp_serde::encode::write(&mut writer, value);
+    let dst = writer.into_inner();
+    if let Err(e) = encoded {
+        dst.truncate(start);
+        return Err(ProtocolError::Encode(e.to_string()));
+    }
+    let len = dst.len() - start - LEN_BYTES;
+    if len > max {
+        dst.truncate(start);
+        return Err(ProtocolError::FrameTooLarge { len, max });
+    }
+    dst[start..start + LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 impl Encoder<&Frame> for FrameCodec {
@@ -75,25 +106,7 @@ pub fn encode_frame_into(
     dst: &mut BytesMut,
     max_frame_bytes: usize,
 ) -> Result<(), ProtocolError> {
-    let start = dst.len();
-    dst.put_u32(0);
-    let mut writer = dst.writer();
-    let encoded = rmp_serde::encode::write(&mut writer, frame);
-    let dst = writer.into_inner();
-    if let Err(e) = encoded {
-        dst.truncate(start);
-        return Err(ProtocolError::Encode(e.to_string()));
-    }
-    let len = dst.len() - start - LEN_BYTES;
-    if len > max_frame_bytes {
-        dst.truncate(start);
-        return Err(ProtocolError::FrameTooLarge {
-            len,
-            max: max_frame_bytes,
-        });
-    }
-    dst[start..start + LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(())
+    put_framed(frame, dst, max_frame_bytes)
 }
 
 /// One frame as its own length-prefixed buffer.

@@ -12,7 +12,9 @@
 mod codec;
 mod frame;
 
-pub use codec::{FrameCodec, ProtocolError, encode_frame, encode_frame_into};
+pub use codec::{
+    FrameCodec, ProtocolError, encode_frame, encode_frame_into, put_framed, take_framed,
+};
 pub use frame::{
     DestinationStat, ErrorCode, Frame, MemberStat, MemberState, PROTOCOL_VERSION, Refusal,
     StoreStat, TransactedSend, WireDelivery,
