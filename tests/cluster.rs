@@ -15,7 +15,7 @@ use actormq::stomp::{Command, StompFrame};
 use actormq::{AckMode, Destination, Message, Property};
 use common::process::BrokerProcess;
 use common::raw_stomp::RawStomp;
-use common::{data_dir, eventually, stat_of};
+use common::{assert_nothing_more, data_dir, eventually, seq_of, stat_of};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
@@ -98,13 +98,6 @@ fn numbered(range: std::ops::Range<i64>) -> Vec<Message> {
         .collect()
 }
 
-fn seq_of(message: &Message) -> i64 {
-    match message.properties.get("seq") {
-        Some(Property::Int(n)) => *n,
-        other => panic!("no seq property: {other:?}"),
-    }
-}
-
 /// Receives until `count` distinct messages came, then checks nothing else comes.
 async fn receive_exactly(consumer: &mut actormq::client::Consumer, count: usize) -> HashSet<i64> {
     let mut seen = HashSet::new();
@@ -120,11 +113,7 @@ async fn receive_exactly(consumer: &mut actormq::client::Consumer, count: usize)
             seq_of(&message)
         );
     }
-    let extra = consumer
-        .receive(Duration::from_millis(300))
-        .await
-        .expect("receives");
-    assert!(extra.is_none(), "a message beyond the {count}: {extra:?}");
+    assert_nothing_more(consumer).await;
     seen
 }
 

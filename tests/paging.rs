@@ -65,13 +65,7 @@ async fn a_backlog_far_beyond_the_memory_limit_is_paged_and_read_back_in_order()
         );
         assert_eq!(m.body.len(), 1024);
     }
-    assert!(
-        consumer
-            .receive(Duration::from_millis(200))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    common::assert_nothing_more(&mut consumer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

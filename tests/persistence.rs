@@ -11,7 +11,7 @@ use actormq::client::{AckMode, Connection, ConsumerOptions};
 use actormq::config::StoreKind;
 use actormq::{BrokerThread, Destination, Message, Property};
 use common::process::BrokerProcess;
-use common::{connect, data_dir, stat_of};
+use common::{connect, data_dir, seq_of, stat_of};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -20,13 +20,6 @@ fn journal_broker(dir: &Path) -> BrokerThread {
         c.store.kind = StoreKind::Journal;
         c.broker.data_dir = dir.to_path_buf();
     })
-}
-
-fn seq_of(message: &Message) -> i64 {
-    match message.properties.get("seq") {
-        Some(Property::Int(n)) => *n,
-        other => panic!("no seq property: {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,13 +55,7 @@ async fn persistent_messages_survive_a_restart_and_acked_ones_do_not_come_back()
                 .expect("a recovered message");
             assert_eq!(seq_of(&m), n, "in order");
         }
-        assert!(
-            consumer
-                .receive(Duration::from_millis(200))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        common::assert_nothing_more(&mut consumer).await;
         drop(consumer);
         drop(session);
         connection.close().await.unwrap();

@@ -7,16 +7,9 @@ use std::time::Duration;
 
 use actormq::client::ConsumerOptions;
 use actormq::{Destination, Message, Property};
-use common::{broker, connect, eventually, stat_of};
+use common::{broker, connect, eventually, seq_of, stat_of};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn seq_of(message: &Message) -> i64 {
-    match message.properties.get("seq") {
-        Some(Property::Int(n)) => *n,
-        other => panic!("message without a seq property: {other:?}"),
-    }
-}
 
 async fn send_numbered(producer: &actormq::client::Producer, range: std::ops::Range<i64>) {
     let mut pending = Vec::new();

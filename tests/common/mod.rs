@@ -74,3 +74,24 @@ pub fn data_dir(test: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("a temporary folder");
     dir
 }
+
+/// The `seq` property a test numbered its messages with.
+pub fn seq_of(message: &actormq::Message) -> i64 {
+    match message.properties.get("seq") {
+        Some(actormq::Property::Int(n)) => *n,
+        other => panic!("message without a seq property: {other:?}"),
+    }
+}
+
+/// Checks that nothing more arrives. An absence can only be seen by waiting a little: this
+/// is the one short wait the tests allow themselves, and it can only make a test fail.
+pub async fn assert_nothing_more(consumer: &mut actormq::client::Consumer) {
+    let extra = consumer
+        .receive(Duration::from_millis(200))
+        .await
+        .expect("the consumer is open");
+    assert!(
+        extra.is_none(),
+        "a message beyond those expected: {extra:?}"
+    );
+}
