@@ -671,6 +671,7 @@ async fn route(
                     let local = ConsumerId::next();
                     let forwarder = RemoteConsumer {
                         sink: home.sink.clone(),
+                        to: format!("consumer/{}", subscribe.consumer),
                         consumer: subscribe.consumer,
                         generation: home.generation,
                         max_envelope: shared.max_envelope,
@@ -796,6 +797,8 @@ enum ControlKind {
 /// the link.
 struct RemoteConsumer {
     sink: FrameSink,
+    /// Its address in envelopes, `consumer/<id>`.
+    to: String,
     consumer: u64,
     generation: u64,
     max_envelope: usize,
@@ -807,10 +810,9 @@ impl Actor for RemoteConsumer {
 
 impl RemoteConsumer {
     fn post<M: Remotable>(&self, message: &M) {
-        let to = format!("consumer/{}", self.consumer);
         post_on(
             &self.sink,
-            &to,
+            &self.to,
             self.generation,
             0,
             message,

@@ -157,6 +157,26 @@ pub enum Dispatch {
     Evicted(String),
 }
 
+/// An actor that answers everything a destination is sent: a queue, a topic, or a
+/// stand-in for one homed on another broker.
+pub trait DestinationActor:
+    Actor<Context = actix::Context<Self>>
+    + Handler<Enqueue>
+    + Handler<Subscribe>
+    + Handler<Control>
+    + Handler<GetStat>
+{
+}
+
+impl<A> DestinationActor for A where
+    A: Actor<Context = actix::Context<A>>
+        + Handler<Enqueue>
+        + Handler<Subscribe>
+        + Handler<Control>
+        + Handler<GetStat>
+{
+}
+
 /// A location-transparent reference to one destination.
 #[derive(Clone)]
 pub struct DestinationRef {
@@ -172,14 +192,10 @@ pub struct DestinationRef {
 
 impl DestinationRef {
     /// A reference to an actor running in this process.
-    pub fn local<A>(destination: Destination, addr: actix::Addr<A>) -> DestinationRef
-    where
-        A: Actor<Context = actix::Context<A>>
-            + Handler<Enqueue>
-            + Handler<Subscribe>
-            + Handler<Control>
-            + Handler<GetStat>,
-    {
+    pub fn local<A: DestinationActor>(
+        destination: Destination,
+        addr: actix::Addr<A>,
+    ) -> DestinationRef {
         DestinationRef {
             destination,
             enqueue: addr.clone().recipient(),
@@ -192,18 +208,11 @@ impl DestinationRef {
     }
 
     /// A reference to a destination homed on the broker `home`, through `proxy`.
-    pub fn remote<A>(
+    pub fn remote<A: DestinationActor>(
         destination: Destination,
         home: String,
         proxy: actix::Addr<A>,
-    ) -> DestinationRef
-    where
-        A: Actor<Context = actix::Context<A>>
-            + Handler<Enqueue>
-            + Handler<Subscribe>
-            + Handler<Control>
-            + Handler<GetStat>,
-    {
+    ) -> DestinationRef {
         DestinationRef {
             home: Some(home),
             ..DestinationRef::local(destination, proxy)
@@ -239,12 +248,7 @@ impl DestinationRef {
         &self,
         messages: Vec<Arc<Message>>,
     ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
-        let request = self.enqueue.send(Enqueue {
-            messages,
-            stored: Vec::new(),
-        });
-        let unavailable = self.unavailable();
-        async move { request.await.unwrap_or(Err(unavailable)) }
+        self.enqueue_stored(messages, Vec::new())
     }
 
     /// Puts messages already in the journal (a committed transaction's) on the destination.
