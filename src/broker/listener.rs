@@ -16,7 +16,7 @@ use crate::stomp::StompConnectionActor;
 
 /// Pause after a failed accept (for example when the process is out of file descriptors),
 /// so that the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Starts the connection actor for one accepted socket; runs on the arbiter that will own it.
 pub(super) type StartConnection = fn(TcpStream, SocketAddr, Addr<DestinationRegistry>, Config);

@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 pub use connection::ConnectionActor;
 pub use consumer::{ConsumerActor, ConsumerCommand};
+pub(crate) use listener::ACCEPT_BACKOFF;
 pub use session::{SessionActor, SessionCommand};
 pub use wire::{ClientWire, NativeWire};
 

@@ -189,7 +189,9 @@ impl Bridge {
                 let (socket, from) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!("bridge accept: {e}");
+                        // Out of file descriptors, say: do not spin.
+                        tracing::warn!("bridge accept failed: {e}");
+                        tokio::time::sleep(crate::broker::ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };
