@@ -220,15 +220,8 @@ async fn queues_and_topics_work_through_every_broker_and_garbage_leaves_the_clus
     let mut intruder = tokio::net::TcpStream::connect(bridge(&nodes[0]))
         .await
         .unwrap();
-    let hello = Hello {
-        cluster: "itest".into(),
-        node: "intruder".into(),
-        generation: 1,
-        version: BRIDGE_VERSION,
-    };
-    let envelope = Envelope::new("bridge", 0, 0, &hello).unwrap();
     intruder
-        .write_all(&envelope.encode(1 << 20).unwrap())
+        .write_all(&hello_bytes("itest", "intruder"))
         .await
         .unwrap();
     intruder
@@ -247,6 +240,18 @@ async fn queues_and_topics_work_through_every_broker_and_garbage_leaves_the_clus
     producer.send_batch(numbered(10_000..10_100)).await.unwrap();
     let seen = receive_exactly(&mut consumer, 100).await;
     assert_eq!(seen, (10_000..10_100).collect());
+}
+
+/// A bridge handshake's first envelope, as broker `node` of cluster `cluster` sends it.
+fn hello_bytes(cluster: &str, node: &str) -> bytes::Bytes {
+    let hello = Hello {
+        cluster: cluster.into(),
+        node: node.into(),
+        generation: 1,
+        version: BRIDGE_VERSION,
+    };
+    let envelope = Envelope::new("bridge", 0, 0, &hello).expect("a hello encodes");
+    envelope.encode(1 << 20).expect("a hello fits")
 }
 
 /// Reads until the broker closes the socket (or fails the test after `WAIT`).
@@ -416,15 +421,8 @@ async fn a_broker_of_another_cluster_is_refused() {
         .await
         .unwrap();
     let (read, mut write) = socket.into_split();
-    let hello = Hello {
-        cluster: "other".into(),
-        node: "node3".into(),
-        generation: 1,
-        version: BRIDGE_VERSION,
-    };
-    let envelope = Envelope::new("bridge", 0, 0, &hello).unwrap();
     write
-        .write_all(&envelope.encode(1 << 20).unwrap())
+        .write_all(&hello_bytes("other", "node3"))
         .await
         .unwrap();
     let mut replies = FramedRead::new(read, EnvelopeCodec::new(1 << 20));

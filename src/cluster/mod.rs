@@ -116,26 +116,15 @@ impl Cluster {
         let invalid = |e: crate::config::ConfigError| ClusterError::Config(e.to_string());
         let bridge_at = settings.bridge_addr().map_err(invalid)?;
         let gossip_at = settings.gossip_addr().map_err(invalid)?;
+        let bind = |addr: SocketAddr| move |source| ClusterError::Bind { addr, source };
         let listener = tokio::net::TcpListener::bind(bridge_at)
             .await
-            .map_err(|source| ClusterError::Bind {
-                addr: bridge_at,
-                source,
-            })?;
-        let bridge_addr = listener.local_addr().map_err(|source| ClusterError::Bind {
-            addr: bridge_at,
-            source,
-        })?;
+            .map_err(bind(bridge_at))?;
+        let bridge_addr = listener.local_addr().map_err(bind(bridge_at))?;
         let gossip = tokio::net::UdpSocket::bind(gossip_at)
             .await
-            .map_err(|source| ClusterError::Bind {
-                addr: gossip_at,
-                source,
-            })?;
-        let gossip_addr = gossip.local_addr().map_err(|source| ClusterError::Bind {
-            addr: gossip_at,
-            source,
-        })?;
+            .map_err(bind(gossip_at))?;
+        let gossip_addr = gossip.local_addr().map_err(bind(gossip_at))?;
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
