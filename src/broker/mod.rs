@@ -202,16 +202,6 @@ impl Broker {
         })
     }
 
-    /// The cluster bridge's address, in a cluster.
-    pub fn bridge_addr(&self) -> Option<SocketAddr> {
-        self.cluster.as_ref().map(Cluster::bridge_addr)
-    }
-
-    /// The cluster membership (gossip) address, in a cluster.
-    pub fn gossip_addr(&self) -> Option<SocketAddr> {
-        self.cluster.as_ref().map(Cluster::gossip_addr)
-    }
-
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -104,8 +104,6 @@ pub struct Cluster {
     view: ClusterView,
     membership: Addr<Membership>,
     listener: tokio::task::JoinHandle<()>,
-    bridge_addr: SocketAddr,
-    gossip_addr: SocketAddr,
 }
 
 impl Cluster {
@@ -156,8 +154,6 @@ impl Cluster {
             },
             membership,
             listener,
-            bridge_addr,
-            gossip_addr,
         })
     }
 
@@ -168,14 +164,6 @@ impl Cluster {
     /// Serve peers' requests from `registry`.
     pub fn serve(&self, registry: Addr<DestinationRegistry>) {
         self.view.bridge.set_registry(registry);
-    }
-
-    pub fn bridge_addr(&self) -> SocketAddr {
-        self.bridge_addr
-    }
-
-    pub fn gossip_addr(&self) -> SocketAddr {
-        self.gossip_addr
     }
 
     /// Leaves the cluster and stops accepting links.
