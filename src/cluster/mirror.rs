@@ -67,11 +67,13 @@ impl TopicMirror {
             prefetch: self.prefetch,
             sink: ctx.address().recipient(),
         });
-        async move {
-            request
-                .await
-                .unwrap_or_else(|_| Err(DestinationError::Unavailable("the bridge".into())))
-        }
+        let unavailable = self.unavailable();
+        async move { request.await.unwrap_or(Err(unavailable)) }
+    }
+
+    /// What a closed mailbox (of the proxy or the local topic) means to a caller.
+    fn unavailable(&self) -> DestinationError {
+        DestinationError::Unavailable(self.destination.to_string())
     }
 
     /// While there are subscribers here and no subscription home, tries again later.
@@ -103,11 +105,8 @@ impl Handler<Enqueue> for TopicMirror {
     /// A publish on this broker: to the home, which sends it back here if it must.
     fn handle(&mut self, enqueue: Enqueue, _: &mut Context<Self>) -> Self::Result {
         let request = self.remote.send(enqueue);
-        Box::pin(async move {
-            request
-                .await
-                .unwrap_or_else(|_| Err(DestinationError::Unavailable("the bridge".into())))
-        })
+        let unavailable = self.unavailable();
+        Box::pin(async move { request.await.unwrap_or(Err(unavailable)) })
     }
 }
 
@@ -117,6 +116,7 @@ impl Handler<Subscribe> for TopicMirror {
     fn handle(&mut self, subscribe: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let consumer = subscribe.consumer;
         let local = self.local.send(subscribe);
+        let unavailable = self.unavailable();
         // The first subscriber here starts the feed, and is answered once it runs, so it
         // receives everything published after its subscription, as on the home.
         let home = if self.feed.is_none() {
@@ -128,9 +128,7 @@ impl Handler<Subscribe> for TopicMirror {
         };
         Box::pin(
             async move {
-                let local = local
-                    .await
-                    .unwrap_or_else(|_| Err(DestinationError::Unavailable("the topic".into())));
+                let local = local.await.unwrap_or(Err(unavailable));
                 let home = match home {
                     Some((feed, subscribed)) => Some((feed, subscribed.await)),
                     None => None,
