@@ -109,6 +109,7 @@ fn queue_dispatch(c: &mut Criterion) {
             Destination::queue("bench"),
             QueueSettings {
                 max_per_dispatch: limits.max_deliveries_per_frame,
+                prefetch_bytes: limits.prefetch_bytes,
                 store: None,
                 policy: RedeliveryPolicy::default(),
                 registry: None,

@@ -340,34 +340,70 @@ impl StompSettings {
 }
 
 /// Every limit the broker enforces, with its default. Mirrored in `config/default.toml`.
+///
+/// What bounds the broker's memory, whatever clients do:
+/// - stored messages: `max_memory_bytes` across queues (`max_queue_memory_bytes` each);
+///   producers wait (flow control) rather than the broker growing;
+/// - sends on their way in: `max_inflight_send_bytes` per connection (then the broker
+///   stops reading it) and `max_partial_frame_bytes` of frames still arriving, broker-wide;
+/// - deliveries on their way out: `prefetch_bytes` per consumer and
+///   `max_pending_write_bytes` per connection; a topic subscriber's backlog is bounded by
+///   `max_subscriber_backlog` messages and `max_subscriber_backlog_bytes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Largest frame either side may send, excluding the 4-byte length (16 MiB). A longer
-    /// length prefix is refused before its body is read.
+    /// Largest frame either side may send, excluding the 4-byte length (17 MiB: the
+    /// largest body and room for its headers). A longer length prefix is refused before
+    /// its body is read.
     pub max_frame_bytes: u32,
+    /// Largest message body (16 MiB, as ActiveMQ's and RabbitMQ's STOMP accept). The
+    /// frame that carries it may be larger by its headers; a frame past `max_frame_bytes`
+    /// is refused whatever its body.
+    pub max_body_bytes: usize,
     /// Bytes queued for one connection's socket before the connection is closed as a slow
-    /// consumer (64 MiB). Bounds the broker's memory per connection.
+    /// consumer (64 MiB). Consumers pace themselves to half of it, so only a client that
+    /// stops reading gets there.
     pub max_pending_write_bytes: usize,
     /// Bytes gathered into one socket write (256 KiB): one syscall per batch of frames.
     pub write_batch_bytes: usize,
-    /// A socket write that takes longer than this closes the connection (10 s).
+    /// A socket that takes no bytes for this long closes its connection (10 s).
     pub write_timeout_ms: u64,
     /// Time a new connection has to send its `Hello` (10 s).
     pub handshake_timeout_ms: u64,
+    /// A frame that has started arriving must be complete within this time (60 s), or
+    /// its connection is closed with a reason. Time the broker itself stopped reading
+    /// (flow control) does not count.
+    pub frame_read_timeout_ms: u64,
+    /// Bytes of frames still arriving that the whole broker buffers (256 MiB). Past it,
+    /// connections holding part of a frame wait until others finish theirs.
+    pub max_partial_frame_bytes: usize,
+    /// Bytes of sends one connection may have read that destinations have not yet
+    /// accepted (8 MiB). Past it the broker stops reading the connection until they are,
+    /// so TCP pushes back on a producer whose queue is full (producer flow control). A
+    /// single larger send is still read when nothing else is on its way.
+    pub max_inflight_send_bytes: usize,
     /// Credit of a consumer that does not choose its own (1000, as ActiveMQ's queue prefetch).
     pub default_prefetch: u32,
     /// Largest prefetch a consumer may ask for (1,000,000).
     pub max_prefetch: u32,
+    /// Bytes of bodies delivered to one consumer and not yet acknowledged (16 MiB): its
+    /// prefetch in bytes, beside the prefetch in messages. A consumer with nothing in flight
+    /// always gets one message, however large.
+    pub prefetch_bytes: usize,
     /// Most deliveries in one `Deliver` frame (256).
     pub max_deliveries_per_frame: usize,
     /// Messages a topic keeps for a subscriber without credit before that subscriber's
     /// connection is closed as a slow consumer (100,000).
     pub max_subscriber_backlog: usize,
+    /// The same in bytes of bodies (64 MiB).
+    pub max_subscriber_backlog_bytes: usize,
+    /// Longest destination name, in bytes (1024). Longer names are refused wherever they
+    /// appear (send, subscribe, temporary and durable names).
+    pub max_destination_name_bytes: usize,
     /// Most headers in one STOMP frame (128).
     pub stomp_max_headers: usize,
-    /// Longest STOMP header line, escaped, in bytes (8 KiB). A STOMP frame's whole size and
-    /// body are bounded by `max_frame_bytes`.
+    /// Longest STOMP header line, escaped, in bytes (8 KiB). A STOMP frame's body is bounded
+    /// by `max_body_bytes`, the whole frame by `max_frame_bytes`.
     pub stomp_max_header_bytes: usize,
     /// Bytes of messages one queue may hold in memory (64 MiB). Past it, producers wait
     /// (or fail, with `fail_when_full`) until consumers make room.
@@ -387,15 +423,22 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_frame_bytes: 16 * 1024 * 1024,
+            max_frame_bytes: 17 * 1024 * 1024,
+            max_body_bytes: 16 * 1024 * 1024,
             max_pending_write_bytes: 64 * 1024 * 1024,
             write_batch_bytes: 256 * 1024,
             write_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
+            frame_read_timeout_ms: 60_000,
+            max_partial_frame_bytes: 256 * 1024 * 1024,
+            max_inflight_send_bytes: 8 * 1024 * 1024,
             default_prefetch: 1000,
             max_prefetch: 1_000_000,
+            prefetch_bytes: 16 * 1024 * 1024,
             max_deliveries_per_frame: 256,
             max_subscriber_backlog: 100_000,
+            max_subscriber_backlog_bytes: 64 * 1024 * 1024,
+            max_destination_name_bytes: 1024,
             max_queue_memory_bytes: 64 * 1024 * 1024,
             max_memory_bytes: 1024 * 1024 * 1024,
             send_timeout_ms: 30_000,
@@ -593,6 +636,25 @@ impl Config {
             ("limits.write_batch_bytes", l.write_batch_bytes as u64),
             ("limits.write_timeout_ms", l.write_timeout_ms),
             ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.frame_read_timeout_ms", l.frame_read_timeout_ms),
+            ("limits.max_body_bytes", l.max_body_bytes as u64),
+            (
+                "limits.max_partial_frame_bytes",
+                l.max_partial_frame_bytes as u64,
+            ),
+            (
+                "limits.max_inflight_send_bytes",
+                l.max_inflight_send_bytes as u64,
+            ),
+            ("limits.prefetch_bytes", l.prefetch_bytes as u64),
+            (
+                "limits.max_subscriber_backlog_bytes",
+                l.max_subscriber_backlog_bytes as u64,
+            ),
+            (
+                "limits.max_destination_name_bytes",
+                l.max_destination_name_bytes as u64,
+            ),
             (
                 "limits.max_deliveries_per_frame",
                 l.max_deliveries_per_frame as u64,

@@ -142,6 +142,7 @@ pub mod config;
 pub mod destination;
 pub mod message;
 pub mod protocol;
+pub mod reader;
 pub mod runtime;
 pub mod stomp;
 pub mod store;

@@ -2,10 +2,13 @@
 //!
 //! Whoever has something to say encodes a frame and hands the bytes to a [`FrameSink`];
 //! a single task (the future [`writer`] returns) drains the queue and writes frames to the
-//! socket in batches: one vectored write per batch, so frames are not copied again. The sink counts the bytes not yet written: past
-//! `max_pending_bytes` the connection is a slow consumer and is closed with a reason instead
-//! of growing memory, as NATS does. Each write has a deadline. This replaces
-//! `actix::io::FramedWrite`, whose buffer is unbounded.
+//! socket in batches: one vectored write per batch, so frames are not copied again. The
+//! sink counts the bytes not yet written: past `max_pending_bytes` the connection is a slow
+//! consumer and is closed with a reason instead of growing memory, as NATS does. A socket
+//! that takes nothing for `write_timeout` is closed. [`FrameSink::written`] tells when
+//! everything queued so far has reached the socket, so a sender can count work as done
+//! only once it is written (STOMP `ack:auto`). This replaces `actix::io::FramedWrite`,
+//! whose buffer is unbounded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +19,7 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Why a sink refused a frame.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -34,7 +37,7 @@ pub enum CloseReason {
     Finished,
     /// The peer did not read fast enough.
     SlowConsumer { limit: usize },
-    /// One write took longer than the deadline.
+    /// The socket took no bytes for this long.
     WriteTimeout(Duration),
     /// The socket failed.
     Io(String),
@@ -48,7 +51,9 @@ impl std::fmt::Display for CloseReason {
                 f,
                 "slow consumer: more than {limit} bytes were waiting to be written"
             ),
-            CloseReason::WriteTimeout(d) => write!(f, "a socket write took longer than {d:?}"),
+            CloseReason::WriteTimeout(d) => {
+                write!(f, "the socket took no bytes for {} ms", d.as_millis())
+            }
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
         }
     }
@@ -59,6 +64,7 @@ impl std::fmt::Display for CloseReason {
 pub struct WriterLimits {
     pub max_pending_bytes: usize,
     pub batch_bytes: usize,
+    /// The longest a write may make no progress.
     pub write_timeout: Duration,
     /// Written (best effort, within [`LAST_WORDS_TIMEOUT`]) when the connection is closed as
     /// a slow consumer, so the peer learns why.
@@ -70,8 +76,25 @@ pub const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(1);
 
 enum Command {
     Frame(Bytes),
+    /// Say when every frame queued before this has been written.
+    Mark(oneshot::Sender<()>),
     /// Write this last frame (if any), then close the socket.
     Close(Option<Bytes>),
+}
+
+/// Resolves to `true` once every frame queued before it was written to the socket, or to
+/// `false` if the connection closed first.
+pub struct Written(oneshot::Receiver<()>);
+
+impl Future for Written {
+    type Output = bool;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<bool> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.is_ok())
+    }
 }
 
 struct Shared {
@@ -120,6 +143,15 @@ impl FrameSink {
         if !self.shared.closed.swap(true, Ordering::Relaxed) {
             let _ = self.tx.send(Command::Close(last));
         }
+    }
+
+    /// Resolves once everything queued before this call has been written (`true`), or
+    /// the connection closed first (`false`).
+    pub fn written(&self) -> Written {
+        let (tx, rx) = oneshot::channel();
+        // A closed writer drops the sender: the future resolves to `false`.
+        let _ = self.tx.send(Command::Mark(tx));
+        Written(rx)
     }
 
     /// Whether the connection has been closed (by either side).
@@ -187,6 +219,8 @@ where
 {
     // The frames of one batch, written with one vectored write (no copy into a buffer).
     let mut batch: VecDeque<Bytes> = VecDeque::new();
+    // Told once the batch is written.
+    let mut marks: Vec<oneshot::Sender<()>> = Vec::new();
     let slow = CloseReason::SlowConsumer {
         limit: limits.max_pending_bytes,
     };
@@ -207,6 +241,7 @@ where
         match first {
             None => break CloseReason::Finished,
             Some(Command::Frame(frame)) => batch.push_back(frame),
+            Some(Command::Mark(mark)) => marks.push(mark),
             Some(Command::Close(frame)) => {
                 last = frame;
                 closing = true;
@@ -219,6 +254,7 @@ where
                     batch_len += frame.len();
                     batch.push_back(frame);
                 }
+                Ok(Command::Mark(mark)) => marks.push(mark),
                 Ok(Command::Close(frame)) => {
                     last = frame;
                     closing = true;
@@ -230,22 +266,24 @@ where
             batch.push_back(frame);
         }
         if !batch.is_empty() {
-            let write = tokio::time::timeout(
-                limits.write_timeout,
-                write_all_vectored(&mut socket, &mut batch),
-            );
+            let write = write_all_vectored(&mut socket, &mut batch, limits.write_timeout);
             let written = tokio::select! {
                 biased;
                 _ = shared.abort.notified() => break slow,
                 written = write => written,
             };
             match written {
-                Err(_) => break CloseReason::WriteTimeout(limits.write_timeout),
-                Ok(Err(e)) => break CloseReason::Io(e.to_string()),
-                Ok(Ok(())) => {}
+                Err(WriteFailure::Stalled) => {
+                    break CloseReason::WriteTimeout(limits.write_timeout);
+                }
+                Err(WriteFailure::Io(e)) => break CloseReason::Io(e.to_string()),
+                Ok(()) => {}
             }
             shared.pending.fetch_sub(batch_len, Ordering::Relaxed);
             shared.drained.notify_waiters();
+        }
+        for mark in marks.drain(..) {
+            let _ = mark.send(());
         }
         if closing {
             break CloseReason::Finished;
@@ -253,6 +291,8 @@ where
     };
     shared.closed.store(true, Ordering::Relaxed);
     shared.drained.notify_waiters();
+    // Marks of frames never written resolve to `false` as they are dropped.
+    drop(marks);
     rx.close();
     // Best effort: the socket may be the very thing that is stuck.
     let _ = tokio::time::timeout(Duration::from_millis(200), socket.shutdown()).await;
@@ -262,16 +302,31 @@ where
 /// Most frames gathered into one vectored write (Linux takes up to 1,024).
 const MAX_IOV: usize = 64;
 
-/// Writes every frame of `frames`, as few syscalls as the socket allows; empties it.
-async fn write_all_vectored<W>(socket: &mut W, frames: &mut VecDeque<Bytes>) -> std::io::Result<()>
+enum WriteFailure {
+    /// The socket took nothing within the write timeout.
+    Stalled,
+    Io(std::io::Error),
+}
+
+/// Writes every frame of `frames`, as few syscalls as the socket allows; empties it. Each
+/// syscall must make progress within `stall`: a large batch to a slow but reading peer is
+/// fine, a peer that reads nothing is not.
+async fn write_all_vectored<W>(
+    socket: &mut W,
+    frames: &mut VecDeque<Bytes>,
+    stall: Duration,
+) -> Result<(), WriteFailure>
 where
     W: AsyncWrite + Unpin,
 {
     while !frames.is_empty() {
         let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
-        let mut written = socket.write_vectored(&slices).await?;
+        let mut written = tokio::time::timeout(stall, socket.write_vectored(&slices))
+            .await
+            .map_err(|_| WriteFailure::Stalled)?
+            .map_err(WriteFailure::Io)?;
         if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return Err(WriteFailure::Io(std::io::ErrorKind::WriteZero.into()));
         }
         while written > 0 {
             let Some(front) = frames.front_mut() else {
@@ -335,6 +390,24 @@ mod tests {
         server.read_exact(&mut buf).await.unwrap();
         drained.await.unwrap();
         assert_eq!(sink.pending_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn written_resolves_after_the_bytes_before_it_and_fails_once_closed() {
+        let (client, mut server) = tokio::io::duplex(16);
+        let (sink, run) = writer(client, limits(1 << 20));
+        tokio::spawn(run);
+        sink.send(Bytes::from(vec![1u8; 100])).unwrap();
+        let mut written = Box::pin(sink.written());
+        // Nothing read yet: the mark cannot have passed.
+        assert!(futures::poll!(written.as_mut()).is_pending());
+        let mut buf = vec![0u8; 100];
+        server.read_exact(&mut buf).await.unwrap();
+        assert!(written.await);
+        sink.send(Bytes::from(vec![2u8; 100])).unwrap();
+        let unwritten = sink.written();
+        drop(server); // the peer goes away with the frame unread
+        assert!(!unwritten.await);
     }
 
     #[tokio::test]

@@ -3,16 +3,19 @@
 //! sessions and consumers write goes through the connection's bounded [`FrameSink`].
 //!
 //! Bad input — bytes that do not decode, an oversize length, an unknown frame, a wrong
-//! protocol version, a frame before the handshake — gets an `Error` frame naming the reason,
-//! then the connection closes. Nothing here can take down another connection.
+//! protocol version, a frame before the handshake, a frame not finished in time — gets an
+//! `Error` frame naming the reason, then the connection closes. Nothing here can take down
+//! another connection. Sends (and commits) read and not yet accepted count against the
+//! connection's [`SendWindow`]; while it is full the socket is not read.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
 
 use super::session::{SessionActor, SessionCommand};
 use super::wire::{ClientWire, NativeWire};
@@ -22,11 +25,13 @@ use super::{
 use crate::config::{Config, Limits};
 use crate::destination::{
     CollectStats, ConnectionId, CreateTemporary, DeleteDurable, DestinationError,
-    DestinationRegistry, DropTemporaries, Locate,
+    DestinationRegistry, DropTemporaries, Locate, footprint,
 };
+use crate::message::Message;
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
 };
+use crate::reader::{FrameReader, ReadBudget, ReadError, SendWindow};
 use crate::writer::{CloseReason, FrameSink};
 
 enum State {
@@ -45,6 +50,8 @@ pub struct ConnectionActor {
     registry: Addr<DestinationRegistry>,
     state: State,
     sessions: HashMap<u32, Addr<SessionActor<NativeWire>>>,
+    /// Sends read and not yet accepted.
+    window: Arc<SendWindow>,
 }
 
 impl ConnectionActor {
@@ -53,6 +60,7 @@ impl ConnectionActor {
         peer: SocketAddr,
         registry: Addr<DestinationRegistry>,
         config: Config,
+        budget: Arc<ReadBudget>,
         ctx: &mut Context<Self>,
     ) -> ConnectionActor {
         let limits = config.limits;
@@ -67,9 +75,13 @@ impl ConnectionActor {
             writer_limits(&limits, last_words),
             ctx.address().recipient(),
         );
-        ctx.add_stream(FramedRead::new(
+        let window = SendWindow::new(limits.max_inflight_send_bytes);
+        ctx.add_stream(FrameReader::new(
             read,
             FrameCodec::new(limits.max_frame_bytes as usize),
+            window.clone(),
+            budget,
+            Duration::from_millis(limits.frame_read_timeout_ms),
         ));
         ctx.run_later(
             Duration::from_millis(limits.handshake_timeout_ms),
@@ -94,7 +106,28 @@ impl ConnectionActor {
             registry,
             state: State::AwaitingHello,
             sessions: HashMap::new(),
+            window,
         }
+    }
+
+    /// Refuses a message whose body is over the limit (the frame may hold it, with room
+    /// for headers, but no message is larger than `max_body_bytes`).
+    fn check_bodies<'a>(
+        &self,
+        messages: impl IntoIterator<Item = &'a Message>,
+    ) -> Result<usize, String> {
+        let mut bytes = 0;
+        for message in messages {
+            if message.body.len() > self.limits.max_body_bytes {
+                return Err(format!(
+                    "a message body of {} bytes exceeds the limit of {}",
+                    message.body.len(),
+                    self.limits.max_body_bytes
+                ));
+            }
+            bytes += footprint(message);
+        }
+        Ok(bytes)
     }
 
     /// Tells the client why, closes the connection, and stops.
@@ -216,14 +249,21 @@ impl ConnectionActor {
                 destination,
                 receipt,
                 messages,
-            } => (
-                session,
-                SessionCommand::Send {
-                    destination,
-                    receipt,
-                    messages,
-                },
-            ),
+            } => {
+                let bytes = match self.check_bodies(&messages) {
+                    Ok(bytes) => bytes,
+                    Err(reason) => return self.fail(ErrorCode::Refused, reason, ctx),
+                };
+                (
+                    session,
+                    SessionCommand::Send {
+                        destination,
+                        receipt,
+                        messages,
+                        permit: self.window.take(bytes),
+                    },
+                )
+            }
             Frame::Subscribe {
                 session,
                 consumer,
@@ -249,14 +289,21 @@ impl ConnectionActor {
                 receipt,
                 sends,
                 acks,
-            } => (
-                session,
-                SessionCommand::Commit {
-                    receipt,
-                    sends,
-                    acks,
-                },
-            ),
+            } => {
+                let bytes = match self.check_bodies(sends.iter().flat_map(|s| &s.messages)) {
+                    Ok(bytes) => bytes,
+                    Err(reason) => return self.fail(ErrorCode::Refused, reason, ctx),
+                };
+                (
+                    session,
+                    SessionCommand::Commit {
+                        receipt,
+                        sends,
+                        acks,
+                        permit: self.window.take(bytes),
+                    },
+                )
+            }
             Frame::Pull {
                 session,
                 consumer,
@@ -338,11 +385,11 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl StreamHandler<Result<Frame, ProtocolError>> for ConnectionActor {
-    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Frame, ReadError<ProtocolError>>> for ConnectionActor {
+    fn handle(&mut self, item: Result<Frame, ReadError<ProtocolError>>, ctx: &mut Context<Self>) {
         match item {
             Ok(frame) => self.on_frame(frame, ctx),
-            Err(ProtocolError::Io(e)) => {
+            Err(ReadError::Decode(ProtocolError::Io(e))) => {
                 tracing::debug!(peer = %self.peer, "read failed: {e}");
                 ctx.stop();
             }

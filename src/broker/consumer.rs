@@ -9,6 +9,11 @@
 //! destination holds anyway) until the writer has drained to a quarter. A consumer whose
 //! prefetch times message size exceeds the limit is thus slowed, not disconnected; one
 //! whose socket stops draining altogether is closed by the writer's deadline.
+//!
+//! Where the client does not acknowledge (STOMP `ack:auto`), the consumer settles each
+//! batch once the writer says it is written: only then does it count as consumed and
+//! return credit. A batch never written (the connection closed first) stays in flight
+//! and goes back to the destination when the consumer unsubscribes.
 
 use std::collections::VecDeque;
 
@@ -17,11 +22,8 @@ use actix::prelude::*;
 use super::Shutdown;
 use super::wire::ClientWire;
 use crate::config::Limits;
-use crate::destination::{ConsumerId, Control, Delivery, DestinationRef, Dispatch};
+use crate::destination::{ConsumerId, Control, Delivery, DestinationRef, Dispatch, footprint};
 use crate::protocol::WireDelivery;
-
-/// Bytes a delivery adds to a frame beyond its body and headers (ids, tags, field names).
-const DELIVERY_OVERHEAD: usize = 256;
 
 /// What the session passes to a consumer.
 #[derive(Message)]
@@ -45,6 +47,8 @@ pub struct ConsumerActor<W: ClientWire> {
     held: VecDeque<WireDelivery>,
     /// A wait for the writer to drain is under way.
     waiting: bool,
+    /// Deliveries count as consumed once written (the client never acknowledges).
+    settle_on_write: bool,
 }
 
 impl<W: ClientWire> ConsumerActor<W> {
@@ -56,6 +60,7 @@ impl<W: ClientWire> ConsumerActor<W> {
         wire: W,
         limits: Limits,
     ) -> ConsumerActor<W> {
+        let settle_on_write = wire.settles_on_write(consumer);
         ConsumerActor {
             id,
             session,
@@ -65,6 +70,7 @@ impl<W: ClientWire> ConsumerActor<W> {
             limits,
             held: VecDeque::new(),
             waiting: false,
+            settle_on_write,
         }
     }
 
@@ -83,7 +89,7 @@ impl<W: ClientWire> ConsumerActor<W> {
             let mut bytes = 0;
             let mut count = 0;
             for delivery in &self.held {
-                let size = delivery.message.body.len() + DELIVERY_OVERHEAD;
+                let size = footprint(&delivery.message);
                 if count > 0
                     && (bytes + size > frame_budget
                         || count >= self.limits.max_deliveries_per_frame)
@@ -94,11 +100,34 @@ impl<W: ClientWire> ConsumerActor<W> {
                 count += 1;
             }
             let batch: Vec<WireDelivery> = self.held.drain(..count).collect();
+            let tags: Vec<u64> = if self.settle_on_write {
+                batch.iter().map(|d| d.tag).collect()
+            } else {
+                Vec::new()
+            };
             if let Err(e) = self.wire.deliver(self.consumer, batch) {
                 tracing::debug!(consumer = self.consumer, "cannot deliver: {e}");
                 return ctx.stop();
             }
+            if !tags.is_empty() {
+                self.settle_once_written(tags, ctx);
+            }
         }
+    }
+
+    /// Settles `tags` once everything written so far has reached the socket.
+    fn settle_once_written(&self, tags: Vec<u64>, ctx: &mut Context<Self>) {
+        let written = self.wire.sink().written();
+        let destination = self.destination.clone();
+        let consumer = self.id;
+        ctx.spawn(
+            async move {
+                if written.await {
+                    destination.control(Control::Settle { consumer, tags });
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn wait_for_room(&mut self, ctx: &mut Context<Self>) {

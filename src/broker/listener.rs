@@ -2,6 +2,7 @@
 //! [`ConnectionActor`] or STOMP), on the next arbiter in turn.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
@@ -11,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::ConnectionActor;
 use crate::config::Config;
 use crate::destination::DestinationRegistry;
+use crate::reader::ReadBudget;
 use crate::runtime::ArbiterPool;
 use crate::stomp::StompConnectionActor;
 
@@ -19,7 +21,8 @@ use crate::stomp::StompConnectionActor;
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Starts the connection actor for one accepted socket; runs on the arbiter that will own it.
-pub(super) type StartConnection = fn(TcpStream, SocketAddr, Addr<DestinationRegistry>, Config);
+pub(super) type StartConnection =
+    fn(TcpStream, SocketAddr, Addr<DestinationRegistry>, Config, Arc<ReadBudget>);
 
 /// The native protocol's connection actor.
 pub(super) fn native(
@@ -27,8 +30,11 @@ pub(super) fn native(
     peer: SocketAddr,
     registry: Addr<DestinationRegistry>,
     config: Config,
+    budget: Arc<ReadBudget>,
 ) {
-    ConnectionActor::create(move |ctx| ConnectionActor::new(stream, peer, registry, config, ctx));
+    ConnectionActor::create(move |ctx| {
+        ConnectionActor::new(stream, peer, registry, config, budget, ctx)
+    });
 }
 
 /// The STOMP listener's connection actor.
@@ -37,9 +43,10 @@ pub(super) fn stomp(
     peer: SocketAddr,
     registry: Addr<DestinationRegistry>,
     config: Config,
+    budget: Arc<ReadBudget>,
 ) {
     StompConnectionActor::create(move |ctx| {
-        StompConnectionActor::new(stream, peer, registry, config, ctx)
+        StompConnectionActor::new(stream, peer, registry, config, budget, ctx)
     });
 }
 
@@ -49,6 +56,7 @@ pub(super) fn spawn(
     arbiters: ArbiterPool,
     registry: Addr<DestinationRegistry>,
     config: Config,
+    budget: Arc<ReadBudget>,
     start: StartConnection,
 ) -> JoinHandle<()> {
     actix::spawn(async move {
@@ -75,10 +83,11 @@ pub(super) fn spawn(
             };
             let registry = registry.clone();
             let config = config.clone();
+            let budget = budget.clone();
             arbiters
                 .next()
                 .spawn_fn(move || match TcpStream::from_std(stream) {
-                    Ok(stream) => start(stream, peer, registry, config),
+                    Ok(stream) => start(stream, peer, registry, config, budget),
                     Err(e) => tracing::warn!(%peer, "cannot adopt connection: {e}"),
                 });
         }

@@ -160,11 +160,14 @@ impl Broker {
         if let Some(cluster) = &cluster {
             cluster.serve(registry.clone());
         }
+        // Frames still arriving, across both listeners.
+        let budget = crate::reader::ReadBudget::new(config.limits.max_partial_frame_bytes);
         let mut accept = vec![listener::spawn(
             socket,
             arbiters.clone(),
             registry.clone(),
             config.clone(),
+            budget.clone(),
             listener::native,
         )];
         let mut stomp_addr = None;
@@ -175,6 +178,7 @@ impl Broker {
                 arbiters.clone(),
                 registry.clone(),
                 config.clone(),
+                budget,
                 listener::stomp,
             ));
             tracing::info!("STOMP listening on {addr}");

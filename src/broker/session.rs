@@ -24,6 +24,7 @@ use crate::destination::{
 };
 use crate::message::{AckMode, Destination, Message};
 use crate::protocol::TransactedSend;
+use crate::reader::WindowPermit;
 use crate::store::record::Record;
 
 /// One copy of `messages` per target, each naming the destination it was sent to (bodies
@@ -58,6 +59,9 @@ pub enum SessionCommand {
         destination: Destination,
         receipt: Option<u64>,
         messages: Vec<Message>,
+        /// The messages' bytes in the connection's send window, given back once they are
+        /// accepted or refused.
+        permit: WindowPermit,
     },
     Subscribe {
         consumer: u32,
@@ -80,6 +84,7 @@ pub enum SessionCommand {
         receipt: u64,
         sends: Vec<TransactedSend>,
         acks: Vec<(u32, u64)>,
+        permit: WindowPermit,
     },
     Pull {
         consumer: u32,
@@ -125,6 +130,23 @@ impl<W: ClientWire> SessionActor<W> {
         self.wire.receipt(receipt, result);
     }
 
+    /// Answers a send: its receipt, or, for a one-way send that failed, an error that
+    /// closes the connection (the client must not believe it was kept).
+    fn answer_send(
+        &self,
+        destination: &Destination,
+        receipt: Option<u64>,
+        result: Result<(), DestinationError>,
+    ) {
+        match (receipt, result) {
+            (Some(receipt), result) => self.receipt(receipt, result),
+            (None, Err(e)) => self
+                .wire
+                .send_failed(format!("a one-way send to {destination} failed: {e}")),
+            (None, Ok(())) => {}
+        }
+    }
+
     /// Enqueues `messages` on every target of `destination` — resolved through the
     /// registry the first time, holding back the session's later commands meanwhile so that
     /// order is kept — and answers the receipt once all have accepted them.
@@ -133,11 +155,12 @@ impl<W: ClientWire> SessionActor<W> {
         destination: Destination,
         receipt: Option<u64>,
         messages: Vec<Message>,
+        permit: WindowPermit,
         ctx: &mut Context<Self>,
     ) {
         if let Some(targets) = self.targets.get(&destination) {
             let targets = targets.clone();
-            return self.enqueue(destination, targets, receipt, messages, ctx);
+            return self.enqueue(destination, targets, receipt, messages, permit, ctx);
         }
         let resolve = self.registry.send(Resolve(destination.clone()));
         ctx.wait(resolve.into_actor(self).map(move |result, act, ctx| {
@@ -146,13 +169,11 @@ impl<W: ClientWire> SessionActor<W> {
             match result {
                 Ok(targets) => {
                     act.targets.insert(destination.clone(), targets.clone());
-                    act.enqueue(destination, targets, receipt, messages, ctx);
+                    act.enqueue(destination, targets, receipt, messages, permit, ctx);
                 }
                 Err(e) => {
                     tracing::debug!(session = act.id, "send to {destination} refused: {e}");
-                    if let Some(receipt) = receipt {
-                        act.receipt(receipt, Err(e));
-                    }
+                    act.answer_send(&destination, receipt, Err(e));
                 }
             }
         }));
@@ -164,6 +185,7 @@ impl<W: ClientWire> SessionActor<W> {
         targets: Vec<DestinationRef>,
         receipt: Option<u64>,
         messages: Vec<Message>,
+        permit: WindowPermit,
         ctx: &mut Context<Self>,
     ) {
         let enqueued: Vec<_> = addressed(messages, &targets)
@@ -173,6 +195,7 @@ impl<W: ClientWire> SessionActor<W> {
             .collect();
         let all = futures::future::join_all(enqueued);
         ctx.spawn(all.into_actor(self).map(move |results, act, _ctx| {
+            drop(permit);
             let result = results
                 .into_iter()
                 .collect::<Result<Vec<()>, _>>()
@@ -182,9 +205,7 @@ impl<W: ClientWire> SessionActor<W> {
                 // Look it up afresh next time (a temporary destination may be gone).
                 act.targets.remove(&destination);
             }
-            if let Some(receipt) = receipt {
-                act.receipt(receipt, result);
-            }
+            act.answer_send(&destination, receipt, result);
         }));
     }
 
@@ -257,6 +278,7 @@ impl<W: ClientWire> SessionActor<W> {
         receipt: u64,
         sends: Vec<TransactedSend>,
         acks: Vec<(u32, u64)>,
+        permit: WindowPermit,
         ctx: &mut Context<Self>,
     ) {
         let registry = self.registry.clone();
@@ -317,6 +339,7 @@ impl<W: ClientWire> SessionActor<W> {
             Ok::<_, DestinationError>(())
         };
         ctx.wait(resolve.into_actor(self).map(move |result, act, _ctx| {
+            drop(permit);
             if result.is_ok() {
                 act.per_consumer(acks, ConsumerCommand::Ack);
             }
@@ -367,7 +390,8 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
                 destination,
                 receipt,
                 messages,
-            } => self.send(destination, receipt, messages, ctx),
+                permit,
+            } => self.send(destination, receipt, messages, permit, ctx),
             SessionCommand::Subscribe {
                 consumer,
                 destination,
@@ -387,7 +411,8 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
                 receipt,
                 sends,
                 acks,
-            } => self.commit(receipt, sends, acks, ctx),
+                permit,
+            } => self.commit(receipt, sends, acks, permit, ctx),
             SessionCommand::Pull { consumer, count } => {
                 if let Some(addr) = self.consumers.get(&consumer) {
                     addr.do_send(ConsumerCommand::Pull(count));

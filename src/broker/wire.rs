@@ -1,8 +1,8 @@
 //! [`ClientWire`]: how a session and its consumers speak to their client. The session and
 //! consumer actors are the same for every protocol; only this differs. [`NativeWire`]
 //! encodes native frames straight onto the connection's writer; the STOMP listener's wire
-//! hands deliveries and receipts to its connection actor, which owns the subscription ids
-//! and receipt names that STOMP frames carry.
+//! encodes MESSAGE frames onto its writer too, and hands receipts to its connection actor,
+//! which owns the receipt names that STOMP frames carry.
 
 use super::{BrokerError, write_frame};
 use crate::config::Limits;
@@ -16,10 +16,18 @@ pub trait ClientWire: Clone + Unpin + 'static {
     fn sink(&self) -> &FrameSink;
     /// Writes deliveries for the client's consumer number `consumer`.
     fn deliver(&self, consumer: u32, deliveries: Vec<WireDelivery>) -> Result<(), BrokerError>;
+    /// Whether `consumer`'s deliveries count as consumed once written to the socket (STOMP
+    /// `ack:auto`), rather than when the client acknowledges them.
+    fn settles_on_write(&self, _consumer: u32) -> bool {
+        false
+    }
     /// Answers the request that carried `receipt`.
     fn receipt(&self, receipt: u64, result: Result<(), DestinationError>);
     /// A destination dropped `consumer` as a slow consumer: tell the client, then close.
     fn evicted(&self, consumer: u32, reason: String);
+    /// A send without a receipt failed: tell the client why, then close (nothing accepted
+    /// is dropped without a word).
+    fn send_failed(&self, reason: String);
 }
 
 /// The native protocol's wire.
@@ -74,10 +82,18 @@ impl ClientWire for NativeWire {
     }
 
     fn evicted(&self, _consumer: u32, reason: String) {
-        let frame = Frame::Error {
-            code: ErrorCode::SlowConsumer,
-            message: reason,
-        };
+        self.close_with(ErrorCode::SlowConsumer, reason);
+    }
+
+    fn send_failed(&self, reason: String) {
+        tracing::warn!("closing connection: {reason}");
+        self.close_with(ErrorCode::Refused, reason);
+    }
+}
+
+impl NativeWire {
+    fn close_with(&self, code: ErrorCode, message: String) {
+        let frame = Frame::Error { code, message };
         self.sink
             .close(encode_frame(&frame, self.limits.max_frame_bytes as usize).ok());
     }

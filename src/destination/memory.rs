@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::config::Limits;
 use crate::message::Message;
 
-/// Bytes a message is counted as: its body plus a fixed allowance for the rest.
+/// Bytes a message is counted as, in memory and on the wire: its body plus a fixed
+/// allowance for the rest (ids, headers, framing).
 pub fn footprint(message: &Message) -> usize {
     const OVERHEAD: usize = 256;
     message.body.len() + OVERHEAD

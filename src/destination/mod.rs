@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Handler, Message as ActixMessage, Recipient};
 
-pub use memory::MemoryBudget;
+pub use memory::{MemoryBudget, footprint};
 pub use queue::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON, QueueActor, QueueSettings};
 pub use registry::{
     CollectStats, CreateTemporary, DeleteDurable, DestinationRegistry, DropTemporaries, Locate,

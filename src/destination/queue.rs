@@ -1,7 +1,9 @@
 //! [`QueueActor`]: one queue. Each message goes to exactly one consumer; messages from one
 //! producer keep their order; consumers receive only while they have credit; what a consumer
 //! leaves unacknowledged goes back to the front of the queue, marked redelivered. Within the
-//! backlog, higher priority goes first ([`Backlog`]).
+//! backlog, higher priority goes first ([`Backlog`]). A consumer's credit is its prefetch
+//! in messages and `prefetch_bytes` in bytes: whichever runs out first stops deliveries
+//! to it (one message always goes to a consumer with nothing in flight).
 //!
 //! With a journal, a batch holding persistent messages is appended before it is confirmed
 //! or delivered: batches wait in `unconfirmed`, in arrival order, and move to the backlog
@@ -118,6 +120,22 @@ struct QueueConsumer {
     prefetch: u32,
     credit: u32,
     in_flight: HashMap<u64, Queued>,
+    /// Bytes of `in_flight`, against the queue's `prefetch_bytes`.
+    in_flight_bytes: usize,
+}
+
+impl QueueConsumer {
+    /// Whether it may be sent more, by messages and by bytes.
+    fn ready(&self, prefetch_bytes: usize) -> bool {
+        self.credit > 0 && self.in_flight_bytes < prefetch_bytes
+    }
+
+    /// Takes `tag` out of flight.
+    fn land(&mut self, tag: &u64) -> Option<Queued> {
+        let queued = self.in_flight.remove(tag)?;
+        self.in_flight_bytes -= queued.held_bytes().min(self.in_flight_bytes);
+        Some(queued)
+    }
 }
 
 /// One queue and its competing consumers.
@@ -144,6 +162,7 @@ pub struct QueueActor {
     unconfirmed: VecDeque<Unconfirmed>,
     next_batch: u64,
     max_per_dispatch: usize,
+    prefetch_bytes: usize,
     backlog: Backlog<Queued>,
     consumers: Vec<QueueConsumer>,
     /// Where the next round-robin pass starts.
@@ -182,6 +201,8 @@ impl Actor for QueueActor {
 /// What a queue is given when it is created.
 pub struct QueueSettings {
     pub max_per_dispatch: usize,
+    /// Bytes in flight to one consumer before it is sent no more.
+    pub prefetch_bytes: usize,
     /// Its journal (none: memory only).
     pub store: Option<SharedStore>,
     pub policy: RedeliveryPolicy,
@@ -201,6 +222,7 @@ impl QueueActor {
     ) -> QueueActor {
         let QueueSettings {
             max_per_dispatch,
+            prefetch_bytes,
             store,
             policy,
             registry,
@@ -240,6 +262,7 @@ impl QueueActor {
             unconfirmed: VecDeque::new(),
             next_batch: 0,
             max_per_dispatch: max_per_dispatch.max(1),
+            prefetch_bytes: prefetch_bytes.max(1),
             backlog,
             consumers: Vec::new(),
             cursor: 0,
@@ -264,8 +287,13 @@ impl QueueActor {
 
     fn hand_out(&mut self, expired: &mut Vec<Queued>, page_in: &mut bool) {
         let now = now_millis();
+        let prefetch_bytes = self.prefetch_bytes;
         while !self.backlog.is_empty() {
-            let ready = self.consumers.iter().filter(|c| c.credit > 0).count();
+            let ready = self
+                .consumers
+                .iter()
+                .filter(|c| c.ready(prefetch_bytes))
+                .count();
             if ready == 0 {
                 return;
             }
@@ -278,7 +306,7 @@ impl QueueActor {
                     .min(consumer.credit as usize)
                     .min(self.max_per_dispatch);
                 let mut batch = Vec::with_capacity(take.min(self.backlog.len()));
-                while batch.len() < take {
+                while batch.len() < take && consumer.in_flight_bytes < prefetch_bytes {
                     let Some(queued) = self.backlog.pop_front() else {
                         break;
                     };
@@ -303,6 +331,7 @@ impl QueueActor {
                         delivery_count: queued.deliveries,
                         message,
                     });
+                    consumer.in_flight_bytes += queued.held_bytes();
                     consumer.in_flight.insert(tag, queued);
                 }
                 if !batch.is_empty() {
@@ -683,6 +712,7 @@ impl Handler<Subscribe> for QueueActor {
             prefetch: msg.prefetch,
             credit: msg.prefetch,
             in_flight: HashMap::new(),
+            in_flight_bytes: 0,
         });
         self.dispatch();
         Ok(())
@@ -728,7 +758,7 @@ impl Handler<Control> for QueueActor {
                 let mut removals = Vec::new();
                 let mut freed = 0;
                 for tag in &tags {
-                    if let Some(queued) = c.in_flight.remove(tag) {
+                    if let Some(queued) = c.land(tag) {
                         settled += 1;
                         freed += queued.held_bytes();
                         if let Some(id) = queued.store_id {
@@ -756,7 +786,7 @@ impl Handler<Control> for QueueActor {
                 };
                 let mut released: Vec<(u64, Queued)> = tags
                     .iter()
-                    .filter_map(|tag| c.in_flight.remove(tag).map(|q| (*tag, q)))
+                    .filter_map(|tag| c.land(tag).map(|q| (*tag, q)))
                     .collect();
                 if c.prefetch > 0 {
                     c.credit = (c.credit + released.len() as u32).min(c.prefetch);

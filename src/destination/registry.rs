@@ -140,6 +140,26 @@ impl DestinationRegistry {
         }
     }
 
+    /// Refuses names no destination may have: longer than the limit, or a queue with a
+    /// wildcard segment (`*`, `>`: only topic subscriptions match patterns).
+    fn check_name(&self, destination: &Destination) -> Result<(), DestinationError> {
+        let max = self.limits.max_destination_name_bytes;
+        if destination.name().len() > max {
+            return Err(DestinationError::Refused(format!(
+                "a destination name of {} bytes exceeds the limit of {max}",
+                destination.name().len()
+            )));
+        }
+        for part in destination.parts() {
+            if part.is_queue() && part.name().split('.').any(|s| s == "*" || s == ">") {
+                return Err(DestinationError::Refused(format!(
+                    "{part} is not a queue name: `*` and `>` are wildcards, for topic subscriptions"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The broker `destination` lives on, if that is another one.
     fn remote_home(&self, destination: &Destination) -> Option<String> {
         self.cluster
@@ -162,6 +182,7 @@ impl DestinationRegistry {
         let d = destination.clone();
         let settings = QueueSettings {
             max_per_dispatch: per_dispatch,
+            prefetch_bytes: self.limits.prefetch_bytes,
             store: store.clone(),
             policy: self.policy.clone(),
             registry: Some(me),
@@ -190,10 +211,9 @@ impl DestinationRegistry {
     /// Starts a topic actor on the arbiter its name hashes to.
     fn spawn_topic(&self, destination: &Destination) -> Addr<TopicActor> {
         let arbiter = self.arbiters.for_name(destination.name());
-        let per_dispatch = self.limits.max_deliveries_per_frame;
         let d = destination.clone();
-        let backlog = self.limits.max_subscriber_backlog;
-        TopicActor::start_in_arbiter(arbiter, move |_| TopicActor::new(d, per_dispatch, backlog))
+        let limits = self.limits.clone();
+        TopicActor::start_in_arbiter(arbiter, move |_| TopicActor::new(d, &limits))
     }
 
     /// The queue or topic called `destination`, created if needed and wired to the
@@ -353,6 +373,7 @@ impl Handler<Resolve> for DestinationRegistry {
     type Result = Result<Vec<DestinationRef>, DestinationError>;
 
     fn handle(&mut self, Resolve(destination): Resolve, ctx: &mut Context<Self>) -> Self::Result {
+        self.check_name(&destination)?;
         let parts = match destination.kind() {
             DestinationKind::Composite => destination.parts(),
             DestinationKind::Group => {
@@ -382,6 +403,7 @@ impl Handler<Lookup> for DestinationRegistry {
 
     fn handle(&mut self, msg: Lookup, ctx: &mut Context<Self>) -> Self::Result {
         let destination = &msg.destination;
+        self.check_name(destination)?;
         let me = ctx.address();
         match destination.kind() {
             DestinationKind::TempQueue | DestinationKind::TempTopic => {
@@ -426,6 +448,7 @@ impl Handler<CreateTemporary> for DestinationRegistry {
 
     fn handle(&mut self, msg: CreateTemporary, ctx: &mut Context<Self>) -> Self::Result {
         let destination = msg.destination;
+        self.check_name(&destination)?;
         if !destination.is_temporary() {
             return Err(DestinationError::Refused(format!(
                 "{destination} is not a temporary destination"
@@ -545,6 +568,7 @@ impl Handler<ResolveHome> for DestinationRegistry {
         ResolveHome(destination): ResolveHome,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
+        self.check_name(&destination)?;
         if let Some(home) = self.remote_home(&destination) {
             let me = self
                 .cluster

@@ -49,8 +49,10 @@ impl Decoder for FrameCodec {
 }
 
 /// Takes one length-prefixed body off `src` once all of it is there (`Ok(None)` until
-/// then), refusing a length over `max` before any of the body is buffered. The framing of
-/// native frames and of the cluster bridge's envelopes alike.
+/// then), refusing a length over `max` before any of the body is buffered. Nothing is
+/// reserved for the length claimed: the buffer grows as bytes arrive, so a peer that
+/// claims much and sends little costs little. The framing of native frames and of the
+/// cluster bridge's envelopes alike.
 pub fn take_framed(src: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ProtocolError> {
     if src.len() < LEN_BYTES {
         return Ok(None);
@@ -60,7 +62,6 @@ pub fn take_framed(src: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, P
         return Err(ProtocolError::FrameTooLarge { len, max });
     }
     if src.len() < LEN_BYTES + len {
-        src.reserve(LEN_BYTES + len - src.len());
         return Ok(None);
     }
     src.advance(LEN_BYTES);
@@ -186,6 +187,15 @@ mod tests {
             codec.decode(&mut src),
             Err(ProtocolError::FrameTooLarge { len: 256, max: 100 })
         ));
+    }
+
+    #[test]
+    fn nothing_is_reserved_for_a_frame_that_has_not_arrived() {
+        let mut codec = FrameCodec::new(1 << 24);
+        let mut src = BytesMut::from(&[0u8, 0xf0, 0, 0, 1][..]);
+        let before = src.capacity();
+        assert!(codec.decode(&mut src).unwrap().is_none());
+        assert_eq!(src.capacity(), before);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The STOMP 1.2 codec: bytes in, frames out, and back — no I/O. Every limit is checked
 //! before the bytes it guards are buffered in full, so a client cannot make the broker hold
-//! an unbounded header or body.
+//! an unbounded header or body; nor is room reserved for the length a `content-length`
+//! merely claims: the buffer grows as bytes arrive.
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -143,9 +144,16 @@ impl Decoder for StompCodec {
     type Error = StompError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, StompError> {
-        // Heart-beats: end-of-lines between frames.
+        // Heart-beats: end-of-lines between frames. A NUL there is skipped too (clients
+        // that end frames with NUL and a newline, or send a stray NUL; ActiveMQ and
+        // RabbitMQ skip it as well).
         match src.first() {
             None => return Ok(None),
+            Some(0) => {
+                let skip = src.iter().take_while(|&&b| b == 0).count();
+                src.advance(skip);
+                return self.decode(src);
+            }
             Some(b'\n') => {
                 src.advance(1);
                 return Ok(Some(Inbound::Heartbeat));
@@ -207,7 +215,6 @@ impl Decoder for StompCodec {
                     });
                 }
                 if src.len() < header_end + len + 1 {
-                    src.reserve(header_end + len + 1 - src.len());
                     return Ok(None);
                 }
                 if src[header_end + len] != 0 {
@@ -341,6 +348,25 @@ mod tests {
         assert_eq!(f.command, Command::Connect);
         assert_eq!(f.get("accept-version"), Some("1.2"));
         assert_eq!(items[3], Inbound::Heartbeat);
+    }
+
+    #[test]
+    fn a_nul_between_frames_is_skipped() {
+        let items = decode_all(b"\0\0SEND\ndestination:/queue/a\n\nx\0").unwrap();
+        let Inbound::Frame(f) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(f.command, Command::Send);
+        assert_eq!(&f.body[..], b"x");
+    }
+
+    #[test]
+    fn nothing_is_reserved_for_a_body_that_has_not_arrived() {
+        let mut codec = StompCodec::new(limits());
+        let mut src = BytesMut::from(&b"SEND\ncontent-length:60000\n\nabc"[..]);
+        let before = src.capacity();
+        assert!(codec.decode(&mut src).unwrap().is_none());
+        assert_eq!(src.capacity(), before);
     }
 
     #[test]

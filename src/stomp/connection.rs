@@ -7,13 +7,21 @@
 //!   created for this connection on first use, as `temp-queue:<connection id>.replies`; in
 //!   `reply-to` and `destination` headers the broker writes the full name, which any client
 //!   can send to.
-//! - Acknowledgement per subscription: `auto` (acknowledged as it is written), `client`
-//!   (cumulative, as STOMP defines it) and `client-individual`; NACK gives a message back to
-//!   be redelivered. Transactions hold SENDs, ACKs and NACKs until COMMIT; ABORT drops them
-//!   (messages ACKed in an aborted transaction stay unacknowledged).
+//! - Acknowledgement per subscription: `auto` (a message counts as consumed once its
+//!   MESSAGE frame has been written to the socket; unwritten ones go back to the queue if
+//!   the connection closes), `client` (cumulative, as STOMP defines it) and
+//!   `client-individual`; NACK gives a message back to be redelivered. Transactions hold
+//!   SENDs, ACKs and NACKs until COMMIT (at most `max_frame_bytes` of messages, as much as
+//!   a native commit carries); ABORT drops them (messages ACKed in an aborted transaction
+//!   stay unacknowledged). Subscriptions and MESSAGE encoding live in
+//!   [`super::subscriptions`].
 //! - Every SEND and SUBSCRIBE is confirmed by the session: a `receipt` header is answered
 //!   only once the messages are enqueued or the subscription is active; a failure is an
-//!   ERROR naming it.
+//!   ERROR naming it (with the `receipt-id` of the frame it answers), never a RECEIPT.
+//!   A DISCONNECT's receipt comes after every earlier frame's work is done.
+//! - Producer flow control: SENDs read and not yet accepted count against the connection's
+//!   [`SendWindow`]; while it is full the socket is not read.
+//! - Each SEND is given a `message-id` unique in this broker (`<connection>:<n>`).
 //! - Heart-beats are offered and required as `limits.stomp_heartbeat_ms`; a client silent
 //!   past the negotiated interval plus `stomp_heartbeat_grace_ms` is dropped with an ERROR.
 //! - Selectors are refused with a clear ERROR until selectors exist; login and passcode
@@ -21,95 +29,33 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
 
 use super::codec::{StompCodec, StompError, StompLimits, encode_into};
 use super::frame::{Command, Inbound, StompFrame};
+use super::subscriptions::{AckKind, SharedSubscriptions, StompEvent, StompWire};
 use crate::broker::{
-    BrokerError, ClientWire, SessionActor, SessionCommand, Shutdown, WriterStopped,
-    slow_consumer_reason, start_writer, writer_limits,
+    SessionActor, SessionCommand, Shutdown, WriterStopped, slow_consumer_reason, start_writer,
+    writer_limits,
 };
 use crate::config::{Config, Limits};
 use crate::destination::{
     ConnectionId, CreateTemporary, DestinationError, DestinationRegistry, DropTemporaries,
+    footprint,
 };
-use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
-use crate::protocol::WireDelivery;
+use crate::message::{AckMode, Destination, DestinationKind, Message};
+use crate::reader::{FrameReader, ReadBudget, ReadError, SendWindow, WindowPermit};
 use crate::writer::{CloseReason, FrameSink};
 
 /// Versions this listener speaks, oldest first.
 const VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
 /// The single session of a STOMP connection.
 const SESSION: u32 = 1;
-
-/// What the session and its consumers tell the STOMP connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum StompEvent {
-    Deliver {
-        consumer: u32,
-        deliveries: Vec<WireDelivery>,
-    },
-    Receipt {
-        receipt: u64,
-        result: Result<(), DestinationError>,
-    },
-    Evicted {
-        consumer: u32,
-        reason: String,
-    },
-}
-
-/// The STOMP connection's [`ClientWire`]: deliveries and receipts go to the connection
-/// actor, which knows the subscription ids and receipt names to write.
-#[derive(Clone)]
-pub struct StompWire {
-    sink: FrameSink,
-    connection: Recipient<StompEvent>,
-}
-
-impl ClientWire for StompWire {
-    fn sink(&self) -> &FrameSink {
-        &self.sink
-    }
-
-    fn deliver(&self, consumer: u32, deliveries: Vec<WireDelivery>) -> Result<(), BrokerError> {
-        self.connection.do_send(StompEvent::Deliver {
-            consumer,
-            deliveries,
-        });
-        Ok(())
-    }
-
-    fn receipt(&self, receipt: u64, result: Result<(), DestinationError>) {
-        self.connection
-            .do_send(StompEvent::Receipt { receipt, result });
-    }
-
-    fn evicted(&self, consumer: u32, reason: String) {
-        self.connection
-            .do_send(StompEvent::Evicted { consumer, reason });
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum AckKind {
-    Auto,
-    Client,
-    ClientIndividual,
-}
-
-struct Subscription {
-    consumer: u32,
-    ack: AckKind,
-    /// Delivered and not yet acknowledged: (tag, message id), in delivery order.
-    unacked: VecDeque<(u64, String)>,
-}
 
 /// What to do when the session answers an internal receipt.
 struct Pending {
@@ -131,6 +77,8 @@ struct SendBatch {
     destination: Destination,
     messages: Vec<Message>,
     receipts: Vec<String>,
+    /// Their bytes in the connection's send window.
+    permit: WindowPermit,
 }
 
 /// Work held back by a transaction until COMMIT.
@@ -140,12 +88,32 @@ enum Held {
     Nack(StompFrame),
 }
 
-/// A STOMP-level failure: becomes an ERROR frame and closes the connection.
-struct Failure(String);
+/// A transaction's held work and the bytes of its messages.
+#[derive(Default)]
+struct Transaction {
+    held: Vec<Held>,
+    bytes: usize,
+}
+
+/// A STOMP-level failure: becomes an ERROR frame (with these extra headers) and closes the
+/// connection.
+struct Failure {
+    message: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+}
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure(e.to_string())
+        Failure::new(e.to_string())
     }
 }
 
@@ -158,9 +126,10 @@ pub struct StompConnectionActor {
     sink: FrameSink,
     registry: Addr<DestinationRegistry>,
     session: Option<Addr<SessionActor<StompWire>>>,
-    subscriptions: HashMap<String, Subscription>,
-    /// Consumer number → subscription id.
-    by_consumer: HashMap<u32, String>,
+    /// Shared with the session's wire, which records deliveries in it.
+    subscriptions: SharedSubscriptions,
+    /// Sends read and not yet accepted.
+    window: Arc<SendWindow>,
     next_number: u64,
     pending: HashMap<u64, Pending>,
     /// SENDs (outside transactions) to one destination read in a row, passed to the
@@ -172,7 +141,7 @@ pub struct StompConnectionActor {
     receipts: VecDeque<ReceiptSlot>,
     /// DISCONNECT came (with this receipt header): no more frames are read.
     disconnecting: Option<Option<String>>,
-    transactions: HashMap<String, Vec<Held>>,
+    transactions: HashMap<String, Transaction>,
     /// Temporary names this client made up → the destinations created for them.
     temporaries: HashMap<(DestinationKind, String), Destination>,
     last_read: Instant,
@@ -184,31 +153,37 @@ impl StompConnectionActor {
         peer: SocketAddr,
         registry: Addr<DestinationRegistry>,
         config: Config,
+        budget: Arc<ReadBudget>,
         ctx: &mut Context<Self>,
     ) -> StompConnectionActor {
         let limits = config.limits;
         let (read, write) = stream.into_split();
-        let last_words = error_bytes(&slow_consumer_reason(&limits));
+        let last_words = error_bytes(&Failure::new(slow_consumer_reason(&limits)));
         let sink = start_writer(
             write,
             writer_limits(&limits, Some(last_words)),
             ctx.address().recipient(),
         );
-        let max_frame = limits.max_frame_bytes as usize;
-        ctx.add_stream(FramedRead::new(
+        let window = SendWindow::new(limits.max_inflight_send_bytes);
+        let codec = StompCodec::new(StompLimits {
+            max_frame_bytes: limits.max_frame_bytes as usize,
+            max_headers: limits.stomp_max_headers,
+            max_header_bytes: limits.stomp_max_header_bytes,
+            // No body can be larger than the frame that carries it.
+            max_body_bytes: limits.max_body_bytes.min(limits.max_frame_bytes as usize),
+        });
+        ctx.add_stream(FrameReader::new(
             read,
-            StompCodec::new(StompLimits {
-                max_frame_bytes: max_frame,
-                max_headers: limits.stomp_max_headers,
-                max_header_bytes: limits.stomp_max_header_bytes,
-                max_body_bytes: max_frame,
-            }),
+            codec,
+            window.clone(),
+            budget,
+            Duration::from_millis(limits.frame_read_timeout_ms),
         ));
         ctx.run_later(
             Duration::from_millis(limits.handshake_timeout_ms),
             |act, ctx| {
                 if act.session.is_none() {
-                    act.fail("no CONNECT within the handshake timeout".into(), ctx);
+                    act.fail(Failure::new("no CONNECT within the handshake timeout"), ctx);
                 }
             },
         );
@@ -222,8 +197,8 @@ impl StompConnectionActor {
             sink,
             registry,
             session: None,
-            subscriptions: HashMap::new(),
-            by_consumer: HashMap::new(),
+            subscriptions: SharedSubscriptions::default(),
+            window,
             next_number: 1,
             pending: HashMap::new(),
             batch: None,
@@ -251,9 +226,9 @@ impl StompConnectionActor {
     }
 
     /// Sends an ERROR naming the problem, closes the connection, and stops.
-    fn fail(&mut self, message: String, ctx: &mut Context<Self>) {
-        tracing::warn!(peer = %self.peer, "closing STOMP connection: {message}");
-        self.sink.close(Some(error_bytes(&message)));
+    fn fail(&mut self, failure: Failure, ctx: &mut Context<Self>) {
+        tracing::warn!(peer = %self.peer, "closing STOMP connection: {}", failure.message);
+        self.sink.close(Some(error_bytes(&failure)));
         ctx.stop();
     }
 
@@ -264,17 +239,18 @@ impl StompConnectionActor {
     fn session(&self) -> Result<&Addr<SessionActor<StompWire>>, Failure> {
         self.session
             .as_ref()
-            .ok_or_else(|| Failure("CONNECT first".into()))
+            .ok_or_else(|| Failure::new("CONNECT first"))
     }
 
     fn on_frame(&mut self, frame: StompFrame, ctx: &mut Context<Self>) {
         if self.disconnecting.is_some() {
             return; // nothing after DISCONNECT
         }
+        let receipt = frame.get("receipt").map(str::to_string);
         let result = if self.session.is_none() {
             match frame.command {
                 Command::Connect | Command::Stomp => self.on_connect(&frame, ctx),
-                other => Err(Failure(format!(
+                other => Err(Failure::new(format!(
                     "expected CONNECT first, got {}",
                     other.as_str()
                 ))),
@@ -282,8 +258,10 @@ impl StompConnectionActor {
         } else {
             self.on_command(frame, ctx)
         };
-        if let Err(Failure(message)) = result {
-            self.fail(message, ctx);
+        if let Err(mut failure) = result {
+            // STOMP 1.2: an ERROR caused by a frame with a receipt carries its receipt-id.
+            failure.headers.extend(receipt.map(|r| ("receipt-id", r)));
+            self.fail(failure, ctx);
         }
     }
 
@@ -293,16 +271,19 @@ impl StompConnectionActor {
             .iter()
             .rev()
             .find(|v| accepted.split(',').any(|a| a.trim() == **v))
-            .ok_or_else(|| {
-                Failure(format!(
+            .ok_or_else(|| Failure {
+                message: format!(
                     "unsupported STOMP version `{accepted}`; this broker speaks {}",
                     VERSIONS.join(",")
-                ))
+                ),
+                // STOMP 1.2, protocol negotiation: the versions the server supports.
+                headers: vec![("version", VERSIONS.join(","))],
             })?;
         let ours = self.limits.stomp_heartbeat_ms;
         let (client_sends, client_wants) = parse_heartbeat(frame.get("heart-beat"))?;
         let wire = StompWire {
             sink: self.sink.clone(),
+            subscriptions: self.subscriptions.clone(),
             connection: ctx.address().recipient(),
         };
         let session = SessionActor::new(
@@ -342,10 +323,10 @@ impl StompConnectionActor {
             ctx.run_interval(within / 4, move |act, ctx| {
                 if act.last_read.elapsed() > within {
                     act.fail(
-                        format!(
+                        Failure::new(format!(
                             "no heart-beat from the client within {} ms",
                             within.as_millis()
-                        ),
+                        )),
                         ctx,
                     );
                 }
@@ -367,15 +348,14 @@ impl StompConnectionActor {
                 let id = frame
                     .get("id")
                     .or(frame.get("destination"))
-                    .ok_or_else(|| Failure("UNSUBSCRIBE needs an id header".into()))?;
-                let subscription = self
+                    .ok_or_else(|| Failure::new("UNSUBSCRIBE needs an id header"))?;
+                let consumer = self
                     .subscriptions
+                    .lock()
                     .remove(id)
-                    .ok_or_else(|| Failure(format!("no subscription `{id}`")))?;
-                self.by_consumer.remove(&subscription.consumer);
-                self.session()?.do_send(SessionCommand::Unsubscribe {
-                    consumer: subscription.consumer,
-                });
+                    .ok_or_else(|| Failure::new(format!("no subscription `{id}`")))?;
+                self.session()?
+                    .do_send(SessionCommand::Unsubscribe { consumer });
                 self.answer(&frame, ctx);
                 Ok(())
             }
@@ -386,7 +366,7 @@ impl StompConnectionActor {
                     } else {
                         Held::Nack(frame.clone())
                     };
-                    self.transaction(tx)?.push(held);
+                    self.transaction(tx)?.held.push(held);
                 } else {
                     self.settle(&frame)?;
                 }
@@ -396,9 +376,12 @@ impl StompConnectionActor {
             Command::Begin => {
                 let tx = transaction_name(&frame)?;
                 if self.transactions.contains_key(tx) {
-                    return Err(Failure(format!("transaction `{tx}` has already begun")));
+                    return Err(Failure::new(format!(
+                        "transaction `{tx}` has already begun"
+                    )));
                 }
-                self.transactions.insert(tx.to_string(), Vec::new());
+                self.transactions
+                    .insert(tx.to_string(), Transaction::default());
                 self.answer(&frame, ctx);
                 Ok(())
             }
@@ -407,7 +390,8 @@ impl StompConnectionActor {
                 let held = self
                     .transactions
                     .remove(&tx)
-                    .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))?;
+                    .ok_or_else(|| Failure::new(format!("unknown transaction `{tx}`")))?
+                    .held;
                 let commit = self.next();
                 let sends = held.iter().filter(|h| matches!(h, Held::Send(_))).count();
                 self.commits.insert(commit, sends);
@@ -432,24 +416,23 @@ impl StompConnectionActor {
                 let tx = transaction_name(&frame)?;
                 self.transactions
                     .remove(tx)
-                    .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))?;
+                    .ok_or_else(|| Failure::new(format!("unknown transaction `{tx}`")))?;
                 self.answer(&frame, ctx);
                 Ok(())
             }
             Command::Disconnect => {
+                // Every earlier frame's work ends: a send the queue cannot take fails after
+                // the send timeout, with an ERROR instead of this receipt.
                 self.disconnecting = Some(frame.get("receipt").map(str::to_string));
                 self.finish_disconnect(ctx);
-                // Work that never ends must not hold the connection open for ever.
-                let limit = Duration::from_millis(self.limits.write_timeout_ms);
-                ctx.run_later(limit, |act, ctx| {
-                    act.pending.clear();
-                    act.finish_disconnect(ctx);
-                });
                 Ok(())
             }
-            Command::Connect | Command::Stomp => Err(Failure("already connected".into())),
+            Command::Connect | Command::Stomp => Err(Failure::new("already connected")),
             other @ (Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
-                Err(Failure(format!("a client may not send {}", other.as_str())))
+                Err(Failure::new(format!(
+                    "a client may not send {}",
+                    other.as_str()
+                )))
             }
         }
     }
@@ -519,10 +502,10 @@ impl StompConnectionActor {
         ctx.stop();
     }
 
-    fn transaction(&mut self, tx: &str) -> Result<&mut Vec<Held>, Failure> {
+    fn transaction(&mut self, tx: &str) -> Result<&mut Transaction, Failure> {
         self.transactions
             .get_mut(tx)
-            .ok_or_else(|| Failure(format!("unknown transaction `{tx}`")))
+            .ok_or_else(|| Failure::new(format!("unknown transaction `{tx}`")))
     }
 
     fn on_send(
@@ -538,7 +521,15 @@ impl StompConnectionActor {
             let receipt = frame.get("receipt").map(str::to_string);
             // Its RECEIPT must not overtake those of SENDs read before it.
             self.flush_sends()?;
-            self.transaction(&tx)?.push(Held::Send(frame));
+            let limit = self.limits.max_frame_bytes as usize;
+            let transaction = self.transaction(&tx)?;
+            transaction.bytes += frame.body.len();
+            if transaction.bytes > limit {
+                return Err(Failure::new(format!(
+                    "transaction `{tx}` holds more than {limit} bytes of messages: commit smaller transactions"
+                )));
+            }
+            transaction.held.push(Held::Send(frame));
             if let Some(receipt) = receipt {
                 self.receipt_now(receipt, ctx);
             }
@@ -546,15 +537,18 @@ impl StompConnectionActor {
         }
         let name = frame
             .get("destination")
-            .ok_or_else(|| Failure("SEND needs a destination header".into()))?;
+            .ok_or_else(|| Failure::new("SEND needs a destination header"))?;
         let destination = self.destination(name, false, ctx)?;
         let reply_to = match frame.get("reply-to") {
             Some(reply_to) => Some(self.destination(reply_to, true, ctx)?),
             None => None,
         };
-        let message = message_from(&frame, reply_to)?;
+        let mut message = message_from(&frame, reply_to)?;
+        let n = self.next();
+        message.id = format!("{}:{n}", self.connection_id);
+        let permit = self.window.take(footprint(&message));
         if commit.is_none() {
-            return self.batch_send(destination, message, frame.get("receipt"), ctx);
+            return self.batch_send(destination, message, permit, frame.get("receipt"), ctx);
         }
         self.flush_sends()?;
         let receipt = self.next();
@@ -563,6 +557,7 @@ impl StompConnectionActor {
             destination,
             receipt: Some(receipt),
             messages: vec![message],
+            permit,
         });
         Ok(())
     }
@@ -573,6 +568,7 @@ impl StompConnectionActor {
         &mut self,
         destination: Destination,
         message: Message,
+        permit: WindowPermit,
         receipt: Option<&str>,
         ctx: &mut Context<Self>,
     ) -> Result<(), Failure> {
@@ -589,10 +585,12 @@ impl StompConnectionActor {
                 destination,
                 messages: Vec::new(),
                 receipts: Vec::new(),
+                permit: WindowPermit::default(),
             }
         });
         batch.messages.push(message);
         batch.receipts.extend(receipt.map(str::to_string));
+        batch.permit.absorb(permit);
         Ok(())
     }
 
@@ -608,6 +606,7 @@ impl StompConnectionActor {
             destination: batch.destination,
             receipt: Some(receipt),
             messages: batch.messages,
+            permit: batch.permit,
         });
         Ok(())
     }
@@ -615,20 +614,17 @@ impl StompConnectionActor {
     fn on_subscribe(&mut self, frame: StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
         let name = frame
             .get("destination")
-            .ok_or_else(|| Failure("SUBSCRIBE needs a destination header".into()))?;
+            .ok_or_else(|| Failure::new("SUBSCRIBE needs a destination header"))?;
         let id = frame.get("id").unwrap_or(name).to_string();
-        if self.subscriptions.contains_key(&id) {
-            return Err(Failure(format!("subscription `{id}` already exists")));
+        if self.subscriptions.lock().contains(&id) {
+            return Err(Failure::new(format!("subscription `{id}` already exists")));
         }
         if frame.get("selector").is_some() {
-            return Err(Failure("selectors are not supported yet".into()));
+            return Err(Failure::new("selectors are not supported yet"));
         }
-        let ack = match frame.get("ack").unwrap_or("auto") {
-            "auto" => AckKind::Auto,
-            "client" => AckKind::Client,
-            "client-individual" => AckKind::ClientIndividual,
-            other => return Err(Failure(format!("unknown ack mode `{other}`"))),
-        };
+        let ack_header = frame.get("ack").unwrap_or("auto");
+        let ack = AckKind::parse(ack_header)
+            .ok_or_else(|| Failure::new(format!("unknown ack mode `{ack_header}`")))?;
         let prefetch = match frame
             .get("activemq.prefetchSize")
             .or(frame.get("prefetch-count"))
@@ -636,20 +632,12 @@ impl StompConnectionActor {
             Some(p) => p
                 .trim()
                 .parse::<u32>()
-                .map_err(|_| Failure(format!("prefetch `{p}` is not a number")))?,
+                .map_err(|_| Failure::new(format!("prefetch `{p}` is not a number")))?,
             None => self.limits.default_prefetch,
         };
         let destination = self.destination(name, true, ctx)?;
         let consumer = self.next() as u32;
-        self.subscriptions.insert(
-            id.clone(),
-            Subscription {
-                consumer,
-                ack,
-                unacked: VecDeque::new(),
-            },
-        );
-        self.by_consumer.insert(consumer, id);
+        self.subscriptions.lock().insert(consumer, id, ack);
         let receipt = self.next();
         self.pending.insert(receipt, Pending { commit: None });
         self.receipt_later(
@@ -671,64 +659,58 @@ impl StompConnectionActor {
 
     /// ACK or NACK: (consumer, tags) to settle, cumulative for `client` subscriptions.
     fn settle(&mut self, frame: &StompFrame) -> Result<(), Failure> {
-        let (consumer, tag) = match frame.get("id") {
-            Some(id) => {
-                parse_ack_id(id).ok_or_else(|| Failure(format!("unknown ack id `{id}`")))?
-            }
-            None => {
-                // STOMP 1.0/1.1: message-id and subscription.
-                let message_id = frame.get("message-id").ok_or_else(|| {
-                    Failure(format!("{} needs an id header", frame.command.as_str()))
-                })?;
-                let subscription = frame
-                    .get("subscription")
-                    .and_then(|s| self.subscriptions.get(s));
-                let subscription = match subscription {
-                    Some(s) => Some(s),
-                    None => self
-                        .subscriptions
-                        .values()
-                        .find(|s| s.unacked.iter().any(|(_, m)| m == message_id)),
-                };
-                let found = subscription.and_then(|s| {
-                    s.unacked
-                        .iter()
-                        .find(|(_, m)| m == message_id)
-                        .map(|(tag, _)| (s.consumer, *tag))
-                });
-                found.ok_or_else(|| Failure(format!("no unacknowledged message `{message_id}`")))?
-            }
+        let tags = {
+            let mut table = self.subscriptions.lock();
+            let (consumer, tag) = match frame.get("id") {
+                Some(id) => parse_ack_id(id)
+                    .ok_or_else(|| Failure::new(format!("unknown ack id `{id}`")))?,
+                None => {
+                    // STOMP 1.0/1.1: message-id, and subscription (1.1).
+                    let message_id = frame.get("message-id").ok_or_else(|| {
+                        Failure::new(format!("{} needs an id header", frame.command.as_str()))
+                    })?;
+                    let in_subscription = frame.get("subscription").and_then(|s| {
+                        let (consumer, subscription) = table.by_id(s)?;
+                        subscription
+                            .unacked
+                            .iter()
+                            .find(|(_, m)| m == message_id)
+                            .map(|(tag, _)| (consumer, *tag))
+                    });
+                    in_subscription
+                        .or_else(|| table.find_unacked(message_id))
+                        .ok_or_else(|| {
+                            Failure::new(format!("no unacknowledged message `{message_id}`"))
+                        })?
+                }
+            };
+            let subscription = table.by_consumer(consumer).ok_or_else(|| {
+                Failure::new(format!("no subscription for ack id `{consumer}:{tag}`"))
+            })?;
+            let Some(position) = subscription.unacked.iter().position(|(t, _)| *t == tag) else {
+                return Err(Failure::new(format!(
+                    "message `{consumer}:{tag}` is not waiting for an acknowledgement"
+                )));
+            };
+            let tags: Vec<u64> = match subscription.ack {
+                AckKind::Client => subscription
+                    .unacked
+                    .drain(..=position)
+                    .map(|(t, _)| t)
+                    .collect(),
+                _ => subscription
+                    .unacked
+                    .remove(position)
+                    .map(|(t, _)| t)
+                    .into_iter()
+                    .collect(),
+            };
+            tags.into_iter().map(|t| (consumer, t)).collect()
         };
-        let id = self
-            .by_consumer
-            .get(&consumer)
-            .ok_or_else(|| Failure(format!("no subscription for ack id `{consumer}:{tag}`")))?;
-        let Some(subscription) = self.subscriptions.get_mut(id) else {
-            return Ok(());
-        };
-        let Some(position) = subscription.unacked.iter().position(|(t, _)| *t == tag) else {
-            return Err(Failure(format!(
-                "message `{consumer}:{tag}` is not waiting for an acknowledgement"
-            )));
-        };
-        let tags: Vec<u64> = match subscription.ack {
-            AckKind::Client => subscription
-                .unacked
-                .drain(..=position)
-                .map(|(t, _)| t)
-                .collect(),
-            _ => subscription
-                .unacked
-                .remove(position)
-                .map(|(t, _)| t)
-                .into_iter()
-                .collect(),
-        };
-        let pairs = tags.into_iter().map(|t| (consumer, t)).collect();
         let command = if frame.command == Command::Nack {
-            SessionCommand::Release { releases: pairs }
+            SessionCommand::Release { releases: tags }
         } else {
-            SessionCommand::Ack { acks: pairs }
+            SessionCommand::Ack { acks: tags }
         };
         self.session()?.do_send(command);
         Ok(())
@@ -751,12 +733,12 @@ impl StompConnectionActor {
         } else if let Some(rest) = name.strip_prefix("/temp-topic/") {
             (DestinationKind::TempTopic, rest)
         } else {
-            return Err(Failure(format!(
+            return Err(Failure::new(format!(
                 "unknown destination `{name}`: use /queue/, /topic/, /temp-queue/ or /temp-topic/"
             )));
         };
         if rest.is_empty() {
-            return Err(Failure(format!("destination `{name}` has no name")));
+            return Err(Failure::new(format!("destination `{name}` has no name")));
         }
         if !matches!(
             kind,
@@ -784,7 +766,10 @@ impl StompConnectionActor {
             if let Ok(Err(e)) | Err(e) =
                 result.map_err(|e| DestinationError::Unavailable(e.to_string()))
             {
-                act.fail(format!("cannot create a temporary destination: {e}"), ctx);
+                act.fail(
+                    Failure::new(format!("cannot create a temporary destination: {e}")),
+                    ctx,
+                );
             }
         }));
         Ok(created)
@@ -797,45 +782,11 @@ impl StompConnectionActor {
             self.receipt_done(commit, ctx);
         }
     }
-
-    fn on_deliver(
-        &mut self,
-        consumer: u32,
-        deliveries: Vec<WireDelivery>,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(id) = self.by_consumer.get(&consumer).cloned() else {
-            return; // unsubscribed: the destination takes them back
-        };
-        let Some(subscription) = self.subscriptions.get_mut(&id) else {
-            return;
-        };
-        let mut buf = BytesMut::new();
-        let mut auto_acks = Vec::new();
-        for delivery in deliveries {
-            let frame = message_frame(&id, consumer, &delivery, subscription.ack);
-            encode_into(&frame, &mut buf);
-            match subscription.ack {
-                AckKind::Auto => auto_acks.push((consumer, delivery.tag)),
-                _ => subscription
-                    .unacked
-                    .push_back((delivery.tag, delivery.message.id.clone())),
-            }
-        }
-        if self.sink.send(buf.freeze()).is_err() {
-            return ctx.stop();
-        }
-        if !auto_acks.is_empty()
-            && let Some(session) = &self.session
-        {
-            session.do_send(SessionCommand::Ack { acks: auto_acks });
-        }
-    }
 }
 
 fn transaction_name(frame: &StompFrame) -> Result<&str, Failure> {
     frame.get("transaction").ok_or_else(|| {
-        Failure(format!(
+        Failure::new(format!(
             "{} needs a transaction header",
             frame.command.as_str()
         ))
@@ -846,7 +797,7 @@ fn parse_heartbeat(value: Option<&str>) -> Result<(u64, u64), Failure> {
     let Some(value) = value else {
         return Ok((0, 0));
     };
-    let bad = || Failure(format!("heart-beat `{value}` is not `<ms>,<ms>`"));
+    let bad = || Failure::new(format!("heart-beat `{value}` is not `<ms>,<ms>`"));
     let (sends, wants) = value.split_once(',').ok_or_else(bad)?;
     Ok((
         sends.trim().parse().map_err(|_| bad())?,
@@ -860,29 +811,19 @@ fn parse_ack_id(id: &str) -> Option<(u32, u64)> {
     Some((consumer.parse().ok()?, tag.parse().ok()?))
 }
 
-fn error_bytes(message: &str) -> Bytes {
-    let frame = StompFrame::new(Command::Error)
-        .header("message", message)
+fn error_bytes(failure: &Failure) -> Bytes {
+    let message = &failure.message;
+    let mut frame = StompFrame::new(Command::Error).header("message", message.as_str());
+    for (name, value) in &failure.headers {
+        frame = frame.header(*name, value.as_str());
+    }
+    let frame = frame
         .header("content-type", "text/plain")
         .header("content-length", message.len().to_string())
         .body(message.to_string());
     let mut buf = BytesMut::new();
     encode_into(&frame, &mut buf);
     buf.freeze()
-}
-
-/// A broker destination in STOMP's spelling.
-fn stomp_name(destination: &Destination) -> String {
-    let prefix = match destination.kind() {
-        DestinationKind::Queue => "/queue/",
-        DestinationKind::Topic => "/topic/",
-        DestinationKind::TempQueue => "/temp-queue/",
-        DestinationKind::TempTopic => "/temp-topic/",
-        DestinationKind::Composite | DestinationKind::Group | DestinationKind::Durable => {
-            return destination.to_string();
-        }
-    };
-    format!("{prefix}{}", destination.name())
 }
 
 /// SEND headers that are not carried as user headers.
@@ -911,13 +852,13 @@ fn message_from(frame: &StompFrame, reply_to: Option<Destination>) -> Result<Mes
         message.expiration = e
             .trim()
             .parse()
-            .map_err(|_| Failure(format!("expires `{e}` is not a number")))?;
+            .map_err(|_| Failure::new(format!("expires `{e}` is not a number")))?;
     }
     if let Some(p) = frame.get("priority") {
         let priority: u8 = p
             .trim()
             .parse()
-            .map_err(|_| Failure(format!("priority `{p}` is not 0-9")))?;
+            .map_err(|_| Failure::new(format!("priority `{p}` is not 0-9")))?;
         message = message.with_priority(priority);
     }
     message.timestamp = crate::message::now_millis();
@@ -927,56 +868,6 @@ fn message_from(frame: &StompFrame, reply_to: Option<Destination>) -> Result<Mes
         }
     }
     Ok(message)
-}
-
-fn message_frame(
-    subscription: &str,
-    consumer: u32,
-    delivery: &WireDelivery,
-    ack: AckKind,
-) -> StompFrame {
-    let message = &delivery.message;
-    let mut frame = StompFrame::new(Command::Message)
-        .header("subscription", subscription)
-        .header("message-id", message.id.clone());
-    if let Some(destination) = &message.destination {
-        frame = frame.header("destination", stomp_name(destination));
-    }
-    if ack != AckKind::Auto {
-        frame = frame.header("ack", format!("{consumer}:{}", delivery.tag));
-    }
-    if delivery.redelivered {
-        frame = frame.header("redelivered", "true");
-    }
-    if let Some(id) = &message.correlation_id {
-        frame = frame.header("correlation-id", id.clone());
-    }
-    if let Some(reply_to) = &message.reply_to {
-        frame = frame.header("reply-to", stomp_name(reply_to));
-    }
-    if message.expiration != 0 {
-        frame = frame.header("expires", message.expiration.to_string());
-    }
-    frame = frame
-        .header("priority", message.priority.to_string())
-        .header("persistent", message.persistent.to_string())
-        .header("timestamp", message.timestamp.to_string());
-    for (name, value) in &message.headers {
-        frame = frame.header(name.clone(), value.clone());
-    }
-    for (name, value) in &message.properties {
-        let text = match value {
-            Property::Bool(b) => b.to_string(),
-            Property::Int(i) => i.to_string(),
-            Property::Float(f) => f.to_string(),
-            Property::Text(t) => t.clone(),
-            Property::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        };
-        frame = frame.header(name.clone(), text);
-    }
-    frame
-        .header("content-length", message.body.len().to_string())
-        .body(message.body.clone())
 }
 
 impl Actor for StompConnectionActor {
@@ -994,17 +885,17 @@ impl Actor for StompConnectionActor {
     }
 }
 
-impl StreamHandler<Result<Inbound, StompError>> for StompConnectionActor {
-    fn handle(&mut self, item: Result<Inbound, StompError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Inbound, ReadError<StompError>>> for StompConnectionActor {
+    fn handle(&mut self, item: Result<Inbound, ReadError<StompError>>, ctx: &mut Context<Self>) {
         self.last_read = Instant::now();
         match item {
             Ok(Inbound::Frame(frame)) => self.on_frame(frame, ctx),
             Ok(Inbound::Heartbeat) => {}
-            Err(StompError::Io(e)) => {
+            Err(ReadError::Decode(StompError::Io(e))) => {
                 tracing::debug!(peer = %self.peer, "STOMP read failed: {e}");
                 ctx.stop();
             }
-            Err(e) => self.fail(e.to_string(), ctx),
+            Err(e) => self.fail(Failure::from(e), ctx),
         }
     }
 
@@ -1022,8 +913,8 @@ impl Handler<FlushSends> for StompConnectionActor {
     type Result = ();
 
     fn handle(&mut self, _: FlushSends, ctx: &mut Context<Self>) {
-        if let Err(Failure(message)) = self.flush_sends() {
-            self.fail(message, ctx);
+        if let Err(failure) = self.flush_sends() {
+            self.fail(failure, ctx);
         }
     }
 }
@@ -1033,16 +924,23 @@ impl Handler<StompEvent> for StompConnectionActor {
 
     fn handle(&mut self, event: StompEvent, ctx: &mut Context<Self>) {
         match event {
-            StompEvent::Deliver {
-                consumer,
-                deliveries,
-            } => self.on_deliver(consumer, deliveries, ctx),
             StompEvent::Receipt { receipt, result } => {
                 let Some(pending) = self.pending.remove(&receipt) else {
                     return;
                 };
                 if let Err(e) = result {
-                    return self.fail(e.to_string(), ctx);
+                    // The frame (or COMMIT) this answers is named by its first receipt.
+                    let key = pending.commit.unwrap_or(receipt);
+                    let receipt_id = self
+                        .receipts
+                        .iter()
+                        .find(|slot| slot.key == key)
+                        .and_then(|slot| slot.receipts.first().cloned());
+                    let mut failure = Failure::from(e);
+                    failure
+                        .headers
+                        .extend(receipt_id.map(|r| ("receipt-id", r)));
+                    return self.fail(failure, ctx);
                 }
                 self.receipt_done(receipt, ctx);
                 if let Some(commit) = pending.commit {
@@ -1053,7 +951,7 @@ impl Handler<StompEvent> for StompConnectionActor {
                 }
                 self.finish_disconnect(ctx);
             }
-            StompEvent::Evicted { reason, .. } => self.fail(reason, ctx),
+            StompEvent::Evicted { reason, .. } => self.fail(Failure::new(reason), ctx),
         }
     }
 }
