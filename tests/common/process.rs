@@ -24,6 +24,12 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts the broker with `args` after the listen and data-dir options.
     pub fn start(data_dir: &Path, args: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_with_env(data_dir, args, &[])
+    }
+
+    /// Starts the broker with settings from `ACTORMQ__SECTION__KEY` variables too, e.g.
+    /// `("ACTORMQ__LIMITS__SEND_TIMEOUT_MS", "2000")`.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
         let mut child = Command::new(BIN)
             .args([
                 "broker",
@@ -35,6 +41,7 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,6 +77,26 @@ impl BrokerProcess {
             startup,
             log,
         }
+    }
+
+    /// The STOMP listener's address.
+    pub fn stomp_addr(&self) -> std::net::SocketAddr {
+        self.logged_addr("STOMP listening on ")
+            .and_then(|a| a.parse().ok())
+            .expect("the broker logs its STOMP address")
+    }
+
+    /// The native listener's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.url
+            .trim_start_matches("tcp://")
+            .parse()
+            .expect("a socket address")
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The address after `label` in the start-up line that names it (`bridge on `).
