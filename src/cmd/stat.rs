@@ -12,12 +12,21 @@ pub struct StatArgs {
     url: String,
 }
 
+/// The widest the NAME column gets.
+const MAX_NAME_COLUMN: usize = 60;
+
 pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let connection = Connection::connect(&args.url).await?;
     let reply = connection.stat_with_store().await?;
     connection.close().await?;
     let (stats, store) = (reply.destinations, reply.store);
-    let width = stats.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    // Long names run past their column rather than widen it for everyone.
+    let width = stats
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, MAX_NAME_COLUMN);
     // A HOME column only in a cluster.
     let clustered = !reply.members.is_empty();
     println!(
@@ -46,10 +55,21 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         );
     }
     match store {
-        Some(store) => println!(
-            "store: journal, {} segments, {} bytes, {} paged messages, {} skipped records",
-            store.segments, store.bytes, store.paged, store.skipped
-        ),
+        Some(store) => {
+            println!(
+                "store: journal, {} segments, {} bytes, {} paged messages, {} skipped records",
+                store.segments, store.bytes, store.paged, store.skipped
+            );
+            if let Some((queue, count)) = &store.oldest_holder {
+                println!("store: the oldest segment holds {count} messages of queue {queue}");
+            }
+            if store.unwritten > 0 {
+                println!(
+                    "store: {} acknowledgements wait for disk space to be written",
+                    store.unwritten
+                );
+            }
+        }
         None => println!("store: memory"),
     }
     for m in reply.members {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::{AckMode, Destination, DestinationKind, Message};
 
 /// The protocol version this build speaks. A `Hello` with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Why the broker refused something, so a client can tell errors apart without parsing text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +70,12 @@ pub struct StoreStat {
     pub skipped: u64,
     /// Messages, over all queues, waiting on disk only.
     pub paged: u64,
+    /// Records (acknowledgements) the journal could not write yet, for want of disk space;
+    /// it tries again until they are written.
+    pub unwritten: u64,
+    /// The queue with the most live messages in the oldest segment (the one that keeps the
+    /// journal from shrinking), and how many it has there.
+    pub oldest_holder: Option<(String, u64)>,
 }
 
 /// One row of `stat`.

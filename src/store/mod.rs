@@ -7,6 +7,7 @@
 mod journal;
 mod reader;
 pub mod record;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

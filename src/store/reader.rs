@@ -1,5 +1,7 @@
 //! The journal's reader thread: reads `Enqueue` records back from segment files by
-//! location (paging messages in), off the arbiters' threads.
+//! location (paging messages in), off the arbiters' threads. A message compaction wrote
+//! forward is read from its copy. Files are opened for one request and closed after it,
+//! so a segment the writer deletes gives its disk space back at once.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,12 +13,9 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::journal::Location;
+use super::journal::{Location, Moved};
 use super::record::{self, Record};
 use crate::message::Message;
-
-/// Segment files kept open at once.
-const OPEN_FILES: usize = 16;
 
 pub(super) struct Read {
     /// Message ids and where their records start.
@@ -25,14 +24,21 @@ pub(super) struct Read {
 }
 
 /// Starts the reader; it ends when the journal's last handle goes.
-pub(super) fn start(dir: PathBuf) -> Result<mpsc::Sender<Read>, StoreError> {
+pub(super) fn start(dir: PathBuf, moved: Moved) -> Result<mpsc::Sender<Read>, StoreError> {
     let (reads, rx) = mpsc::channel::<Read>();
     let thread_dir = dir.clone();
     std::thread::Builder::new()
         .name("actormq-journal-reader".into())
         .spawn(move || {
-            let mut files: HashMap<u64, File> = HashMap::new();
-            for read in rx {
+            for mut read in rx {
+                if let Ok(moved) = moved.lock() {
+                    for (id, at) in &mut read.wanted {
+                        if let Some(copy) = moved.get(id) {
+                            *at = *copy;
+                        }
+                    }
+                }
+                let mut files: HashMap<u64, File> = HashMap::new();
                 // A transaction's messages share one record: decode it once per request.
                 let mut last: Option<(Location, HashMap<u64, Arc<Message>>)> = None;
                 let result = read
@@ -67,14 +73,12 @@ fn read_record(
     at: Location,
 ) -> Result<HashMap<u64, Arc<Message>>, StoreError> {
     let path = dir.join(format!("{:012}.log", at.segment));
-    if !files.contains_key(&at.segment) {
-        if files.len() >= OPEN_FILES {
-            files.clear();
+    let file = match files.entry(at.segment) {
+        std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(File::open(&path).map_err(|e| StoreError::io(&path, e))?)
         }
-        let file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
-        files.insert(at.segment, file);
-    }
-    let file = &files[&at.segment];
+    };
     let mut header = [0u8; record::HEADER_BYTES];
     file.read_exact_at(&mut header, at.offset)
         .map_err(|e| StoreError::io(&path, e))?;

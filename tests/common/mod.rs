@@ -3,6 +3,7 @@
 
 pub mod process;
 pub mod raw_stomp;
+pub mod small_disk;
 
 use std::time::{Duration, Instant};
 

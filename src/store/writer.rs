@@ -1,0 +1,586 @@
+//! The journal's writer thread: recovery at start, then group commit, segment rolling and
+//! deletion, writes that failed, and compaction. It owns the segment files and the count
+//! of live messages in each.
+//!
+//! - **A failed write** (a full disk) leaves nothing behind: the segment is cut back to its
+//!   last good length. Appends that wait for an answer (enqueues, transactions) get the
+//!   error, so their producers are told. Lazy appends (removals, from acknowledgements) are
+//!   kept and written again, before anything newer, until there is room; `stat` shows how
+//!   many wait, and a WARN says so once. A crash meanwhile redelivers those messages: an
+//!   acknowledgement is never lost silently, at worst repeated.
+//! - **Compaction.** The oldest segment can only go once none of its messages is live, so
+//!   one unconsumed message would keep every later segment too. When the oldest segment's
+//!   live messages are a small part of it (a quarter) and others wait behind it, they are
+//!   written again at the end of the journal and the segment is deleted. Queues keep the
+//!   old locations of paged messages; the reader finds the copies through [`Moved`].
+//!   Recovery takes the last copy of a message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::StoreError;
+use super::journal::{
+    Done, FsyncMode, JournalSettings, Location, Moved, Op, Recovered, RecoveredMessage, Usage,
+};
+use super::record::{self, Record};
+
+/// How often records that could not be written are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How often the holder of the oldest segment is worked out again for `stat`.
+const HOLDER_EVERY: Duration = Duration::from_secs(2);
+/// Bytes a live message is counted as beyond its body, to decide about compaction.
+const RECORD_OVERHEAD: u64 = 256;
+
+struct Segment {
+    path: PathBuf,
+    /// Messages enqueued in this segment and not yet removed.
+    live: usize,
+    /// Their bytes, roughly (bodies and an allowance each).
+    live_bytes: u64,
+    bytes: u64,
+}
+
+struct Current {
+    number: u64,
+    file: File,
+    bytes: u64,
+}
+
+/// Where a live message's Enqueue record is.
+#[derive(Clone, Copy)]
+struct Home {
+    segment: u64,
+    bytes: u64,
+}
+
+pub(super) struct WriterState {
+    settings: JournalSettings,
+    segments: BTreeMap<u64, Segment>,
+    /// (queue, id) → where its Enqueue is.
+    live: HashMap<(String, u64), Home>,
+    current: Option<Current>,
+    /// Lazy records a failed write left over, oldest first.
+    retry: Vec<Record>,
+    usage: Arc<Usage>,
+    moved: Moved,
+    /// When the oldest segment's holder was last worked out.
+    holder_at: Option<Instant>,
+    /// Changes since then wait for the next look.
+    holder_stale: bool,
+    _lock: File,
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:012}.log"))
+}
+
+/// The records of one append, flattened (a transaction's are its parts).
+fn flat(records: &[Record]) -> impl Iterator<Item = &Record> {
+    records.iter().flat_map(|record| match record {
+        Record::Transaction { records } => records.iter().collect::<Vec<_>>(),
+        other => vec![other],
+    })
+}
+
+impl WriterState {
+    pub(super) fn new(
+        settings: JournalSettings,
+        usage: Arc<Usage>,
+        moved: Moved,
+        lock: File,
+    ) -> WriterState {
+        WriterState {
+            settings,
+            segments: BTreeMap::new(),
+            live: HashMap::new(),
+            current: None,
+            retry: Vec::new(),
+            usage,
+            moved,
+            holder_at: None,
+            holder_stale: false,
+            _lock: lock,
+        }
+    }
+
+    /// Counts `record` (at segment `segment`) in the live table: an Enqueue makes its
+    /// message live there (a later copy replaces an earlier one), a Remove ends it.
+    fn count(&mut self, record: &Record, segment: u64) {
+        match record {
+            Record::Enqueue { queue, id, message } => {
+                let bytes = message.body.len() as u64 + RECORD_OVERHEAD;
+                let home = Home { segment, bytes };
+                if let Some(old) = self.live.insert((queue.clone(), *id), home) {
+                    self.forget(old);
+                }
+                if let Some(s) = self.segments.get_mut(&segment) {
+                    s.live += 1;
+                    s.live_bytes += bytes;
+                }
+            }
+            Record::Remove { queue, id } => {
+                if let Some(old) = self.live.remove(&(queue.clone(), *id)) {
+                    self.forget(old);
+                    if let Ok(mut moved) = self.moved.lock() {
+                        moved.remove(id);
+                    }
+                }
+            }
+            Record::Transaction { records } => {
+                for record in records {
+                    self.count(record, segment);
+                }
+            }
+        }
+    }
+
+    /// A live message's record at `home` no longer counts.
+    fn forget(&mut self, home: Home) {
+        if let Some(s) = self.segments.get_mut(&home.segment) {
+            s.live = s.live.saturating_sub(1);
+            s.live_bytes = s.live_bytes.saturating_sub(home.bytes);
+        }
+    }
+
+    /// Reads every segment in order; returns the live messages, the highest id, and the
+    /// highest segment number.
+    pub(super) fn recover(&mut self) -> Result<(Recovered, u64, u64), StoreError> {
+        let dir = self.settings.dir.clone();
+        let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
+            .map_err(|e| StoreError::io(&dir, e))?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        let mut recovered = Recovered::default();
+        let mut messages: HashMap<(String, u64), (Location, u8)> = HashMap::new();
+        let mut max_id = 0;
+        for &number in &numbers {
+            let path = segment_path(&dir, number);
+            let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+            let decoded = record::decode_all(&bytes);
+            for offset in decoded.skipped {
+                tracing::warn!(file = %path.display(), offset, "skipped a torn or corrupt journal record");
+                recovered.skipped.push((path.clone(), offset));
+            }
+            self.segments.insert(
+                number,
+                Segment {
+                    path,
+                    live: 0,
+                    live_bytes: 0,
+                    bytes: bytes.len() as u64,
+                },
+            );
+            for (offset, record) in decoded.records {
+                let at = Location {
+                    segment: number,
+                    offset: offset as u64,
+                };
+                for part in flat(std::slice::from_ref(&record)) {
+                    match part {
+                        Record::Enqueue { queue, id, message } => {
+                            max_id = max_id.max(*id);
+                            messages.insert((queue.clone(), *id), (at, message.priority));
+                        }
+                        Record::Remove { queue, id } => {
+                            max_id = max_id.max(*id);
+                            messages.remove(&(queue.clone(), *id));
+                        }
+                        Record::Transaction { .. } => {}
+                    }
+                }
+                self.count(&record, number);
+            }
+        }
+        for ((queue, id), (at, priority)) in messages {
+            recovered
+                .queues
+                .entry(queue)
+                .or_default()
+                .push(RecoveredMessage { id, at, priority });
+        }
+        for list in recovered.queues.values_mut() {
+            list.sort_unstable_by_key(|m| m.id);
+        }
+        let restored: usize = recovered.queues.values().map(Vec::len).sum();
+        tracing::info!(
+            segments = numbers.len(),
+            messages = restored,
+            skipped = recovered.skipped.len(),
+            "journal recovered from {}",
+            dir.display()
+        );
+        Ok((recovered, max_id, numbers.last().copied().unwrap_or(0)))
+    }
+
+    /// Starts segment `number` as the one written to.
+    pub(super) fn roll(&mut self, number: u64) -> Result<(), StoreError> {
+        let path = segment_path(&self.settings.dir, number);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        self.segments.insert(
+            number,
+            Segment {
+                path,
+                live: 0,
+                live_bytes: 0,
+                bytes: 0,
+            },
+        );
+        self.current = Some(Current {
+            number,
+            file,
+            bytes: 0,
+        });
+        self.report_usage();
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while nothing in them is live.
+    pub(super) fn delete_dead_prefix(&mut self) {
+        let current = self.current.as_ref().map(|c| c.number);
+        while let Some((&number, segment)) = self.segments.first_key_value() {
+            if segment.live > 0 || Some(number) == current {
+                break;
+            }
+            if let Err(e) = std::fs::remove_file(&segment.path) {
+                tracing::warn!(file = %segment.path.display(), "cannot delete journal segment: {e}");
+                break;
+            }
+            tracing::debug!(file = %segment.path.display(), "journal segment deleted");
+            self.segments.remove(&number);
+        }
+        self.report_usage();
+    }
+
+    fn report_usage(&mut self) {
+        let bytes = self.segments.values().map(|s| s.bytes).sum();
+        self.usage.bytes.store(bytes, Ordering::Relaxed);
+        self.usage
+            .segments
+            .store(self.segments.len() as u64, Ordering::Relaxed);
+        self.usage
+            .unwritten
+            .store(flat(&self.retry).count() as u64, Ordering::Relaxed);
+        if self.holder_at.is_none_or(|at| at.elapsed() >= HOLDER_EVERY) {
+            self.holder_at = Some(Instant::now());
+            self.holder_stale = false;
+            let holder = self.oldest_holder();
+            if let Ok(mut slot) = self.usage.oldest_holder.lock() {
+                *slot = holder;
+            }
+        } else {
+            self.holder_stale = true;
+        }
+    }
+
+    /// The queue with the most live messages in the oldest segment that has any.
+    fn oldest_holder(&self) -> Option<(String, u64)> {
+        let (&oldest, _) = self.segments.iter().find(|(_, s)| s.live > 0)?;
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for ((queue, _), home) in &self.live {
+            if home.segment == oldest {
+                *counts.entry(queue.as_str()).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(queue, count)| (*count, std::cmp::Reverse(*queue)))
+            .map(|(queue, count)| (queue.to_string(), count))
+    }
+
+    pub(super) fn run(mut self, ops: mpsc::Receiver<Op>) {
+        let mut closing = None;
+        loop {
+            // While records wait for disk space, wake up to try them again; while `stat`'s
+            // view of the oldest segment is stale, to bring it up to date.
+            let first = if !self.retry.is_empty() || self.holder_stale {
+                match ops.recv_timeout(RETRY_EVERY) {
+                    Ok(op) => Some(op),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match ops.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => break,
+                }
+            };
+            let mut appends: Vec<(Vec<Record>, Done)> = Vec::new();
+            if !self.retry.is_empty() {
+                appends.push((std::mem::take(&mut self.retry), None));
+            }
+            for op in first.into_iter().chain(ops.try_iter()) {
+                match op {
+                    Op::Append { records, done } => appends.push((records, done)),
+                    Op::Close { done } => closing = Some(done),
+                    Op::WriteFile { name, contents } => {
+                        if let Err(e) = self.replace_file(&name, &contents) {
+                            tracing::error!("cannot write {name}: {e}");
+                        }
+                    }
+                }
+            }
+            if self.settings.fsync == FsyncMode::Always {
+                for append in appends {
+                    self.commit(vec![append]);
+                }
+            } else if !appends.is_empty() {
+                self.commit(appends);
+            }
+            self.delete_dead_prefix();
+            if closing.is_some() {
+                break;
+            }
+            if let Err(e) = self.roll_if_full() {
+                tracing::error!("cannot start a new journal segment: {e}");
+            }
+            self.compact_oldest();
+        }
+        if let Some(current) = &self.current {
+            let _ = current.file.sync_data();
+        }
+        if !self.retry.is_empty() {
+            tracing::error!(
+                records = flat(&self.retry).count(),
+                "the journal stops with acknowledgements it could not write: their messages will be delivered again"
+            );
+        }
+        drop(self); // releases the lock before saying so
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
+    }
+
+    /// Writes a group of appends with one write (and one fsync, as the mode says) and
+    /// answers each. If the write fails, appends that wait are told and lazy ones are
+    /// kept to be written again.
+    fn commit(&mut self, appends: Vec<(Vec<Record>, Done)>) {
+        let Some(current) = &self.current else {
+            for (_, done) in appends {
+                if let Some(done) = done {
+                    let _ = done.send(Err(StoreError::Closed));
+                }
+            }
+            return;
+        };
+        let segment = current.number;
+        let start = current.bytes;
+        let mut buf = Vec::new();
+        let mut located = Vec::with_capacity(appends.len());
+        for (records, _) in &appends {
+            let mut locations = Vec::with_capacity(records.len());
+            for record in records {
+                locations.push(Location {
+                    segment,
+                    offset: start + buf.len() as u64,
+                });
+                if let Err(e) = record::encode(record, &mut buf) {
+                    tracing::error!("cannot encode a journal record: {e}");
+                }
+            }
+            located.push(locations);
+        }
+        let sync = self.settings.fsync != FsyncMode::Never;
+        match self.write(&buf, sync) {
+            Ok(()) => {
+                let retried = appends.first().is_some_and(|(_, done)| done.is_none())
+                    && self.usage.unwritten.load(Ordering::Relaxed) > 0;
+                for ((records, done), locations) in appends.into_iter().zip(located) {
+                    for record in &records {
+                        self.count(record, segment);
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(locations));
+                    }
+                }
+                if retried {
+                    tracing::info!("the journal has room again: waiting records are written");
+                }
+            }
+            Err(e) => {
+                let first_failure =
+                    self.retry.is_empty() && self.usage.unwritten.load(Ordering::Relaxed) == 0;
+                for (records, done) in appends {
+                    match done {
+                        Some(done) => {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                        None => self.retry.extend(records),
+                    }
+                }
+                if first_failure && !self.retry.is_empty() {
+                    tracing::warn!(
+                        "journal write failed ({e}): acknowledgements are kept and written again once there is room"
+                    );
+                }
+            }
+        }
+        self.report_usage();
+    }
+
+    /// Replaces a small file atomically: a copy is written and fsynced, then renamed.
+    fn replace_file(&self, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+        let path = self.settings.dir.join(name);
+        let copy = self.settings.dir.join(format!("{name}.new"));
+        let mut file = File::create(&copy).map_err(|e| StoreError::io(&copy, e))?;
+        file.write_all(contents)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| StoreError::io(&copy, e))?;
+        std::fs::rename(&copy, &path).map_err(|e| StoreError::io(&path, e))
+    }
+
+    /// Appends `buf` to the current segment. On failure the segment is cut back to where
+    /// it was, so no torn record stays and later offsets stay right.
+    fn write(&mut self, buf: &[u8], sync: bool) -> Result<(), StoreError> {
+        let Some(current) = self.current.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let path = segment_path(&self.settings.dir, current.number);
+        let result = current
+            .file
+            .write_all(buf)
+            .and_then(|()| {
+                if sync {
+                    current.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| StoreError::io(&path, e));
+        match &result {
+            Ok(()) => {
+                current.bytes += buf.len() as u64;
+                if let Some(segment) = self.segments.get_mut(&current.number) {
+                    segment.bytes += buf.len() as u64;
+                }
+            }
+            Err(e) => {
+                tracing::error!("journal write failed: {e}");
+                if let Err(cut) = current.file.set_len(current.bytes) {
+                    // Keep offsets true to the file; recovery skips the torn bytes.
+                    tracing::error!("cannot cut {} back: {cut}", path.display());
+                    if let Ok(meta) = current.file.metadata() {
+                        let grown = meta.len().saturating_sub(current.bytes);
+                        current.bytes = meta.len();
+                        if let Some(segment) = self.segments.get_mut(&current.number) {
+                            segment.bytes += grown;
+                        }
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    fn roll_if_full(&mut self) -> Result<(), StoreError> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        if current.bytes < self.settings.segment_bytes {
+            return Ok(());
+        }
+        let next = current.number + 1;
+        let path = segment_path(&self.settings.dir, current.number);
+        current
+            .file
+            .sync_data()
+            .map_err(|e| StoreError::io(&path, e))?;
+        self.roll(next)?;
+        self.delete_dead_prefix();
+        Ok(())
+    }
+
+    /// Writes the live messages of the oldest segment forward and deletes it, when they
+    /// are few and later segments wait behind it.
+    fn compact_oldest(&mut self) {
+        let Some(current) = self.current.as_ref().map(|c| c.number) else {
+            return;
+        };
+        let Some((&oldest, segment)) = self.segments.first_key_value() else {
+            return;
+        };
+        // Worth it: something behind it besides the current segment, and little to copy.
+        if oldest == current
+            || self.segments.len() < 3
+            || segment.live == 0
+            || segment.live_bytes > self.settings.segment_bytes / 4
+            || !self.retry.is_empty()
+        {
+            return;
+        }
+        let path = segment.path.clone();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "cannot read a segment to compact it: {e}");
+                return;
+            }
+        };
+        let mut copies = Vec::new();
+        for (_, record) in record::decode_all(&bytes).records {
+            for part in flat(std::slice::from_ref(&record)) {
+                if let Record::Enqueue { queue, id, .. } = part
+                    && self
+                        .live
+                        .get(&(queue.clone(), *id))
+                        .is_some_and(|home| home.segment == oldest)
+                {
+                    copies.push(part.clone());
+                }
+            }
+        }
+        let Some(start) = self.current.as_ref().map(|c| c.bytes) else {
+            return;
+        };
+        let mut buf = Vec::new();
+        let mut moved = Vec::with_capacity(copies.len());
+        for copy in &copies {
+            let offset = start + buf.len() as u64;
+            if record::encode(copy, &mut buf).is_ok()
+                && let Record::Enqueue { id, .. } = copy
+            {
+                moved.push((
+                    *id,
+                    Location {
+                        segment: current,
+                        offset,
+                    },
+                ));
+            }
+        }
+        if let Err(e) = self.write(&buf, self.settings.fsync != FsyncMode::Never) {
+            tracing::warn!("cannot compact {}: {e}", path.display());
+            return;
+        }
+        if let Ok(mut table) = self.moved.lock() {
+            table.extend(moved);
+        }
+        for copy in &copies {
+            self.count(copy, current);
+        }
+        tracing::info!(
+            file = %path.display(),
+            messages = copies.len(),
+            "compacted the oldest journal segment: its live messages were written forward"
+        );
+        self.holder_at = None;
+        self.delete_dead_prefix();
+    }
+}
