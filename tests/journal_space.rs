@@ -167,17 +167,8 @@ async fn acknowledgements_on_a_full_disk_are_written_once_there_is_room() {
     consume(&session, "full", 10, 200).await;
 }
 
-/// One message that nobody consumes, then a lot of traffic that is consumed: the journal
-/// compacts the old segments (the message is written forward), so it stays a few segments
-/// long, and `stat` names the queue that holds the oldest one. After a crash the message is
-/// there once; paged messages moved by compaction are read back whole.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_stuck_message_does_not_pin_the_journal() {
-    let dir = common::data_dir("compaction");
-    // Small queues: most of the stuck queue's messages are paged (on disk only).
-    let env = journal_env("262144", "16384");
-    let broker = start(&dir, &env);
-    let (connection, session) = open(&broker.url).await;
+/// Five messages to `stuck` that stay, then 600 through `flow` (about 6 MiB), consumed.
+async fn stuck_then_flow(session: &actormq::client::Session) {
     let stuck = session.producer(Destination::queue("stuck"));
     for seq in 0..5 {
         stuck.send(numbered(seq, 10 * 1024)).await.expect("stored");
@@ -191,6 +182,20 @@ async fn one_stuck_message_does_not_pin_the_journal() {
         flow.send(numbered(seq, 10 * 1024)).await.expect("stored");
     }
     drain.await.expect("the flow is consumed");
+}
+
+/// One message that nobody consumes, then a lot of traffic that is consumed: the journal
+/// compacts the old segments (the message is written forward), so it stays a few segments
+/// long, and `stat` names the queue that holds the oldest one. After a crash the message is
+/// there once; paged messages moved by compaction are read back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stuck_message_does_not_pin_the_journal() {
+    let dir = common::data_dir("compaction");
+    // Small queues: most of the stuck queue's messages are paged (on disk only).
+    let env = journal_env("262144", "16384");
+    let broker = start(&dir, &env);
+    let (connection, session) = open(&broker.url).await;
+    stuck_then_flow(&session).await;
     // About 6 MiB went through 256 KiB segments.
     eventually(
         WAIT,
@@ -227,19 +232,7 @@ async fn paged_messages_moved_by_compaction_are_read_back() {
     let dir = common::data_dir("compaction-paged");
     let broker = start(&dir, &journal_env("262144", "16384"));
     let (connection, session) = open(&broker.url).await;
-    let stuck = session.producer(Destination::queue("stuck"));
-    for seq in 0..5 {
-        stuck.send(numbered(seq, 10 * 1024)).await.expect("stored");
-    }
-    let flow = session.producer(Destination::queue("flow"));
-    let drain = tokio::spawn({
-        let session = session.clone();
-        async move { consume(&session, "flow", 600, 0).await }
-    });
-    for seq in 0..600 {
-        flow.send(numbered(seq, 10 * 1024)).await.expect("stored");
-    }
-    drain.await.expect("the flow is consumed");
+    stuck_then_flow(&session).await;
     eventually(WAIT, "the journal to compact", || async {
         (store_of(&connection).await.segments <= 3).then_some(())
     })

@@ -46,6 +46,17 @@ struct Segment {
     bytes: u64,
 }
 
+impl Segment {
+    fn new(path: PathBuf, bytes: u64) -> Segment {
+        Segment {
+            path,
+            live: 0,
+            live_bytes: 0,
+            bytes,
+        }
+    }
+}
+
 struct Current {
     number: u64,
     file: File,
@@ -172,15 +183,8 @@ impl WriterState {
                 tracing::warn!(file = %path.display(), offset, "skipped a torn or corrupt journal record");
                 recovered.skipped.push((path.clone(), offset));
             }
-            self.segments.insert(
-                number,
-                Segment {
-                    path,
-                    live: 0,
-                    live_bytes: 0,
-                    bytes: bytes.len() as u64,
-                },
-            );
+            self.segments
+                .insert(number, Segment::new(path, bytes.len() as u64));
             for (offset, record) in decoded.records {
                 let at = Location {
                     segment: number,
@@ -231,15 +235,7 @@ impl WriterState {
             .append(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        self.segments.insert(
-            number,
-            Segment {
-                path,
-                live: 0,
-                live_bytes: 0,
-                bytes: 0,
-            },
-        );
+        self.segments.insert(number, Segment::new(path, 0));
         self.current = Some(Current {
             number,
             file,
