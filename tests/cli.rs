@@ -255,3 +255,60 @@ fn receive_exits_1_when_fewer_messages_arrive() {
     assert_eq!(received.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&received.stderr).contains("received 0 of 5"));
 }
+
+/// The built-in benchmarks work on their defaults: 1 MiB messages are batched to fit a
+/// frame (and the client's writer), and a topic publisher keeps within reach of its
+/// slowest subscriber instead of having it dropped as a slow consumer.
+#[test]
+fn the_benchmarks_run_on_their_defaults() {
+    let broker = broker_process(&[]);
+    for args in [
+        &["bench", "queue", "--size", "1048576", "--count", "100"][..],
+        &["bench", "topic", "--count", "200000"],
+    ] {
+        let output = run(&broker, args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("lost 0"),
+            "{args:?}: {stdout} {stderr}"
+        );
+    }
+}
+
+/// `stat` lists a destination whatever the length of its name (here 70,000 characters,
+/// allowed by configuration), and the default limit refuses such a name.
+#[test]
+fn stat_survives_a_very_long_destination_name() {
+    let long = "x".repeat(70_000);
+    let broker = BrokerProcess::start_with_env(
+        &data_dir("cli"),
+        &[],
+        &[("ACTORMQ__LIMITS__MAX_DESTINATION_NAME_BYTES", "100000")],
+    );
+    let sent = run(
+        &broker,
+        &["send", "--to", &format!("queue:{long}"), "--body", "x"],
+    );
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let stat = run(&broker, &["stat"]);
+    assert!(
+        stat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stat.stderr)
+    );
+    assert!(String::from_utf8_lossy(&stat.stdout).contains(&long));
+
+    let default = broker_process(&[]);
+    let refused = run(
+        &default,
+        &["send", "--to", &format!("queue:{long}"), "--body", "x"],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("exceeds the limit of 1024"), "{stderr}");
+}

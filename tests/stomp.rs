@@ -410,12 +410,173 @@ async fn bad_headers_and_values() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsupported_version() {
     let broker = broker();
-    let message = refused(&broker, b"CONNECT\naccept-version:2.0\n\n\0", false).await;
+    let mut client = RawStomp::open(stomp_addr(&broker)).await;
+    client.raw(b"CONNECT\naccept-version:2.0\n\n\0").await;
+    let error = client.next().await;
+    assert_eq!(error.command, Command::Error);
+    let message = error.get("message").unwrap_or_default();
     assert!(
         message.contains("unsupported STOMP version `2.0`"),
         "{message}"
     );
+    // STOMP 1.2, protocol negotiation: the ERROR lists the versions the server speaks.
+    assert_eq!(error.get("version"), Some("1.0,1.1,1.2"));
     good_clients_work(&broker).await;
+}
+
+/// A NUL before a command (a client that ends frames with NUL and newline, or sends a
+/// stray one) is skipped, as ActiveMQ and RabbitMQ skip it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_before_a_command_is_skipped() {
+    let broker = broker();
+    let mut client = RawStomp::open(stomp_addr(&broker)).await;
+    client
+        .raw(b"\0CONNECT\naccept-version:1.2\n\n\0\0\0SUBSCRIBE\ndestination:/queue/nul\nid:1\nreceipt:r\n\n\0")
+        .await;
+    assert_eq!(client.next().await.command, Command::Connected);
+    assert_eq!(client.next().await.get("receipt-id"), Some("r"));
+    good_clients_work(&broker).await;
+}
+
+/// A 16 MiB body is accepted (the body limit; the frame may be larger by its headers), as
+/// ActiveMQ and RabbitMQ accept it, and delivered whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixteen_mebibyte_body_is_accepted() {
+    let broker = broker();
+    let mut client = RawStomp::connected(stomp_addr(&broker)).await;
+    client
+        .send(
+            &StompFrame::new(Command::Subscribe)
+                .header("destination", "/queue/large")
+                .header("id", "0")
+                .header("receipt", "sub"),
+        )
+        .await;
+    assert_eq!(client.next().await.get("receipt-id"), Some("sub"));
+    let body = bytes::Bytes::from(vec![7u8; 16 << 20]);
+    client
+        .send(
+            &StompFrame::new(Command::Send)
+                .header("destination", "/queue/large")
+                .header("content-length", body.len().to_string())
+                .body(body.clone()),
+        )
+        .await;
+    let message = client.next().await;
+    assert_eq!(message.command, Command::Message);
+    assert!(message.body == body, "the body arrives whole");
+}
+
+/// `*` and `>` are wildcards for topic subscriptions: a queue cannot be named with them,
+/// and nothing can be sent to a wildcard. Nothing named `*` or `>` is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_are_refused_where_they_make_no_sense() {
+    let broker = broker();
+    for frame in [
+        &b"SEND\ndestination:/queue/*\nreceipt:w\n\nx\0"[..],
+        b"SEND\ndestination:/topic/>\nreceipt:w\n\nx\0",
+        b"SEND\ndestination:/queue/orders.>\nreceipt:w\n\nx\0",
+        b"SUBSCRIBE\ndestination:/queue/*\nid:1\nreceipt:w\n\n\0",
+    ] {
+        let mut client = RawStomp::connected(stomp_addr(&broker)).await;
+        client.raw(frame).await;
+        let error = client.next().await;
+        assert_eq!(error.command, Command::Error, "{:?}", error.headers);
+        assert_eq!(error.get("receipt-id"), Some("w"), "{:?}", error.headers);
+        let message = error.get("message").unwrap_or_default();
+        assert!(message.contains("wildcard"), "{message}");
+    }
+    let (connection, _session) = connect(&broker).await;
+    let names: Vec<String> = connection
+        .stat()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains('*') || n.contains('>')),
+        "{names:?}"
+    );
+}
+
+/// Every MESSAGE carries a `message-id` unique to its message (STOMP 1.2 requires one;
+/// 1.0 and 1.1 clients acknowledge by it), so an ACK by message id settles the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_ids_are_unique_and_acknowledge_the_right_message() {
+    let broker = broker();
+    let mut client = RawStomp::connected(stomp_addr(&broker)).await;
+    for i in 0..3 {
+        client
+            .send(
+                &StompFrame::new(Command::Send)
+                    .header("destination", "/queue/ids")
+                    .body(format!("m{i}")),
+            )
+            .await;
+    }
+    client
+        .send(
+            &StompFrame::new(Command::Subscribe)
+                .header("destination", "/queue/ids")
+                .header("id", "s")
+                .header("ack", "client-individual"),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let message = client.next().await;
+        let id = message.get("message-id").unwrap_or_default().to_string();
+        assert!(!id.is_empty(), "{:?}", message.headers);
+        ids.push(id);
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "{ids:?}");
+    // A 1.1 client acknowledges the second message by its id, then closes.
+    client
+        .send(
+            &StompFrame::new(Command::Ack)
+                .header("message-id", ids[1].clone())
+                .header("subscription", "s")
+                .header("receipt", "acked"),
+        )
+        .await;
+    assert_eq!(client.next().await.get("receipt-id"), Some("acked"));
+    client
+        .send(&StompFrame::new(Command::Disconnect).header("receipt", "bye"))
+        .await;
+    assert_eq!(client.next().await.get("receipt-id"), Some("bye"));
+    // The other two come back; the acknowledged one does not.
+    let mut again = RawStomp::connected(stomp_addr(&broker)).await;
+    again
+        .send(
+            &StompFrame::new(Command::Subscribe)
+                .header("destination", "/queue/ids")
+                .header("id", "t"),
+        )
+        .await;
+    let bodies = [again.next().await.body, again.next().await.body];
+    assert_eq!(bodies, [&b"m0"[..], &b"m2"[..]]);
+}
+
+/// An ERROR caused by a frame that asked for a receipt carries that `receipt-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_names_the_receipt_of_the_frame_that_caused_it() {
+    let broker = broker();
+    let mut client = RawStomp::connected(stomp_addr(&broker)).await;
+    client
+        .raw(b"SUBSCRIBE\ndestination:/nowhere/x\nid:1\nreceipt:sub-9\n\n\0")
+        .await;
+    let error = client.next().await;
+    assert_eq!(error.command, Command::Error);
+    assert_eq!(
+        error.get("receipt-id"),
+        Some("sub-9"),
+        "{:?}",
+        error.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

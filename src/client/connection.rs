@@ -20,7 +20,7 @@ use crate::protocol::{
     DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, StoreStat, WireDelivery,
     encode_frame,
 };
-use crate::writer::{FrameSink, WriterLimits, writer};
+use crate::writer::{FrameSink, WriterError, WriterLimits, writer};
 
 /// What `stat` answers: every destination's counters, and the journal's.
 /// What `stat` returns: every destination, the journal (if any), the cluster's members
@@ -141,7 +141,14 @@ impl Shared {
 
     pub fn write(&self, frame: &Frame) -> Result<(), ClientError> {
         let bytes = encode_frame(frame, self.max_frame_bytes)?;
-        self.sink.send(bytes).map_err(|_| self.failure())
+        self.sink.send(bytes).map_err(|e| match e {
+            WriterError::SlowConsumer { pending, limit } => ClientError::ConnectionClosed(format!(
+                "the broker did not take what this client sent fast enough: {pending} bytes \
+                 were waiting to be written (limit {limit}); wait for confirmations before \
+                 sending more"
+            )),
+            WriterError::Closed => self.failure(),
+        })
     }
 
     /// Registers for the receipt, then writes the frame; resolves with the receipt.
@@ -306,6 +313,12 @@ impl Connection {
 
     pub fn broker_name(&self) -> &str {
         &self.broker
+    }
+
+    /// The largest frame this connection sends: the smaller of this client's and the
+    /// broker's limits. A batch of messages must fit in one.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.shared.max_frame_bytes
     }
 
     pub fn client_id(&self) -> &str {

@@ -25,10 +25,10 @@ impl RawStomp {
     pub async fn open(addr: SocketAddr) -> RawStomp {
         let (read, writer) = TcpStream::connect(addr).await.unwrap().into_split();
         let limits = StompLimits {
-            max_frame_bytes: 1 << 24,
+            max_frame_bytes: 1 << 25,
             max_headers: 1000,
             max_header_bytes: 1 << 16,
-            max_body_bytes: 1 << 24,
+            max_body_bytes: 1 << 25,
         };
         RawStomp {
             reader: FramedRead::new(read, StompCodec::new(limits)),

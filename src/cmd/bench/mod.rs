@@ -85,6 +85,12 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// A topic publisher stays at most this many messages ahead of its slowest subscriber
+/// (half of the broker's default `max_subscriber_backlog`)...
+const TOPIC_AHEAD: u64 = 50_000;
+/// ...and at most this many bytes (half of `max_subscriber_backlog_bytes`).
+const TOPIC_AHEAD_BYTES: u64 = 32 << 20;
+
 /// Nanoseconds since the run began, on one clock for senders and receivers.
 fn now_nanos() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -218,13 +224,19 @@ async fn flow(
     let idle = Duration::from_secs_f64(args.idle_timeout);
     let bar = crate::cmd::progress(Some(expected_total), "bench");
     let delivered = Arc::new(AtomicU64::new(0));
+    // What each receiver has had: a topic's publisher keeps within reach of the slowest,
+    // since a broker drops a subscriber that falls too far behind (as NATS does).
+    let received: Arc<Vec<AtomicU64>> =
+        Arc::new((0..receivers.max(1)).map(|_| AtomicU64::new(0)).collect());
+    let ahead = (TOPIC_AHEAD_BYTES / args.size.max(1) as u64).clamp(1, TOPIC_AHEAD);
     let (done_tx, done_rx) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
 
     let mut receiving = Vec::new();
-    for _ in 0..receivers.max(1) {
+    for receiver in 0..receivers.max(1) {
         let mut subscriber = Subscriber::open(target, name, topic, args.prefetch).await?;
         let delivered = delivered.clone();
+        let received = received.clone();
         let bar = bar.clone();
         let mut done = done_rx.clone();
         let done_tx = done_tx.clone();
@@ -245,6 +257,7 @@ async fn flow(
                 tracker.record(&body, now_nanos());
                 last = Instant::now();
                 mine += 1;
+                received[receiver].store(mine, Ordering::Relaxed);
                 bar.inc(1);
                 if delivered.fetch_add(1, Ordering::Relaxed) + 1 >= expected_total {
                     let _ = done_tx.send(true);
@@ -267,6 +280,7 @@ async fn flow(
     for producer in 0..producers {
         let mut publisher = Publisher::open(target, name, topic, options).await?;
         let size = args.size;
+        let received = received.clone();
         sending.push(tokio::spawn(async move {
             let tick = Duration::from_millis(1);
             let begun = Instant::now();
@@ -277,6 +291,18 @@ async fn flow(
                     None => per_producer,
                 };
                 while seq < due {
+                    if topic {
+                        let slowest = received
+                            .iter()
+                            .map(|r| r.load(Ordering::Relaxed))
+                            .min()
+                            .unwrap_or(0);
+                        if seq >= slowest + ahead {
+                            publisher.send_pending().await?;
+                            tokio::time::sleep(tick).await;
+                            continue;
+                        }
+                    }
                     publisher.publish(body(size, producer as u32, seq)).await?;
                     seq += 1;
                 }

@@ -83,12 +83,21 @@ pub struct PublishOptions {
     pub batch: usize,
 }
 
+/// Bytes of unconfirmed native sends a publisher keeps in flight at most: half of what
+/// the client's writer holds before it gives up.
+const IN_FLIGHT_BYTES: usize = 32 << 20;
+
 pub enum Publisher {
     Native {
+        /// Bytes of one batch at most: half a frame, so it always fits.
+        batch_bytes: usize,
         _connection: Connection,
         producer: Producer,
         pending: Vec<Message>,
-        confirmations: VecDeque<SendConfirmation>,
+        pending_bytes: usize,
+        /// Unconfirmed batches and their bytes.
+        confirmations: VecDeque<(SendConfirmation, usize)>,
+        in_flight: usize,
         options: PublishOptions,
     },
     Stomp {
@@ -119,10 +128,13 @@ impl Publisher {
                 let session = connection.session(AckMode::Auto)?;
                 let destination = native_destination(name, topic);
                 Publisher::Native {
+                    batch_bytes: connection.max_frame_bytes() / 2,
                     producer: session.producer(destination),
                     _connection: connection,
                     pending: Vec::with_capacity(options.batch),
+                    pending_bytes: 0,
                     confirmations: VecDeque::new(),
+                    in_flight: 0,
                     options,
                 }
             }
@@ -174,8 +186,18 @@ impl Publisher {
     pub async fn publish(&mut self, body: Bytes) -> anyhow::Result<()> {
         match self {
             Publisher::Native {
-                pending, options, ..
+                pending,
+                pending_bytes,
+                batch_bytes,
+                options,
+                ..
             } => {
+                // The next message would make the frame too large: send what is batched.
+                if !pending.is_empty() && *pending_bytes + body.len() > *batch_bytes {
+                    self.send_pending().await?;
+                    return Box::pin(self.publish(body)).await;
+                }
+                *pending_bytes += body.len();
                 pending.push(Message::new(body).with_persistent(options.persistent));
                 if pending.len() >= options.batch {
                     self.send_pending().await?;
@@ -213,12 +235,15 @@ impl Publisher {
         Ok(())
     }
 
-    /// Writes what is batched (native), keeping at most the confirm window in flight.
+    /// Writes what is batched (native), keeping at most the confirm window (and
+    /// [`IN_FLIGHT_BYTES`]) unconfirmed.
     pub async fn send_pending(&mut self) -> anyhow::Result<()> {
         if let Publisher::Native {
             producer,
             pending,
+            pending_bytes,
             confirmations,
+            in_flight,
             options,
             ..
         } = self
@@ -227,10 +252,15 @@ impl Publisher {
                 return Ok(());
             }
             let batch = std::mem::replace(pending, Vec::with_capacity(options.batch));
-            confirmations.push_back(producer.begin_send(batch)?);
-            while confirmations.len() > options.confirm_window.max(1) {
-                if let Some(confirmation) = confirmations.pop_front() {
+            let bytes = std::mem::take(pending_bytes);
+            confirmations.push_back((producer.begin_send(batch)?, bytes));
+            *in_flight += bytes;
+            while confirmations.len() > options.confirm_window.max(1)
+                || (*in_flight > IN_FLIGHT_BYTES && confirmations.len() > 1)
+            {
+                if let Some((confirmation, bytes)) = confirmations.pop_front() {
                     confirmation.await?;
+                    *in_flight -= bytes;
                 }
             }
         }
@@ -242,7 +272,7 @@ impl Publisher {
         self.send_pending().await?;
         match self {
             Publisher::Native { confirmations, .. } => {
-                for confirmation in confirmations {
+                for (confirmation, _) in confirmations {
                     confirmation.await?;
                 }
             }
