@@ -139,6 +139,10 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         Some(file) => tracing::info!("profile: {profile}, with settings from {}", file.display()),
         None => tracing::info!("profile: {profile}"),
     }
+    actormq::runtime::set_memory_trim(|| {
+        // SAFETY: mi_collect takes no pointers; it frees the calling thread's unused pages.
+        unsafe { libmimalloc_sys::mi_collect(false) }
+    });
     let system = actix_rt::System::new();
     let result: anyhow::Result<()> = system.block_on(async move {
         let broker = actormq::Broker::start(config).await?;

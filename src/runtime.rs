@@ -1,12 +1,36 @@
 //! The broker's threads: one actix [`Arbiter`] per core. Destination actors are placed by a
 //! hash of the destination name (so one hot queue stays on one core and many queues use
 //! them all); connection actors are placed round-robin.
+//!
+//! Memory a burst took is given back: every [`TRIM_EVERY`] each arbiter calls the trim hook
+//! a program registers with [`set_memory_trim`] — the `actormq` binary's asks its allocator
+//! (mimalloc) to return the thread's freed pages to the OS, which it otherwise does only
+//! while the thread keeps allocating.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use actix::{Arbiter, ArbiterHandle};
+
+/// How often each broker thread gives freed memory back.
+pub const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+static MEMORY_TRIM: OnceLock<fn()> = OnceLock::new();
+
+/// Registers what gives the calling thread's freed memory back to the OS (once per
+/// process; later calls are ignored).
+pub fn set_memory_trim(trim: fn()) {
+    let _ = MEMORY_TRIM.set(trim);
+}
+
+/// Gives the calling thread's freed memory back, if a trim hook is registered.
+pub fn trim_memory() {
+    if let Some(trim) = MEMORY_TRIM.get() {
+        trim();
+    }
+}
 
 /// A fixed set of arbiters, shared by the registry and the listener.
 #[derive(Clone)]
@@ -18,7 +42,17 @@ pub struct ArbiterPool {
 impl ArbiterPool {
     /// Starts `count` arbiters (at least one). Must be called inside an actix system.
     pub fn start(count: usize) -> ArbiterPool {
-        let arbiters = (0..count.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let arbiters: Vec<ArbiterHandle> =
+            (0..count.max(1)).map(|_| Arbiter::new().handle()).collect();
+        for arbiter in &arbiters {
+            arbiter.spawn(async {
+                let mut every = tokio::time::interval(TRIM_EVERY);
+                loop {
+                    every.tick().await;
+                    trim_memory();
+                }
+            });
+        }
         ArbiterPool {
             arbiters: Arc::new(arbiters),
             next: Arc::new(AtomicUsize::new(0)),

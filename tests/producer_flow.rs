@@ -15,12 +15,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::process::BrokerProcess;
+use common::process::{BrokerProcess, MIB, Measured};
 use common::raw_stomp::RawStomp;
-use common::{broker_with, connect, data_dir, eventually, stat_of};
+use common::{broker_with, connect, eventually, stat_of};
 
 const WAIT: Duration = Duration::from_secs(30);
-const MIB: u64 = 1024 * 1024;
 
 fn stomp_send(queue: &str, body: &Bytes) -> StompFrame {
     StompFrame::new(Command::Send)
@@ -152,43 +151,6 @@ async fn flood(
     let said = reader.await.unwrap();
     writer.abort();
     (peak, said)
-}
-
-/// A broker process on the memory store, and its resident memory when it started.
-struct Measured {
-    broker: BrokerProcess,
-    dir: std::path::PathBuf,
-    before: u64,
-}
-
-impl Measured {
-    fn start(name: &str, env: &[(&str, &str)]) -> Measured {
-        let dir = data_dir(name);
-        let mut env = env.to_vec();
-        env.push(("ACTORMQ__STORE__KIND", "memory"));
-        let broker = BrokerProcess::start_with_env(&dir, &[], &env);
-        let before = broker.resident_bytes().expect("the broker's memory");
-        Measured {
-            broker,
-            dir,
-            before,
-        }
-    }
-
-    /// Checks that resident memory at `peak` (or now, for `None`) is less than `limit`
-    /// above the start.
-    fn assert_grown_below(&self, peak: Option<u64>, limit: u64) {
-        let now = peak.unwrap_or_else(|| self.broker.resident_bytes().expect("its memory"));
-        let grown = now.saturating_sub(self.before);
-        eprintln!("resident memory grew by {} MiB", grown / MIB);
-        assert!(grown < limit, "resident memory grew by {} MiB", grown / MIB);
-    }
-}
-
-impl Drop for Measured {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A broker whose queues hold 16 MiB (32 MiB in all) flooded for 5 s with `frame` on a

@@ -152,3 +152,53 @@ impl Drop for BrokerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+
+/// A broker process on the memory store, and its resident memory when it started.
+pub struct Measured {
+    pub broker: BrokerProcess,
+    dir: std::path::PathBuf,
+    pub before: u64,
+}
+
+impl Measured {
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Measured {
+        let dir = super::data_dir(name);
+        let mut env = env.to_vec();
+        env.push(("ACTORMQ__STORE__KIND", "memory"));
+        let broker = BrokerProcess::start_with_env(&dir, &[], &env);
+        let before = broker.resident_bytes().expect("the broker's memory");
+        Measured {
+            broker,
+            dir,
+            before,
+        }
+    }
+
+    /// Resident memory now, above the start.
+    pub fn grown(&self) -> u64 {
+        self.broker
+            .resident_bytes()
+            .expect("its memory")
+            .saturating_sub(self.before)
+    }
+
+    /// Checks that resident memory at `peak` (or now, for `None`) is less than `limit`
+    /// above the start.
+    pub fn assert_grown_below(&self, peak: Option<u64>, limit: u64) {
+        let grown = match peak {
+            Some(peak) => peak.saturating_sub(self.before),
+            None => self.grown(),
+        };
+        eprintln!("resident memory grew by {} MiB", grown / MIB);
+        assert!(grown < limit, "resident memory grew by {} MiB", grown / MIB);
+    }
+}
+
+impl Drop for Measured {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
