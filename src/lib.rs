@@ -18,15 +18,18 @@
 //! ├── RemoteConsumer ─ (cluster) one per consumer of a peer on a destination here:
 //! │                    Dispatch → envelopes back to the peer
 //! └── ArbiterPool: one Arbiter (thread) per core
-//!     ├── ConnectionActor ─ one per native socket: FrameCodec reads, handshake, sessions
+//!     ├── ConnectionActor ─ one per native socket: FrameReader (FrameCodec, send window,
+//!     │   │                 frame deadline) reads; handshake, sessions
 //!     │   ├── writer task ─ the one bounded writer of this socket (FrameSink → batches)
 //!     │   └── SessionActor<NativeWire> ─ one per client session: sends, acks, consumers
 //!     │       └── ConsumerActor<NativeWire> ─ one per subscription: Dispatch → Deliver
-//!     ├── StompConnectionActor ─ one per STOMP socket: StompCodec reads, subscriptions,
+//!     ├── StompConnectionActor ─ one per STOMP socket: FrameReader (StompCodec) reads;
 //!     │   │                      transactions, receipts, heart-beats
 //!     │   ├── writer task
 //!     │   └── SessionActor<StompWire> ─ the connection's one session
-//!     │       └── ConsumerActor<StompWire> ─ deliveries go back to the STOMP actor as MESSAGEs
+//!     │       └── ConsumerActor<StompWire> ─ encodes MESSAGEs onto the writer itself (the
+//!     │                                      subscription table is shared with the
+//!     │                                      connection); settles ack:auto once written
 //!     ├── QueueActor ─ placed by hash of its name: backlog, competing consumers, credit
 //!     ├── TopicActor ─ placed by hash of its name: subscribers, per-subscriber backlog
 //!     ├── RemoteDestination ─ (cluster) placed by hash of its name, one per destination
@@ -34,20 +37,34 @@
 //!     │                       Enqueue/Subscribe/Control → envelopes on the bridge
 //!     └── TopicMirror ─ (cluster) a topic homed elsewhere, as local subscribers see it: a
 //!                       local TopicActor fed by one subscription to the home topic
-//! journal threads (std::thread) ─ the Journal's writer (group commit, segments, LOCK)
-//!                                  and reader (paging in)
+//! journal threads (std::thread) ─ the Journal's writer (group commit, segments, LOCK,
+//!                                  retried removals, compaction) and reader (paging in)
 //! ```
 //!
 //! A connection and its sessions and consumers live on one arbiter; a destination lives
 //! on the arbiter its name hashes to, so one hot queue stays on one core and many queues
 //! use them all. Actors talk only by typed messages; nothing blocks inside an actor.
+//! Every arbiter gives freed memory back to the OS every few seconds
+//! ([`runtime::set_memory_trim`]).
+//!
+//! ## What bounds memory
+//!
+//! On the way in, a connection's [`reader::FrameReader`] stops reading while the sends it
+//! read wait for room ([`reader::SendWindow`]: producer flow control reaches the producer's
+//! TCP window), buffers only bytes that arrived (against one broker-wide
+//! [`reader::ReadBudget`]), and drops a frame that does not finish in time. In the middle,
+//! queues count their messages against [`destination::MemoryBudget`]. On the way out, each
+//! consumer has a prefetch in messages and in bytes and paces itself to its connection's
+//! [`writer::FrameSink`]; a topic drops a subscriber whose backlog passes its limits. Every
+//! limit is in [`config::Limits`].
 //!
 //! ## The flow of one message
 //!
 //! 1. [`client::Producer::send`] encodes a `Send` frame (a batch of messages, with a receipt
 //!    id) and queues it on the connection's [`writer::FrameSink`].
-//! 2. [`broker::ConnectionActor`] decodes it ([`protocol::FrameCodec`]) and passes it to the
-//!    frame's [`broker::SessionActor`].
+//! 2. [`broker::ConnectionActor`] decodes it ([`protocol::FrameCodec`] in a
+//!    [`reader::FrameReader`]), counts its bytes in the connection's send window until it
+//!    is answered, and passes it to the frame's [`broker::SessionActor`].
 //! 3. The session resolves the destination through the registry (once, then cached) to a
 //!    [`destination::DestinationRef`] and sends it [`destination::Enqueue`]; when that is
 //!    answered it writes `Receipt`, which resolves the producer's future.
@@ -59,8 +76,9 @@
 //!    backlog and drains each as its credit allows.
 //! 5. [`broker::ConsumerActor`] writes a `Deliver` frame; the client's driver task routes it
 //!    to the [`client::Consumer`]. When the application takes it, the client acknowledges
-//!    (in batches); the ack returns credit and removes the message from the in-flight set.
-//!    A consumer that goes away leaves its in-flight messages to be redelivered.
+//!    (in batches); the ack returns credit and removes the message from the in-flight set
+//!    (a STOMP `ack:auto` consumer settles instead once the writer says the MESSAGE is
+//!    written). A consumer that goes away leaves its in-flight messages to be redelivered.
 //!
 //! ## The same message through a cluster
 //!
@@ -125,15 +143,16 @@
 //! |---|---|
 //! | [`message`] | `Message`, `Destination`, `Property`, `AckMode` |
 //! | [`protocol`] | native frames and the length-prefixed MessagePack codec (no I/O) |
+//! | [`reader`] | the bounded frame reader of a client connection: send window, partial-frame budget, frame deadline |
 //! | [`writer`] | the bounded, batching socket writer used by broker and client |
 //! | [`config`] | settings, profiles, validation, and every limit with its default |
-//! | [`runtime`] | the arbiter pool |
+//! | [`runtime`] | the arbiter pool and the memory-trim hook |
 //! | [`broker`] | listener, connection, session and consumer actors; broker start-up |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef` |
 //! | [`cluster`] | membership (foca), the bridge and its envelope codec, placement, remote destinations |
 //! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
-//! | [`stomp`] | the STOMP 1.2 codec (no I/O) and `StompConnectionActor` |
-//! | [`store`] | the `Store` trait; the journal (record codec, group-committing writer, reader, recovery) and the memory store |
+//! | [`stomp`] | the STOMP 1.2 codec (no I/O), `StompConnectionActor`, and its subscriptions and `StompWire` |
+//! | [`store`] | the `Store` trait; the journal (record codec, group-committing writer with retries and compaction, reader, recovery) and the memory store |
 
 pub mod broker;
 pub mod client;
