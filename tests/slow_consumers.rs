@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actormq::stomp::{Command, Inbound, StompCodec, StompFrame, StompLimits};
+use actormq::stomp::{Command, Inbound, StompFrame};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -136,12 +136,7 @@ async fn drain_frames(mut socket: tokio::net::TcpStream) -> Vec<StompFrame> {
         .await
         .expect("the broker closes the socket")
         .ok();
-    let mut codec = StompCodec::new(StompLimits {
-        max_frame_bytes: 1 << 24,
-        max_headers: 1000,
-        max_header_bytes: 1 << 16,
-        max_body_bytes: 1 << 24,
-    });
+    let mut codec = common::raw_stomp::codec();
     let mut buf = BytesMut::from(&bytes[..]);
     let mut frames = Vec::new();
     // A frame cut short by the close is not a delivery.

@@ -15,6 +15,16 @@ use tokio_util::codec::FramedRead;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A STOMP codec with room for anything the broker may send.
+pub fn codec() -> StompCodec {
+    StompCodec::new(StompLimits {
+        max_frame_bytes: 1 << 25,
+        max_headers: 1000,
+        max_header_bytes: 1 << 16,
+        max_body_bytes: 1 << 25,
+    })
+}
+
 /// A STOMP client written against the frame codec alone.
 pub struct RawStomp {
     pub reader: FramedRead<OwnedReadHalf, StompCodec>,
@@ -24,14 +34,8 @@ pub struct RawStomp {
 impl RawStomp {
     pub async fn open(addr: SocketAddr) -> RawStomp {
         let (read, writer) = TcpStream::connect(addr).await.unwrap().into_split();
-        let limits = StompLimits {
-            max_frame_bytes: 1 << 25,
-            max_headers: 1000,
-            max_header_bytes: 1 << 16,
-            max_body_bytes: 1 << 25,
-        };
         RawStomp {
-            reader: FramedRead::new(read, StompCodec::new(limits)),
+            reader: FramedRead::new(read, codec()),
             writer,
         }
     }
