@@ -112,6 +112,34 @@ async fn a_disconnect_receipt_means_every_send_was_kept() {
     );
 }
 
+/// A producer that writes its SENDs (no receipts) and hangs up at once: everything the
+/// broker read is enqueued, though the connection (and its session) closed behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_read_before_a_hang_up_are_all_enqueued() {
+    let broker = broker_with(|_| {});
+    let (_connection, session) = connect(&broker).await;
+    let mut consumer = session
+        .consumer(Destination::queue("hung-up"))
+        .await
+        .unwrap();
+    let addr = broker.stomp_addr().expect("STOMP is on");
+    let body = Bytes::from(vec![b'x'; 1 << 20]);
+    let producer = tokio::spawn(async move {
+        let mut client = RawStomp::connected(addr).await;
+        for _ in 0..300 {
+            client.send(&stomp_send("hung-up", &body)).await;
+        }
+        // Dropped: the socket closes right after the last SEND.
+    });
+    let mut received = 0;
+    while received < 300 {
+        let message = consumer.receive(WAIT).await.unwrap();
+        assert!(message.is_some(), "only {received} of 300 arrived");
+        received += 1;
+    }
+    producer.await.unwrap();
+}
+
 /// Writes `frame` over and over for `flood` (or until the broker closes the socket),
 /// sampling the broker's resident memory; returns the peak and what the broker said.
 async fn flood(

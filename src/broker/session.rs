@@ -5,7 +5,9 @@
 //!
 //! Messages from one session reach a destination in the order they were sent: a
 //! destination not yet known is resolved with `ctx.wait`, which holds back the session's
-//! later commands until the registry has answered. A send to a composite destination or a
+//! later commands until the registry has answered. A session asked to stop while sends are
+//! under way stops once they are answered: a send read from the socket is never dropped
+//! because its connection closed behind it. A send to a composite destination or a
 //! group is resolved to all its members before anything is enqueued, and confirmed once
 //! every member has accepted it.
 
@@ -103,6 +105,10 @@ pub struct SessionActor<W: ClientWire> {
     /// the parts of a composite or group).
     targets: HashMap<Destination, Vec<DestinationRef>>,
     consumers: HashMap<u32, Addr<ConsumerActor<W>>>,
+    /// Sends under way (their enqueues not yet answered).
+    sending: usize,
+    /// Asked to stop: it does once `sending` is 0.
+    closing: bool,
 }
 
 impl<W: ClientWire> SessionActor<W> {
@@ -123,6 +129,8 @@ impl<W: ClientWire> SessionActor<W> {
             limits,
             targets: HashMap::new(),
             consumers: HashMap::new(),
+            sending: 0,
+            closing: false,
         }
     }
 
@@ -194,8 +202,13 @@ impl<W: ClientWire> SessionActor<W> {
             .map(|(copies, target)| target.enqueue(copies))
             .collect();
         let all = futures::future::join_all(enqueued);
-        ctx.spawn(all.into_actor(self).map(move |results, act, _ctx| {
+        self.sending += 1;
+        ctx.spawn(all.into_actor(self).map(move |results, act, ctx| {
             drop(permit);
+            act.sending -= 1;
+            if act.closing && act.sending == 0 {
+                ctx.stop();
+            }
             let result = results
                 .into_iter()
                 .collect::<Result<Vec<()>, _>>()
@@ -426,6 +439,14 @@ impl<W: ClientWire> Handler<Shutdown> for SessionActor<W> {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
-        ctx.stop();
+        // Consumers go now (what they hold is redelivered); sends finish first.
+        for (_, consumer) in self.consumers.drain() {
+            consumer.do_send(Shutdown);
+        }
+        if self.sending == 0 {
+            ctx.stop();
+        } else {
+            self.closing = true;
+        }
     }
 }
