@@ -51,6 +51,9 @@ pub enum BrokerError {
     Writer(#[from] WriterError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The client ended this consumer's subscription: nothing more is written for it.
+    #[error("consumer {0} is unsubscribed")]
+    Unsubscribed(u32),
 }
 
 /// Asks an actor to stop (sessions, consumers).

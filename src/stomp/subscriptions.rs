@@ -151,8 +151,9 @@ impl ClientWire for StompWire {
         {
             let mut table = self.subscriptions.lock();
             let Some(subscription) = table.by_consumer(consumer) else {
-                // Unsubscribed: the destination takes them back.
-                return Ok(());
+                // Unsubscribed: nothing is written, so the consumer must not count these
+                // as consumed; it stops and the destination takes them back.
+                return Err(BrokerError::Unsubscribed(consumer));
             };
             for delivery in &deliveries {
                 let frame = message_frame(&subscription.id, consumer, delivery, subscription.ack);
