@@ -204,3 +204,68 @@ async fn an_expired_message_is_dead_lettered_when_the_policy_says_so() {
         dead.headers
     );
 }
+
+/// Deliveries a consumer never got — still waiting in the broker for room on its socket
+/// when it closed — go back uncounted: consumers that keep subscribing and closing without
+/// reading cannot push messages they never saw to the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_that_never_left_the_broker_do_not_count() {
+    let broker = broker_with(|c| {
+        c.redelivery.max_redeliveries = 1;
+        c.limits.max_frame_bytes = 256 * 1024;
+        c.limits.max_pending_write_bytes = 512 * 1024;
+    });
+    let queue = Destination::queue("unread");
+    let (connection, session) = connect(&broker).await;
+    let producer = session.producer(queue.clone());
+    let total = 200;
+    for _ in 0..total {
+        producer
+            .send(Message::new(vec![b'x'; 64 * 1024]))
+            .await
+            .unwrap();
+    }
+    // Three times: a consumer with room for everything subscribes, reads nothing, and goes.
+    for _ in 0..3 {
+        let mut client = RawStomp::connected(broker.stomp_addr().expect("STOMP")).await;
+        client
+            .send(
+                &StompFrame::new(Command::Subscribe)
+                    .header("destination", "/queue/unread")
+                    .header("id", "0")
+                    .header("ack", "client-individual")
+                    .header("receipt", "sub"),
+            )
+            .await;
+        common::eventually(
+            WAIT,
+            "deliveries to the reader that never reads",
+            || async {
+                stat_of(&connection, "queue", "unread")
+                    .await
+                    .filter(|s| s.in_flight > 0)
+            },
+        )
+        .await;
+        drop(client);
+        common::eventually(WAIT, "the consumer to be gone", || async {
+            stat_of(&connection, "queue", "unread")
+                .await
+                .filter(|s| s.consumers == 0)
+        })
+        .await;
+    }
+    // At most what fitted in the socket's buffers each time was really delivered.
+    let dead = stat_of(&connection, "queue", "DLQ.unread")
+        .await
+        .map(|s| s.enqueued)
+        .unwrap_or(0);
+    let left = stat_of(&connection, "queue", "unread")
+        .await
+        .expect("the queue");
+    assert_eq!(dead + left.depth, total);
+    assert!(
+        dead < total / 2,
+        "{dead} of {total} dead-lettered, though most never left the broker"
+    );
+}

@@ -1,8 +1,8 @@
 //! A soak of a few minutes (opt-in: `ACTORMQ_SOAK=1 ./scripts/test.sh`, or `cargo test --test
 //! soak -- --ignored`; `ACTORMQ_SOAK_SECS` sets its length, 180 by default). Against one
 //! broker process, all at once: confirmed persistent producers (native and STOMP), a slow
-//! STOMP consumer, a native consumer, an `ack:auto` consumer that stalls until the broker
-//! closes it, a STOMP flood without receipts, clients that send half a frame and hang, and a
+//! STOMP consumer, a native consumer, an `ack:auto` consumer that stalls now and then, a
+//! STOMP flood without receipts, clients that send half a frame and hang, and a
 //! `kill -9` and restart every 40 s. At the end every confirmed message has been received,
 //! and the broker's resident memory never passed its bound.
 
@@ -163,8 +163,8 @@ async fn stomp_producer(world: Arc<World>) {
 }
 
 /// Subscribes over STOMP and records every message; `ack` decides how it acknowledges.
-/// With `stall`, it reads a little, then stops reading until the broker closes it, and
-/// records what the socket still held (written is consumed, for `ack:auto`).
+/// With `stall`, it reads a little, then stops reading for a while (the broker may close it
+/// as a slow consumer).
 async fn stomp_consumer(world: Arc<World>, ack: &'static str, stall: bool) {
     while world.running() {
         let Some(mut stomp) = Stomp::connect(world.stomp()).await else {
@@ -186,9 +186,7 @@ async fn stomp_consumer(world: Arc<World>, ack: &'static str, stall: bool) {
             if frame.command != Command::Message {
                 break;
             }
-            if let Some(seq) = seq_header(&frame) {
-                world.received.lock().unwrap().insert(seq);
-            }
+            record(&world, &frame);
             if ack != "auto" {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let ack = StompFrame::new(Command::Ack)
@@ -199,29 +197,36 @@ async fn stomp_consumer(world: Arc<World>, ack: &'static str, stall: bool) {
             }
             read += 1;
             if stall && read == 50 {
-                // Stop reading; the broker closes us after its write timeout. Then take
-                // whatever complete MESSAGEs the socket holds.
-                let Stomp { reader, writer } = stomp;
-                // What the reader had buffered and not decoded, then the socket's rest.
-                let mut bytes = reader.read_buffer().to_vec();
-                let mut socket = reader.into_inner().reunite(writer).expect("one socket");
                 tokio::time::sleep(Duration::from_secs(4)).await;
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut bytes))
-                        .await;
-                let mut codec = common::raw_stomp::codec();
-                let mut buf = BytesMut::from(&bytes[..]);
-                while let Ok(Some(item)) = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
-                {
-                    if let Inbound::Frame(frame) = item
-                        && let Some(seq) = seq_header(&frame)
-                    {
-                        world.received.lock().unwrap().insert(seq);
-                    }
-                }
                 break;
             }
         }
+        if ack == "auto" {
+            drain(&world, &mut stomp).await;
+        }
+    }
+}
+
+/// An `ack:auto` message counts as consumed once written to the socket, so a consumer
+/// that leaves must first read what was written: UNSUBSCRIBE, then every MESSAGE up to its
+/// RECEIPT (or to the end, if the broker closed the connection).
+async fn drain(world: &World, stomp: &mut Stomp) {
+    let unsubscribe = StompFrame::new(Command::Unsubscribe)
+        .header("id", "0")
+        .header("receipt", "unsubscribed");
+    let _ = stomp.send(&unsubscribe).await;
+    while let Some(frame) = stomp.next().await {
+        match frame.command {
+            Command::Message => record(world, &frame),
+            Command::Receipt if frame.get("receipt-id") == Some("unsubscribed") => return,
+            _ => {}
+        }
+    }
+}
+
+fn record(world: &World, frame: &StompFrame) {
+    if let Some(seq) = seq_header(frame) {
+        world.received.lock().unwrap().insert(seq);
     }
 }
 

@@ -13,9 +13,14 @@
 //! Where the client does not acknowledge (STOMP `ack:auto`), the consumer settles each
 //! batch once the writer says it is written: only then does it count as consumed and
 //! return credit. A batch never written (the connection closed first) stays in flight
-//! and goes back to the destination when the consumer unsubscribes.
+//! and goes back to the destination when the consumer unsubscribes. Deliveries still held
+//! here when the consumer stops never reached the client: they go back as `Unsent`, not
+//! counted as a delivery (so a consumer that keeps closing cannot push a message to the
+//! dead-letter queue it never saw).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use actix::prelude::*;
 
@@ -49,6 +54,33 @@ pub struct ConsumerActor<W: ClientWire> {
     waiting: bool,
     /// Deliveries count as consumed once written (the client never acknowledges).
     settle_on_write: bool,
+    /// Deliveries the wire refused (never written): given back uncounted at the end.
+    unsent: Vec<u64>,
+    /// Settlements waiting for their batch to be written; the consumer unsubscribes only
+    /// after them, so what was written is not delivered again.
+    settling: Rc<Settling>,
+}
+
+/// Settlements under way, on the consumer's arbiter.
+#[derive(Default)]
+struct Settling {
+    count: Cell<usize>,
+    done: tokio::sync::Notify,
+}
+
+impl Settling {
+    /// Resolves once no settlement is under way.
+    async fn finished(&self) {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.count.get() == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
 }
 
 impl<W: ClientWire> ConsumerActor<W> {
@@ -71,6 +103,8 @@ impl<W: ClientWire> ConsumerActor<W> {
             held: VecDeque::new(),
             waiting: false,
             settle_on_write,
+            unsent: Vec::new(),
+            settling: Rc::default(),
         }
     }
 
@@ -100,34 +134,33 @@ impl<W: ClientWire> ConsumerActor<W> {
                 count += 1;
             }
             let batch: Vec<WireDelivery> = self.held.drain(..count).collect();
-            let tags: Vec<u64> = if self.settle_on_write {
-                batch.iter().map(|d| d.tag).collect()
-            } else {
-                Vec::new()
-            };
+            let tags: Vec<u64> = batch.iter().map(|d| d.tag).collect();
             if let Err(e) = self.wire.deliver(self.consumer, batch) {
                 tracing::debug!(consumer = self.consumer, "cannot deliver: {e}");
+                self.unsent.extend(tags);
                 return ctx.stop();
             }
-            if !tags.is_empty() {
-                self.settle_once_written(tags, ctx);
+            if self.settle_on_write {
+                self.settle_once_written(tags);
             }
         }
     }
 
-    /// Settles `tags` once everything written so far has reached the socket.
-    fn settle_once_written(&self, tags: Vec<u64>, ctx: &mut Context<Self>) {
+    /// Settles `tags` once everything written so far has reached the socket (even if the
+    /// consumer stops meanwhile: it unsubscribes only after this).
+    fn settle_once_written(&self, tags: Vec<u64>) {
         let written = self.wire.sink().written();
         let destination = self.destination.clone();
         let consumer = self.id;
-        ctx.spawn(
-            async move {
-                if written.await {
-                    destination.control(Control::Settle { consumer, tags });
-                }
+        let settling = self.settling.clone();
+        settling.count.set(settling.count.get() + 1);
+        actix::spawn(async move {
+            if written.await {
+                destination.control(Control::Settle { consumer, tags });
             }
-            .into_actor(self),
-        );
+            settling.count.set(settling.count.get() - 1);
+            settling.done.notify_waiters();
+        });
     }
 
     fn wait_for_room(&mut self, ctx: &mut Context<Self>) {
@@ -156,7 +189,23 @@ impl<W: ClientWire> Actor for ConsumerActor<W> {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.destination.control(Control::Unsubscribe(self.id));
+        // What never reached the socket goes back as if never delivered; the rest of what
+        // is in flight comes back (counted) when the destination sees the unsubscribe,
+        // which waits for the settlements of what was written.
+        let mut unsent = std::mem::take(&mut self.unsent);
+        unsent.extend(self.held.drain(..).map(|d| d.tag));
+        let (destination, consumer) = (self.destination.clone(), self.id);
+        let settling = self.settling.clone();
+        actix::spawn(async move {
+            settling.finished().await;
+            if !unsent.is_empty() {
+                destination.control(Control::Unsent {
+                    consumer,
+                    tags: unsent,
+                });
+            }
+            destination.control(Control::Unsubscribe(consumer));
+        });
         tracing::debug!(session = self.session, consumer = self.consumer, destination = %self.destination.destination(), "consumer closed");
     }
 }

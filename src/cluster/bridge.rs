@@ -769,6 +769,7 @@ impl HomeSide {
             RemoteControl::Settle { consumer, tags } => (consumer, ControlKind::Settle(tags)),
             RemoteControl::Release { consumer, tags } => (consumer, ControlKind::Release(tags)),
             RemoteControl::Grant { consumer, credit } => (consumer, ControlKind::Grant(credit)),
+            RemoteControl::Unsent { consumer, tags } => (consumer, ControlKind::Unsent(tags)),
         };
         let Some((local, target)) = self.consumers.get(&consumer) else {
             return;
@@ -778,6 +779,7 @@ impl HomeSide {
             ControlKind::Settle(tags) => Control::Settle { consumer, tags },
             ControlKind::Release(tags) => Control::Release { consumer, tags },
             ControlKind::Grant(credit) => Control::Grant { consumer, credit },
+            ControlKind::Unsent(tags) => Control::Unsent { consumer, tags },
         });
     }
 
@@ -793,6 +795,7 @@ enum ControlKind {
     Settle(Vec<u64>),
     Release(Vec<u64>),
     Grant(u32),
+    Unsent(Vec<u64>),
 }
 
 /// A consumer on another broker, as its destination here sees it: passes deliveries over

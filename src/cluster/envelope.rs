@@ -21,7 +21,7 @@ use crate::message::Message;
 use crate::protocol::{DestinationStat, ProtocolError, WireDelivery, put_framed, take_framed};
 
 /// The bridge protocol version; a peer with another one is refused at the handshake.
-pub const BRIDGE_VERSION: u32 = 1;
+pub const BRIDGE_VERSION: u32 = 2;
 
 /// Why bytes could not become an envelope, or a payload a message.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +156,7 @@ pub enum RemoteControl {
     Settle { consumer: u64, tags: Vec<u64> },
     Release { consumer: u64, tags: Vec<u64> },
     Grant { consumer: u64, credit: u32 },
+    Unsent { consumer: u64, tags: Vec<u64> },
 }
 
 impl Remotable for RemoteControl {

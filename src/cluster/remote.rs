@@ -199,6 +199,10 @@ impl Handler<Control> for RemoteDestination {
                 consumer: consumer.0,
                 credit,
             },
+            Control::Unsent { consumer, tags } => RemoteControl::Unsent {
+                consumer: consumer.0,
+                tags,
+            },
             // Wildcard points and temporaries are never remote.
             Control::ForwardTo(_) | Control::Delete => return,
         };

@@ -129,6 +129,14 @@ pub enum Control {
         consumer: ConsumerId,
         tags: Vec<u64>,
     },
+    /// These deliveries never reached the client (the consumer is closing with them still
+    /// waiting for room on its socket): a queue takes them back as if never delivered, so
+    /// they count toward neither `delivery_count` nor the redelivery limit, and sends that
+    /// consumer nothing more.
+    Unsent {
+        consumer: ConsumerId,
+        tags: Vec<u64>,
+    },
     /// Pull mode: allow `credit` more deliveries.
     Grant { consumer: ConsumerId, credit: u32 },
 }

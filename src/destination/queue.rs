@@ -798,6 +798,23 @@ impl Handler<Control> for QueueActor {
                 }
                 self.dispatch();
             }
+            Control::Unsent { consumer, tags } => {
+                let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
+                    return;
+                };
+                let mut unsent: Vec<(u64, Queued)> = tags
+                    .iter()
+                    .filter_map(|tag| c.land(tag).map(|q| (*tag, q)))
+                    .collect();
+                // Only a consumer that is going away says this: send it nothing more.
+                c.credit = 0;
+                unsent.sort_unstable_by_key(|(tag, _)| *tag);
+                for (_, mut queued) in unsent.into_iter().rev() {
+                    queued.deliveries = queued.deliveries.saturating_sub(1);
+                    self.backlog.push_front(queued);
+                }
+                self.dispatch();
+            }
             Control::Grant { consumer, credit } => {
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
                     c.credit = c.credit.saturating_add(credit);

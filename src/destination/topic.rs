@@ -226,9 +226,10 @@ impl Handler<Control> for TopicActor {
                 self.subscribers.retain(|s| s.id != id);
                 return;
             }
-            Control::Settle { consumer, tags } | Control::Release { consumer, tags } => {
-                (consumer, 0, tags)
-            }
+            // A topic redelivers nothing: whatever comes back is done with.
+            Control::Settle { consumer, tags }
+            | Control::Release { consumer, tags }
+            | Control::Unsent { consumer, tags } => (consumer, 0, tags),
             Control::Grant { consumer, credit } => (consumer, credit, Vec::new()),
         };
         let Some(subscriber) = self.subscribers.iter_mut().find(|s| s.id == id) else {
