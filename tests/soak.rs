@@ -1,8 +1,8 @@
 //! A soak of a few minutes (opt-in: `ACTORMQ_SOAK=1 ./scripts/test.sh`, or `cargo test --test
 //! soak -- --ignored`; `ACTORMQ_SOAK_SECS` sets its length, 180 by default). Against one
 //! broker process, all at once: confirmed persistent producers (native and STOMP), a slow
-//! STOMP consumer, a native consumer, an `ack:auto` consumer that stalls now and then, a
-//! STOMP flood without receipts, clients that send half a frame and hang, and a
+//! STOMP consumer, one that stalls until the broker closes it, an `ack:auto` one, a native
+//! consumer, a STOMP flood without receipts, clients that send half a frame and hang, and a
 //! `kill -9` and restart every 40 s. At the end every confirmed message has been received,
 //! and the broker's resident memory never passed its bound.
 
@@ -163,8 +163,10 @@ async fn stomp_producer(world: Arc<World>) {
 }
 
 /// Subscribes over STOMP and records every message; `ack` decides how it acknowledges.
-/// With `stall`, it reads a little, then stops reading for a while (the broker may close it
-/// as a slow consumer).
+/// With `stall`, it reads a little, then stops reading for a while (the broker closes it
+/// after its write timeout). A stalling `ack:auto` consumer would lose what the socket
+/// held if the broker were killed meanwhile (written is consumed; a reset discards it), so
+/// only a client-acknowledging one stalls here; `tests/slow_consumers.rs` covers the other.
 async fn stomp_consumer(world: Arc<World>, ack: &'static str, stall: bool) {
     while world.running() {
         let Some(mut stomp) = Stomp::connect(world.stomp()).await else {
@@ -208,9 +210,20 @@ async fn stomp_consumer(world: Arc<World>, ack: &'static str, stall: bool) {
 }
 
 /// An `ack:auto` message counts as consumed once written to the socket, so a consumer
-/// that leaves must first read what was written: UNSUBSCRIBE, then every MESSAGE up to its
-/// RECEIPT (or to the end, if the broker closed the connection).
+/// that leaves must first read what was written. First whatever has arrived (a connection
+/// the broker closed ends there: writing to it would reset it and discard what the socket
+/// holds); then, if it is still open, UNSUBSCRIBE and every MESSAGE up to its RECEIPT.
 async fn drain(world: &World, stomp: &mut Stomp) {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), stomp.reader.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Inbound::Frame(frame)))) if frame.command == Command::Message => {
+                record(world, &frame)
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(None | Some(Err(_))) => return,
+        }
+    }
     let unsubscribe = StompFrame::new(Command::Unsubscribe)
         .header("id", "0")
         .header("receipt", "unsubscribed");
@@ -315,7 +328,8 @@ async fn soak() {
         tokio::spawn(native_producer(world.clone(), next.clone())),
         tokio::spawn(stomp_producer(world.clone())),
         tokio::spawn(stomp_consumer(world.clone(), "client-individual", false)),
-        tokio::spawn(stomp_consumer(world.clone(), "auto", true)),
+        tokio::spawn(stomp_consumer(world.clone(), "client-individual", true)),
+        tokio::spawn(stomp_consumer(world.clone(), "auto", false)),
         tokio::spawn(native_consumer(world.clone())),
         tokio::spawn(flooder(world.clone())),
         tokio::spawn(half_senders(world.clone())),
@@ -359,12 +373,45 @@ async fn soak() {
     let confirmed = world.confirmed.lock().unwrap().clone();
     let received = world.received.lock().unwrap().clone();
     let missing: Vec<i64> = confirmed.difference(&received).copied().collect();
+    for stat in connection.stat().await.unwrap_or_default() {
+        eprintln!(
+            "soak: {} {}: depth {}, enqueued {}, dequeued {}",
+            stat.kind.as_str(),
+            stat.name,
+            stat.depth,
+            stat.enqueued,
+            stat.dequeued
+        );
+    }
     eprintln!(
         "soak: {seconds} s, {restarts} restarts, {} confirmed, {} received, peak {} MiB",
         confirmed.len(),
         received.len(),
         peak / MIB
     );
+    if !missing.is_empty() {
+        let mut runs: Vec<(i64, i64, usize)> = Vec::new();
+        for &m in &missing {
+            match runs.last_mut() {
+                Some((_, end, n)) if m - *end < 1000 => {
+                    *end = m;
+                    *n += 1;
+                }
+                _ => runs.push((m, m, 1)),
+            }
+        }
+        eprintln!("soak: missing runs (first, last, count): {runs:?}");
+        let native: Vec<i64> = confirmed
+            .iter()
+            .copied()
+            .filter(|s| *s < STOMP_SEQ)
+            .collect();
+        eprintln!(
+            "soak: confirmed native {}, max {:?}",
+            native.len(),
+            native.last()
+        );
+    }
     assert!(
         confirmed.len() > 1000,
         "too little traffic: {}",
