@@ -4,6 +4,7 @@
 //! durable store before they are confirmed or delivered; non-persistent messages, topics
 //! and temporary queues stay in memory, as in ActiveMQ.
 
+pub mod format;
 mod journal;
 mod reader;
 pub mod record;

@@ -1,12 +1,12 @@
 //! Journal records as a pure codec: bytes in, records out. Each record is
 //! `MAGIC (4) | length (4, BE) | crc32 of the payload (4, BE) | payload`, the payload one
-//! MessagePack-encoded [`Record`]. The magic lets a reader find the next record after a
-//! torn or corrupt one instead of giving up on the rest of the file.
+//! [`Record`] in a versioned on-disk format ([`super::format`]). The magic lets a reader
+//! find the next record after a torn or corrupt one instead of giving up on the rest of
+//! the file.
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+use super::format::{self, FormatError};
 use crate::message::Message;
 
 /// Marks the start of every record.
@@ -16,8 +16,9 @@ pub const HEADER_BYTES: usize = 12;
 /// A length above this is corruption, not a record.
 pub const MAX_RECORD_BYTES: usize = 1 << 30;
 
-/// One change to the durable state of a queue.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One change to the durable state of a queue (in memory; on disk it is a version of
+/// [`format::RecordV1`]).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     /// A persistent message was put on `queue` with journal id `id`.
     Enqueue {
@@ -44,9 +45,9 @@ impl Record {
     }
 }
 
-/// Appends one record to `out`.
-pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), rmp_serde::encode::Error> {
-    let payload = rmp_serde::to_vec_named(record)?;
+/// Appends one record to `out`, in the current format version.
+pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), FormatError> {
+    let payload = format::encode(record)?;
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
@@ -83,7 +84,7 @@ fn record_at(buf: &[u8], at: usize) -> Option<(Record, usize)> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    let record = rmp_serde::from_slice(payload).ok()?;
+    let record = format::decode(payload).ok()?;
     Some((record, HEADER_BYTES + len))
 }
 

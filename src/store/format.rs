@@ -1,0 +1,384 @@
+//! The journal's record payloads as they are on disk: types of their own, one set per
+//! format version, converted to and from the in-memory [`Record`] and [`Message`] here and
+//! nowhere else. Renaming or retyping a field of `Message` therefore cannot change what is
+//! on disk; a change that would is a new version here, and the golden journals in
+//! `tests/fixtures/` fail CI if old records stop reading back exactly.
+//!
+//! - **Version 0** (journals written until 2026-12-02): no version byte; the payload is the
+//!   `Record` of that time as named MessagePack (`rmp_serde::to_vec_named`). Read only.
+//! - **Version 1** (written now): the byte `1`, then [`RecordV1`] as positional MessagePack
+//!   (fields in declaration order). A version-0 payload always starts with a MessagePack
+//!   map (`0x80..=0x8f`, `0xde`, `0xdf`), never with `1`, so the first byte tells them apart.
+//!
+//! Rules for a new version: add `RecordV2` beside these, write it, keep reading V1 and V0.
+//! Never edit a frozen type: field order is the format.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::record::Record;
+use crate::message::{Destination, Message, Property};
+
+/// The version every record is written in.
+pub const CURRENT: u8 = 1;
+
+/// Why a payload does not read back as a record.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot encode a journal record: {0}")]
+    Encode(String),
+    #[error("record format version {version}: {reason}")]
+    Decode { version: u8, reason: String },
+    #[error("unknown record format version {0}")]
+    UnknownVersion(u8),
+}
+
+/// The payload of `record` in the current version.
+pub fn encode(record: &Record) -> Result<Vec<u8>, FormatError> {
+    let mut out = vec![CURRENT];
+    rmp_serde::encode::write(&mut out, &RecordOut::from(record))
+        .map_err(|e| FormatError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// The record a payload of any known version holds.
+pub fn decode(payload: &[u8]) -> Result<Record, FormatError> {
+    match payload.first() {
+        Some(&1) => {
+            let record: RecordV1 =
+                rmp_serde::from_slice(&payload[1..]).map_err(|e| FormatError::Decode {
+                    version: 1,
+                    reason: e.to_string(),
+                })?;
+            Ok(record.into())
+        }
+        // A MessagePack map: version 0.
+        Some(0x80..=0x8f | 0xde | 0xdf) => {
+            let record: v0::Record =
+                rmp_serde::from_slice(payload).map_err(|e| FormatError::Decode {
+                    version: 0,
+                    reason: e.to_string(),
+                })?;
+            Ok(record.into())
+        }
+        Some(&other) => Err(FormatError::UnknownVersion(other)),
+        None => Err(FormatError::UnknownVersion(0)),
+    }
+}
+
+/// Version 1 of a record, as read. [`RecordOut`] writes the same fields from borrowed data.
+#[derive(Debug, Deserialize)]
+pub enum RecordV1 {
+    Enqueue {
+        queue: String,
+        id: u64,
+        message: MessageV1,
+    },
+    Remove {
+        queue: String,
+        id: u64,
+    },
+    Transaction {
+        records: Vec<RecordV1>,
+    },
+}
+
+/// Version 1 of a stored message. Destinations are their `kind:name` text.
+#[derive(Debug, Deserialize)]
+pub struct MessageV1 {
+    id: String,
+    destination: Option<String>,
+    body: Bytes,
+    headers: BTreeMap<String, String>,
+    properties: BTreeMap<String, PropertyV1>,
+    timestamp: u64,
+    correlation_id: Option<String>,
+    reply_to: Option<String>,
+    priority: u8,
+    expiration: u64,
+    persistent: bool,
+}
+
+/// Version 1 of a typed property.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PropertyV1 {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Bytes),
+}
+
+/// [`RecordV1`] for writing, borrowing the record.
+#[derive(Serialize)]
+enum RecordOut<'a> {
+    Enqueue {
+        queue: &'a str,
+        id: u64,
+        message: MessageOut<'a>,
+    },
+    Remove {
+        queue: &'a str,
+        id: u64,
+    },
+    Transaction {
+        records: Vec<RecordOut<'a>>,
+    },
+}
+
+/// [`MessageV1`] for writing: the same fields, in the same order.
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    id: &'a str,
+    destination: Option<String>,
+    body: &'a Bytes,
+    headers: &'a BTreeMap<String, String>,
+    properties: BTreeMap<&'a str, PropertyOut<'a>>,
+    timestamp: u64,
+    correlation_id: Option<&'a str>,
+    reply_to: Option<String>,
+    priority: u8,
+    expiration: u64,
+    persistent: bool,
+}
+
+/// [`PropertyV1`] for writing.
+#[derive(Serialize)]
+enum PropertyOut<'a> {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Bytes(&'a Bytes),
+}
+
+impl<'a> From<&'a Record> for RecordOut<'a> {
+    fn from(record: &'a Record) -> Self {
+        match record {
+            Record::Enqueue { queue, id, message } => RecordOut::Enqueue {
+                queue,
+                id: *id,
+                message: MessageOut::from(message.as_ref()),
+            },
+            Record::Remove { queue, id } => RecordOut::Remove { queue, id: *id },
+            Record::Transaction { records } => RecordOut::Transaction {
+                records: records.iter().map(RecordOut::from).collect(),
+            },
+        }
+    }
+}
+
+impl<'a> From<&'a Message> for MessageOut<'a> {
+    fn from(m: &'a Message) -> Self {
+        MessageOut {
+            id: &m.id,
+            destination: m.destination.as_ref().map(Destination::to_string),
+            body: &m.body,
+            headers: &m.headers,
+            properties: m
+                .properties
+                .iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        Property::Bool(b) => PropertyOut::Bool(*b),
+                        Property::Int(i) => PropertyOut::Int(*i),
+                        Property::Float(f) => PropertyOut::Float(*f),
+                        Property::Text(t) => PropertyOut::Text(t),
+                        Property::Bytes(b) => PropertyOut::Bytes(b),
+                    };
+                    (name.as_str(), value)
+                })
+                .collect(),
+            timestamp: m.timestamp,
+            correlation_id: m.correlation_id.as_deref(),
+            reply_to: m.reply_to.as_ref().map(Destination::to_string),
+            priority: m.priority,
+            expiration: m.expiration,
+            persistent: m.persistent,
+        }
+    }
+}
+
+/// A stored destination's text back as a destination; one that no longer parses is
+/// dropped rather than the message with it.
+fn destination(text: Option<String>) -> Option<Destination> {
+    text.and_then(|t| t.parse().ok())
+}
+
+impl From<PropertyV1> for Property {
+    fn from(p: PropertyV1) -> Self {
+        match p {
+            PropertyV1::Bool(b) => Property::Bool(b),
+            PropertyV1::Int(i) => Property::Int(i),
+            PropertyV1::Float(f) => Property::Float(f),
+            PropertyV1::Text(t) => Property::Text(t),
+            PropertyV1::Bytes(b) => Property::Bytes(b),
+        }
+    }
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Self {
+        Message {
+            id: m.id,
+            destination: destination(m.destination),
+            body: m.body,
+            headers: m.headers,
+            properties: m
+                .properties
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect(),
+            timestamp: m.timestamp,
+            correlation_id: m.correlation_id,
+            reply_to: destination(m.reply_to),
+            priority: m.priority,
+            expiration: m.expiration,
+            persistent: m.persistent,
+        }
+    }
+}
+
+impl From<RecordV1> for Record {
+    fn from(r: RecordV1) -> Self {
+        match r {
+            RecordV1::Enqueue { queue, id, message } => Record::Enqueue {
+                queue,
+                id,
+                message: Arc::new(message.into()),
+            },
+            RecordV1::Remove { queue, id } => Record::Remove { queue, id },
+            RecordV1::Transaction { records } => Record::Transaction {
+                records: records.into_iter().map(Record::from).collect(),
+            },
+        }
+    }
+}
+
+/// Version 0, frozen as it was written: `Record` and `Message` of 2026-12-02 with their
+/// serde names (a destination is its `kind:name` text).
+mod v0 {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub enum Record {
+        Enqueue {
+            queue: String,
+            id: u64,
+            message: Message,
+        },
+        Remove {
+            queue: String,
+            id: u64,
+        },
+        Transaction {
+            records: Vec<Record>,
+        },
+    }
+
+    #[derive(Deserialize)]
+    pub struct Message {
+        pub id: String,
+        pub destination: Option<String>,
+        pub body: Bytes,
+        pub headers: BTreeMap<String, String>,
+        pub properties: BTreeMap<String, super::PropertyV1>,
+        pub timestamp: u64,
+        pub correlation_id: Option<String>,
+        pub reply_to: Option<String>,
+        pub priority: u8,
+        pub expiration: u64,
+        pub persistent: bool,
+    }
+
+    impl From<Record> for super::Record {
+        fn from(r: Record) -> Self {
+            match r {
+                Record::Enqueue { queue, id, message } => super::Record::Enqueue {
+                    queue,
+                    id,
+                    message: std::sync::Arc::new(super::MessageV1::from(message).into()),
+                },
+                Record::Remove { queue, id } => super::Record::Remove { queue, id },
+                Record::Transaction { records } => super::Record::Transaction {
+                    records: records.into_iter().map(super::Record::from).collect(),
+                },
+            }
+        }
+    }
+
+    impl From<Message> for super::MessageV1 {
+        fn from(m: Message) -> Self {
+            super::MessageV1 {
+                id: m.id,
+                destination: m.destination,
+                body: m.body,
+                headers: m.headers,
+                properties: m.properties,
+                timestamp: m.timestamp,
+                correlation_id: m.correlation_id,
+                reply_to: m.reply_to,
+                priority: m.priority,
+                expiration: m.expiration,
+                persistent: m.persistent,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_message() -> Message {
+        Message::new(&b"body\0bytes"[..])
+            .with_header("h", "v")
+            .with_property("b", Property::Bool(true))
+            .with_property("i", Property::Int(-7))
+            .with_property("f", Property::Float(2.5))
+            .with_property("t", Property::Text("text".into()))
+            .with_property("x", Property::Bytes(Bytes::from_static(b"\x01\x02")))
+            .with_correlation_id("corr")
+            .with_reply_to(Destination::queue("replies"))
+            .with_priority(7)
+    }
+
+    #[test]
+    fn every_field_round_trips_in_the_current_version() {
+        let mut message = full_message();
+        message.id = "m-1".into();
+        message.destination = Some(Destination::queue("orders"));
+        message.timestamp = 1_796_000_000_000;
+        message.expiration = 1_796_000_060_000;
+        let record = Record::Transaction {
+            records: vec![
+                Record::Enqueue {
+                    queue: "orders".into(),
+                    id: 9,
+                    message: Arc::new(message),
+                },
+                Record::Remove {
+                    queue: "orders".into(),
+                    id: 3,
+                },
+            ],
+        };
+        let payload = encode(&record).unwrap();
+        assert_eq!(payload[0], CURRENT);
+        assert_eq!(decode(&payload).unwrap(), record);
+    }
+
+    #[test]
+    fn an_unknown_version_is_named() {
+        assert!(matches!(
+            decode(&[7, 0, 0]),
+            Err(FormatError::UnknownVersion(7))
+        ));
+    }
+}
