@@ -281,6 +281,18 @@ impl RedeliveryPolicy {
     }
 }
 
+/// When appends are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// One fsync per group of appends (group commit).
+    Batch,
+    /// One fsync per append.
+    Always,
+    /// Never fsync (the OS writes when it likes; a machine crash can lose messages).
+    Never,
+}
+
 /// Where persistent messages live.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,7 +300,7 @@ pub struct StoreSettings {
     /// `journal` (persistent messages on disk under `broker.data_dir`) or `memory`.
     pub kind: StoreKind,
     /// `batch` (one fsync per group of appends), `always` or `never`.
-    pub fsync: crate::store::FsyncMode,
+    pub fsync: FsyncMode,
     /// A journal segment is closed and a new one started past this size (64 MiB).
     pub segment_bytes: u64,
 }
@@ -304,7 +316,7 @@ impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             kind: StoreKind::Journal,
-            fsync: crate::store::FsyncMode::Batch,
+            fsync: FsyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
         }
     }

@@ -160,12 +160,12 @@ pub mod cluster;
 pub mod config;
 pub mod destination;
 pub mod message;
+pub mod net;
 pub mod protocol;
-pub mod reader;
 pub mod runtime;
+pub mod stats;
 pub mod stomp;
 pub mod store;
-pub mod writer;
 
 pub use broker::{Broker, BrokerError, BrokerThread};
 pub use config::{Config, ConfigError, ConfigSources, Limits};

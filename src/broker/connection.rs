@@ -31,8 +31,8 @@ use crate::message::Message;
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
 };
-use crate::reader::{FrameReader, ReadBudget, ReadError, SendWindow};
-use crate::writer::{CloseReason, FrameSink};
+use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow};
+use crate::net::writer::{CloseReason, FrameSink};
 
 enum State {
     AwaitingHello,

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{Actor, Addr};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,13 +11,10 @@ use tokio::task::JoinHandle;
 use super::ConnectionActor;
 use crate::config::Config;
 use crate::destination::DestinationRegistry;
-use crate::reader::ReadBudget;
+use crate::net::ACCEPT_BACKOFF;
+use crate::net::reader::ReadBudget;
 use crate::runtime::ArbiterPool;
 use crate::stomp::StompConnectionActor;
-
-/// Pause after a failed accept (for example when the process is out of file descriptors),
-/// so that the loop does not spin.
-pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Starts the connection actor for one accepted socket; runs on the arbiter that will own it.
 pub(super) type StartConnection =

@@ -17,7 +17,6 @@ use bytes::Bytes;
 
 pub use connection::ConnectionActor;
 pub use consumer::{ConsumerActor, ConsumerCommand};
-pub(crate) use listener::ACCEPT_BACKOFF;
 pub use session::{SessionActor, SessionCommand};
 pub use wire::{ClientWire, NativeWire};
 
@@ -29,7 +28,7 @@ use crate::runtime::ArbiterPool;
 use std::sync::Arc;
 
 use crate::store::{Journal, JournalSettings, MemoryStore, Recovered, SharedStore};
-use crate::writer::{FrameSink, WriterError, WriterLimits};
+use crate::net::writer::{FrameSink, WriterError, WriterLimits};
 
 /// Errors of the broker module.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +102,7 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 /// A connection's writer stopped, and why.
 #[derive(ActixMessage)]
 #[rtype(result = "()")]
-pub struct WriterStopped(pub crate::writer::CloseReason);
+pub struct WriterStopped(pub crate::net::writer::CloseReason);
 
 /// Starts a connection's writer on the current arbiter; `owner` hears when it stops.
 pub(crate) fn start_writer(
@@ -111,7 +110,7 @@ pub(crate) fn start_writer(
     limits: WriterLimits,
     owner: actix::Recipient<WriterStopped>,
 ) -> FrameSink {
-    let (sink, run) = crate::writer::writer(socket, limits);
+    let (sink, run) = crate::net::writer::writer(socket, limits);
     actix::spawn(async move {
         owner.do_send(WriterStopped(run.await));
     });
@@ -164,7 +163,7 @@ impl Broker {
             cluster.serve(registry.clone());
         }
         // Frames still arriving, across both listeners.
-        let budget = crate::reader::ReadBudget::new(config.limits.max_partial_frame_bytes);
+        let budget = crate::net::reader::ReadBudget::new(config.limits.max_partial_frame_bytes);
         let mut accept = vec![listener::spawn(
             socket,
             arbiters.clone(),

@@ -26,7 +26,7 @@ use crate::destination::{
 };
 use crate::message::{AckMode, Destination, Message};
 use crate::protocol::TransactedSend;
-use crate::reader::WindowPermit;
+use crate::net::reader::WindowPermit;
 use crate::store::record::Record;
 
 /// One copy of `messages` per target, each naming the destination it was sent to (bodies

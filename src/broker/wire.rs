@@ -8,7 +8,7 @@ use super::{BrokerError, write_frame};
 use crate::config::Limits;
 use crate::destination::DestinationError;
 use crate::protocol::{ErrorCode, Frame, ProtocolError, WireDelivery, encode_frame};
-use crate::writer::FrameSink;
+use crate::net::writer::FrameSink;
 
 /// What sessions and consumers need from their client connection.
 pub trait ClientWire: Clone + Unpin + 'static {

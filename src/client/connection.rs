@@ -20,7 +20,7 @@ use crate::protocol::{
     DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, StoreStat, WireDelivery,
     encode_frame,
 };
-use crate::writer::{FrameSink, WriterError, WriterLimits, writer};
+use crate::net::writer::{FrameSink, WriterError, WriterLimits, writer};
 
 /// What `stat` answers: every destination's counters, and the journal's.
 /// What `stat` returns: every destination, the journal (if any), the cluster's members

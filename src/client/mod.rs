@@ -95,8 +95,8 @@ impl From<crate::protocol::Refusal> for ClientError {
     }
 }
 
-impl From<crate::writer::WriterError> for ClientError {
-    fn from(e: crate::writer::WriterError) -> Self {
+impl From<crate::net::writer::WriterError> for ClientError {
+    fn from(e: crate::net::writer::WriterError) -> Self {
         ClientError::ConnectionClosed(e.to_string())
     }
 }

@@ -5,7 +5,7 @@
 //! brokers shares one link.
 //!
 //! Each link has a reader task and the same bounded writer as a client connection
-//! ([`crate::writer`]): senders that find more than half of `link_buffer_bytes` waiting
+//! ([`crate::net::writer`]): senders that find more than half of `link_buffer_bytes` waiting
 //! wait for it to drain (back-pressure), and deliveries are bounded by consumers' credit.
 //! A malformed envelope, a refused handshake or a silent peer closes that link only: its
 //! waiting requests fail with `HomeDown`, its remote consumers are unsubscribed (their
@@ -40,8 +40,9 @@ use crate::destination::{
     ConsumerId, Control, Delivery, DestinationError, DestinationRef, DestinationRegistry, Dispatch,
     ResolveHome, Subscribe,
 };
-use crate::protocol::{MemberStat, MemberState, WireDelivery};
-use crate::writer::{FrameSink, WriterLimits};
+use crate::protocol::WireDelivery;
+use crate::stats::{MemberStat, MemberState};
+use crate::net::writer::{FrameSink, WriterLimits};
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -191,7 +192,7 @@ impl Bridge {
                     Err(e) => {
                         // Out of file descriptors, say: do not spin.
                         tracing::warn!("bridge accept failed: {e}");
-                        tokio::time::sleep(crate::broker::ACCEPT_BACKOFF).await;
+                        tokio::time::sleep(crate::net::ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };
@@ -514,7 +515,7 @@ async fn run_link(
     write: tokio::net::tcp::OwnedWriteHalf,
     peer: Hello,
 ) {
-    let (sink, writer) = crate::writer::writer(write, shared.writer.clone());
+    let (sink, writer) = crate::net::writer::writer(write, shared.writer.clone());
     let link = Link {
         id: shared.next_link.fetch_add(1, Ordering::Relaxed),
         generation: peer.generation,

@@ -18,7 +18,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::destination::DestinationError;
 use crate::message::Message;
-use crate::protocol::{DestinationStat, ProtocolError, WireDelivery, put_framed, take_framed};
+use crate::protocol::{ProtocolError, WireDelivery, put_framed, take_framed};
+use crate::stats::DestinationStat;
 
 /// The bridge protocol version; a peer with another one is refused at the handshake.
 pub const BRIDGE_VERSION: u32 = 2;

@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 
 use super::bridge::Bridge;
 use crate::config::ClusterSettings;
-use crate::protocol::{MemberStat, MemberState};
+use crate::stats::{MemberStat, MemberState};
 
 /// How often a broker that knows no other member announces itself to its seeds again.
 const REANNOUNCE: Duration = Duration::from_secs(1);

@@ -22,7 +22,7 @@ use crate::destination::{
     ConsumerId, Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe, TopicActor,
 };
 use crate::message::Destination;
-use crate::protocol::DestinationStat;
+use crate::stats::DestinationStat;
 
 /// How often the mirror tries to subscribe again while its home is away.
 pub const RESUBSCRIBE: Duration = Duration::from_secs(1);

@@ -37,7 +37,7 @@ pub use remote::RemoteDestination;
 use crate::config::Config;
 use crate::destination::{DestinationRef, DestinationRegistry};
 use crate::message::Destination;
-use crate::protocol::MemberStat;
+use crate::stats::MemberStat;
 
 /// Why the cluster could not start.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use super::envelope::{
 use super::mirror::RESUBSCRIBE;
 use crate::destination::{Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe};
 use crate::message::Destination;
-use crate::protocol::DestinationStat;
+use crate::stats::DestinationStat;
 
 pub struct RemoteDestination {
     destination: Destination,

@@ -26,7 +26,8 @@ pub use registry::{
 pub use topic::TopicActor;
 
 use crate::message::{Destination, Message};
-use crate::protocol::{DestinationStat, ErrorCode, Refusal};
+use crate::protocol::{ErrorCode, Refusal};
+use crate::stats::DestinationStat;
 use crate::store::SharedStore;
 
 /// Why a destination could not do what was asked. (It crosses the cluster bridge.)

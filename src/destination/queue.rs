@@ -26,7 +26,7 @@ use super::memory::{MemoryBudget, footprint};
 use super::{DestinationRegistry, Resolve};
 use crate::config::RedeliveryPolicy;
 use crate::message::{Destination, Message, now_millis};
-use crate::protocol::DestinationStat;
+use crate::stats::DestinationStat;
 use crate::store::record::Record;
 use crate::store::{Location, RecoveredMessage, SharedStore};
 

@@ -17,7 +17,7 @@ use super::{
 use crate::cluster::ClusterView;
 use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind};
-use crate::protocol::{DestinationStat, MemberStat, StoreStat};
+use crate::stats::{DestinationStat, MemberStat, StoreStat};
 use crate::runtime::ArbiterPool;
 use crate::store::{Recovered, RecoveredMessage, SharedStore};
 

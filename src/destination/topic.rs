@@ -15,7 +15,7 @@ use super::{
 };
 use crate::config::Limits;
 use crate::message::{Destination, Message, now_millis};
-use crate::protocol::DestinationStat;
+use crate::stats::DestinationStat;
 
 struct Subscriber {
     id: ConsumerId,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{AckMode, Destination, DestinationKind, Message};
+use crate::message::{AckMode, Destination, Message};
+use crate::stats::{DestinationStat, MemberStat, StoreStat};
 
 /// The protocol version this build speaks. A `Hello` with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 3;
@@ -60,80 +61,6 @@ pub struct TransactedSend {
     pub messages: Vec<Message>,
 }
 
-/// The broker's store, as `stat` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreStat {
-    /// Bytes in the journal's segment files.
-    pub bytes: u64,
-    pub segments: u64,
-    /// Torn or corrupt records skipped when the journal was opened.
-    pub skipped: u64,
-    /// Messages, over all queues, waiting on disk only.
-    pub paged: u64,
-    /// Records (acknowledgements) the journal could not write yet, for want of disk space;
-    /// it tries again until they are written.
-    pub unwritten: u64,
-    /// The queue with the most live messages in the oldest segment (the one that keeps the
-    /// journal from shrinking), and how many it has there.
-    pub oldest_holder: Option<(String, u64)>,
-}
-
-/// One row of `stat`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DestinationStat {
-    pub kind: DestinationKind,
-    pub name: String,
-    /// Messages waiting plus messages delivered and not yet acknowledged.
-    pub depth: u64,
-    /// Messages delivered and not yet acknowledged (part of `depth`).
-    pub in_flight: u64,
-    /// Messages waiting on disk only (part of `depth`).
-    pub paged: u64,
-    pub enqueued: u64,
-    pub dequeued: u64,
-    pub consumers: u64,
-    /// The broker this destination lives on (in a cluster; `None` on a lone broker).
-    pub home: Option<String>,
-}
-
-impl DestinationStat {
-    /// The row of a destination whose counters cannot be read (its home is down).
-    pub fn unknown(destination: &Destination, home: Option<String>) -> DestinationStat {
-        DestinationStat {
-            kind: destination.kind(),
-            name: destination.name().to_string(),
-            depth: 0,
-            in_flight: 0,
-            paged: 0,
-            enqueued: 0,
-            dequeued: 0,
-            consumers: 0,
-            home,
-        }
-    }
-}
-
-/// Whether a cluster member is reachable, as the membership protocol sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MemberState {
-    Up,
-    Down,
-}
-
-/// One member of the cluster, as `stat` and cluster metadata show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberStat {
-    pub name: String,
-    /// Changes on every restart of the broker.
-    pub generation: u64,
-    /// Its native protocol listener (where a client connects).
-    pub client_addr: String,
-    /// Its bridge listener (where other brokers connect).
-    pub bridge_addr: String,
-    pub state: MemberState,
-    /// This is the broker that answered.
-    pub local: bool,
-}
 
 /// Every frame of the native protocol. Ids (`session`, `consumer`, `receipt`, `request`)
 /// are chosen by the client and are unique within its connection.

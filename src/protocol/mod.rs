@@ -7,7 +7,7 @@
 //! form moved 1.2–1.3× the messages. So no frame field may use `skip_serializing_if`, and
 //! any change to a frame's fields is a new [`PROTOCOL_VERSION`]. The first frame a client
 //! sends is [`Frame::Hello`] carrying the version; the broker answers [`Frame::Welcome`].
-//! (Journal records, which must outlive versions, keep named fields.)
+//! (Journal records have a versioned format of their own: `store::format`.)
 
 mod codec;
 mod frame;
@@ -15,7 +15,6 @@ mod frame;
 pub use codec::{
     FrameCodec, ProtocolError, encode_frame, encode_frame_into, put_framed, take_framed,
 };
-pub use frame::{
-    DestinationStat, ErrorCode, Frame, MemberStat, MemberState, PROTOCOL_VERSION, Refusal,
-    StoreStat, TransactedSend, WireDelivery,
-};
+pub use frame::{ErrorCode, Frame, PROTOCOL_VERSION, Refusal, TransactedSend, WireDelivery};
+// Carried in `StatReply` and `Located`.
+pub use crate::stats::{DestinationStat, MemberStat, MemberState, StoreStat};

@@ -49,8 +49,8 @@ use crate::destination::{
     footprint,
 };
 use crate::message::{AckMode, Destination, DestinationKind, Message};
-use crate::reader::{FrameReader, ReadBudget, ReadError, SendWindow, WindowPermit};
-use crate::writer::{CloseReason, FrameSink};
+use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow, WindowPermit};
+use crate::net::writer::{CloseReason, FrameSink};
 
 /// Versions this listener speaks, oldest first.
 const VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];

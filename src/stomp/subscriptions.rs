@@ -23,7 +23,7 @@ use crate::broker::{BrokerError, ClientWire};
 use crate::destination::DestinationError;
 use crate::message::{Destination, DestinationKind, Property};
 use crate::protocol::WireDelivery;
-use crate::writer::FrameSink;
+use crate::net::writer::FrameSink;
 
 /// A subscription's `ack` header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

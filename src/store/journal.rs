@@ -17,25 +17,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+pub use crate::config::FsyncMode;
 
 use super::StoreError;
 use super::record::Record;
 use super::writer::WriterState;
 use crate::message::Message;
-
-/// When appends are made durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncMode {
-    /// One fsync per group of appends (group commit).
-    Batch,
-    /// One fsync per append.
-    Always,
-    /// Never fsync (the OS writes when it likes; a machine crash can lose messages).
-    Never,
-}
 
 /// Where and how the journal writes.
 #[derive(Clone, Debug)]
@@ -169,8 +158,8 @@ impl Journal {
 
     /// Size of the journal, what recovery skipped, what waits for disk space, and who
     /// holds the oldest segment.
-    pub fn usage(&self) -> crate::protocol::StoreStat {
-        crate::protocol::StoreStat {
+    pub fn usage(&self) -> crate::stats::StoreStat {
+        crate::stats::StoreStat {
             bytes: self.usage.bytes.load(Ordering::Relaxed),
             segments: self.usage.segments.load(Ordering::Relaxed),
             skipped: self.usage.skipped.load(Ordering::Relaxed),

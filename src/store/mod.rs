@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::message::Message;
-use crate::protocol::StoreStat;
+use crate::stats::StoreStat;
 use record::Record;
 
 pub use journal::{

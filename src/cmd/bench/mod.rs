@@ -98,10 +98,10 @@ fn now_nanos() -> u64 {
 }
 
 /// A batching writer for a benchmark client's socket, on its own task.
-fn client_writer(socket: tokio::net::tcp::OwnedWriteHalf) -> actormq::writer::FrameSink {
-    let (sink, run) = actormq::writer::writer(
+fn client_writer(socket: tokio::net::tcp::OwnedWriteHalf) -> actormq::net::writer::FrameSink {
+    let (sink, run) = actormq::net::writer::writer(
         socket,
-        actormq::writer::WriterLimits {
+        actormq::net::writer::WriterLimits {
             max_pending_bytes: 256 << 20,
             batch_bytes: 256 << 10,
             write_timeout: Duration::from_secs(30),

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use actormq::writer::FrameSink;
+use actormq::net::writer::FrameSink;
 use anyhow::{Context, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actormq::stomp::{Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into};
-use actormq::writer::FrameSink;
+use actormq::net::writer::FrameSink;
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use futures::StreamExt;

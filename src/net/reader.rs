@@ -1,4 +1,4 @@
-//! The one bounded reader per client connection, the counterpart of [`crate::writer`]: it
+//! The one bounded reader per client connection, the counterpart of [`crate::net::writer`]: it
 //! decodes frames off a socket with any `tokio_util` [`Decoder`] and bounds what a client
 //! can make the broker hold on the way in.
 //!
