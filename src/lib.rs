@@ -159,12 +159,13 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod destination;
+pub mod frontend;
 pub mod message;
 pub mod net;
 pub mod protocol;
 pub mod runtime;
+pub mod session;
 pub mod stats;
-pub mod stomp;
 pub mod store;
 
 pub use broker::{Broker, BrokerError, BrokerThread};

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use actormq::client::{ClientError, Connection};
 use actormq::cluster::{BRIDGE_VERSION, Envelope, EnvelopeCodec, Hello, Refused};
+use actormq::protocol::stomp::{Command, StompFrame};
 use actormq::protocol::{MemberStat, MemberState};
-use actormq::stomp::{Command, StompFrame};
 use actormq::{AckMode, Destination, Message, Property};
 use common::process::BrokerProcess;
 use common::raw_stomp::RawStomp;

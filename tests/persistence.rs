@@ -337,7 +337,7 @@ async fn a_transaction_is_all_or_nothing_across_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stomp_disconnect_receipt_means_every_persistent_send_before_it_is_stored() {
-    use actormq::stomp::{Command, StompFrame, encode_into};
+    use actormq::protocol::stomp::{Command, StompFrame, encode_into};
     use common::raw_stomp::RawStomp;
 
     let dir = data_dir("stomp-disconnect");

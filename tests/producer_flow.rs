@@ -8,8 +8,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use actormq::protocol::stomp::{Command, StompFrame};
 use actormq::protocol::{Frame, PROTOCOL_VERSION, encode_frame};
-use actormq::stomp::{Command, StompFrame};
 use actormq::{AckMode, Destination, Message};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,7 +30,7 @@ fn stomp_send(queue: &str, body: &Bytes) -> StompFrame {
 
 fn encoded(frame: &StompFrame) -> Bytes {
     let mut buf = BytesMut::new();
-    actormq::stomp::encode_into(frame, &mut buf);
+    actormq::protocol::stomp::encode_into(frame, &mut buf);
     buf.freeze()
 }
 

@@ -5,8 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actormq::destination::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON};
+use actormq::protocol::stomp::{Command, StompFrame};
 use actormq::protocol::{Frame, FrameCodec, PROTOCOL_VERSION, encode_frame};
-use actormq::stomp::{Command, StompFrame};
 use actormq::{AckMode, BrokerThread, Destination, Message};
 use common::raw_stomp::RawStomp;
 use common::{broker_with, connect, stat_of};

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actormq::stomp::{Command, Inbound, StompFrame};
+use actormq::protocol::stomp::{Command, Inbound, StompFrame};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actormq::client::{AckMode, Connection};
-use actormq::stomp::{Command, Inbound, StompCodec, StompFrame, encode_into};
+use actormq::protocol::stomp::{Command, Inbound, StompCodec, StompFrame, encode_into};
 use actormq::{Destination, Message, Property};
 use bytes::BytesMut;
 use futures::StreamExt;

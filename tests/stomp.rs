@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actormq::stomp::{Command, StompFrame};
+use actormq::protocol::stomp::{Command, StompFrame};
 use actormq::{BrokerThread, Destination, Message, Property};
 use futures::StreamExt;
 
@@ -232,7 +232,7 @@ async fn sends_written_at_once_are_receipted_and_delivered_in_order() {
                 .header("destination", "/queue/batched-b")
                 .header("id", "b")
                 .header("receipt", "sub");
-            actormq::stomp::encode_into(&subscribe, &mut bytes);
+            actormq::protocol::stomp::encode_into(&subscribe, &mut bytes);
             expected.push("sub".to_string());
         }
         let queue = if i % 100 < 50 {
@@ -244,7 +244,7 @@ async fn sends_written_at_once_are_receipted_and_delivered_in_order() {
             .header("destination", format!("/queue/{queue}"))
             .header("receipt", format!("r{i}"))
             .body(format!("{i}"));
-        actormq::stomp::encode_into(&send, &mut bytes);
+        actormq::protocol::stomp::encode_into(&send, &mut bytes);
         expected.push(format!("r{i}"));
     }
     stomp.raw(&bytes).await;

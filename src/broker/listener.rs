@@ -8,13 +8,13 @@ use actix::{Actor, Addr};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::ConnectionActor;
 use crate::config::Config;
 use crate::destination::DestinationRegistry;
+use crate::frontend::native::ConnectionActor;
+use crate::frontend::stomp::StompConnectionActor;
 use crate::net::ACCEPT_BACKOFF;
 use crate::net::reader::ReadBudget;
 use crate::runtime::ArbiterPool;
-use crate::stomp::StompConnectionActor;
 
 /// Starts the connection actor for one accepted socket; runs on the arbiter that will own it.
 pub(super) type StartConnection =

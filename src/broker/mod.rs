@@ -1,34 +1,22 @@
-//! The broker process: its listener, and the connection, session and consumer actors that
-//! stand between a client socket and the destinations. [`Broker::start`] wires them up
-//! inside a running actix system; [`BrokerThread`] runs a whole broker on its own thread
-//! (for tests and for embedding in another program).
+//! The broker process, composed: the store, the arbiters, the destination registry, the
+//! cluster, and a listener per front-end. [`Broker::start`] wires them up inside a running
+//! actix system; [`BrokerThread`] runs a whole broker on its own thread (for tests and for
+//! embedding in another program). Nothing below depends on this module.
 
-mod connection;
-mod consumer;
 mod listener;
-mod session;
-mod wire;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use actix::{Actor, Addr, Message as ActixMessage};
-use bytes::Bytes;
-
-pub use connection::ConnectionActor;
-pub use consumer::{ConsumerActor, ConsumerCommand};
-pub use session::{SessionActor, SessionCommand};
-pub use wire::{ClientWire, NativeWire};
+use actix::{Actor, Addr};
 
 use crate::cluster::Cluster;
-use crate::config::{Config, ConfigError, Limits, StoreKind};
+use crate::config::{Config, ConfigError, StoreKind};
 use crate::destination::{CollectStats, DestinationRegistry};
-use crate::protocol::{DestinationStat, Frame, ProtocolError, encode_frame};
 use crate::runtime::ArbiterPool;
-use std::sync::Arc;
-
+use crate::stats::DestinationStat;
 use crate::store::{Journal, JournalSettings, MemoryStore, Recovered, SharedStore};
-use crate::net::writer::{FrameSink, WriterError, WriterLimits};
 
 /// Errors of the broker module.
 #[derive(Debug, thiserror::Error)]
@@ -45,48 +33,7 @@ pub enum BrokerError {
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Encode(#[from] ProtocolError),
-    #[error(transparent)]
-    Writer(#[from] WriterError),
-    #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    /// The client ended this consumer's subscription: nothing more is written for it.
-    #[error("consumer {0} is unsubscribed")]
-    Unsubscribed(u32),
-}
-
-/// Asks an actor to stop (sessions, consumers).
-#[derive(ActixMessage)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-/// Encodes `frame` and queues it on `sink`.
-pub(crate) fn write_frame(
-    sink: &FrameSink,
-    frame: &Frame,
-    limits: &Limits,
-) -> Result<(), BrokerError> {
-    let bytes: Bytes = encode_frame(frame, limits.max_frame_bytes as usize)?;
-    sink.send(bytes)?;
-    Ok(())
-}
-
-/// The writer settings from `limits`; `last_words` is written to a slow consumer.
-pub(crate) fn writer_limits(limits: &Limits, last_words: Option<Bytes>) -> WriterLimits {
-    WriterLimits {
-        max_pending_bytes: limits.max_pending_write_bytes,
-        batch_bytes: limits.write_batch_bytes,
-        write_timeout: std::time::Duration::from_millis(limits.write_timeout_ms),
-        slow_consumer_frame: last_words,
-    }
-}
-
-/// What a slow consumer is told before it is disconnected.
-pub(crate) fn slow_consumer_reason(limits: &Limits) -> String {
-    format!(
-        "slow consumer: more than {} bytes were waiting to be written to this connection",
-        limits.max_pending_write_bytes
-    )
 }
 
 /// Binds a listening socket and says where it is (port 0 picks a free port).
@@ -97,24 +44,6 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
         .map_err(bind_error)?;
     let local = socket.local_addr().map_err(bind_error)?;
     Ok((socket, local))
-}
-
-/// A connection's writer stopped, and why.
-#[derive(ActixMessage)]
-#[rtype(result = "()")]
-pub struct WriterStopped(pub crate::net::writer::CloseReason);
-
-/// Starts a connection's writer on the current arbiter; `owner` hears when it stops.
-pub(crate) fn start_writer(
-    socket: tokio::net::tcp::OwnedWriteHalf,
-    limits: WriterLimits,
-    owner: actix::Recipient<WriterStopped>,
-) -> FrameSink {
-    let (sink, run) = crate::net::writer::writer(socket, limits);
-    actix::spawn(async move {
-        owner.do_send(WriterStopped(run.await));
-    });
-    sink
 }
 
 /// A running broker inside an actix system.

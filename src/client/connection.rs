@@ -16,11 +16,11 @@ use super::ClientError;
 use super::session::{Session, SessionInner};
 use crate::config::Limits;
 use crate::message::{AckMode, Destination};
+use crate::net::writer::{FrameSink, WriterError, WriterLimits, writer};
 use crate::protocol::{
     DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, StoreStat, WireDelivery,
     encode_frame,
 };
-use crate::net::writer::{FrameSink, WriterError, WriterLimits, writer};
 
 /// What `stat` answers: every destination's counters, and the journal's.
 /// What `stat` returns: every destination, the journal (if any), the cluster's members

@@ -40,9 +40,9 @@ use crate::destination::{
     ConsumerId, Control, Delivery, DestinationError, DestinationRef, DestinationRegistry, Dispatch,
     ResolveHome, Subscribe,
 };
+use crate::net::writer::{FrameSink, WriterLimits};
 use crate::protocol::WireDelivery;
 use crate::stats::{MemberStat, MemberState};
-use crate::net::writer::{FrameSink, WriterLimits};
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

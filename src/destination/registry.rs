@@ -17,8 +17,8 @@ use super::{
 use crate::cluster::ClusterView;
 use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind};
-use crate::stats::{DestinationStat, MemberStat, StoreStat};
 use crate::runtime::ArbiterPool;
+use crate::stats::{DestinationStat, MemberStat, StoreStat};
 use crate::store::{Recovered, RecoveredMessage, SharedStore};
 
 /// Where to send: the destinations a `Send` to `0` reaches (one, or every part of a

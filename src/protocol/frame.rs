@@ -61,7 +61,6 @@ pub struct TransactedSend {
     pub messages: Vec<Message>,
 }
 
-
 /// Every frame of the native protocol. Ids (`session`, `consumer`, `receipt`, `request`)
 /// are chosen by the client and are unique within its connection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

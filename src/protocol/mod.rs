@@ -1,5 +1,6 @@
-//! The native wire protocol as a pure codec: bytes in, [`Frame`]s out, and back. No
-//! sockets, no async, no broker logic — so it can be tested and fuzzed alone.
+//! The wire protocols as pure codecs: bytes in, frames out, and back. No sockets, no
+//! async, no broker logic — so they can be tested and fuzzed alone. This module is the
+//! native protocol; [`stomp`] is STOMP.
 //!
 //! On the wire each frame is a `u32` big-endian length followed by that many bytes of one
 //! MessagePack-encoded [`Frame`], positional (structs as arrays, `rmp_serde::encode::write`):
@@ -11,6 +12,7 @@
 
 mod codec;
 mod frame;
+pub mod stomp;
 
 pub use codec::{
     FrameCodec, ProtocolError, encode_frame, encode_frame_into, put_framed, take_framed,

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actormq::stomp::{Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into};
+use actormq::protocol::stomp::{
+    Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into,
+};
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;

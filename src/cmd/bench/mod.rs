@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actormq::client::{AckMode, Connection, Destination, Message};
-use actormq::stomp::{Command, StompFrame};
+use actormq::protocol::stomp::{Command, StompFrame};
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;

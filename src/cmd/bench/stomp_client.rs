@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actormq::stomp::{Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into};
 use actormq::net::writer::FrameSink;
+use actormq::protocol::stomp::{
+    Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into,
+};
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use futures::StreamExt;

@@ -9,7 +9,7 @@ use actormq::client::{
     AckMode, Connection, Consumer, ConsumerOptions, Destination, Message, Producer,
     SendConfirmation, Session,
 };
-use actormq::stomp::{Command, StompFrame};
+use actormq::protocol::stomp::{Command, StompFrame};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use tokio::sync::Semaphore;

@@ -36,21 +36,20 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
-use super::codec::{StompCodec, StompError, StompLimits, encode_into};
-use super::frame::{Command, Inbound, StompFrame};
 use super::subscriptions::{AckKind, SharedSubscriptions, StompEvent, StompWire};
-use crate::broker::{
-    SessionActor, SessionCommand, Shutdown, WriterStopped, slow_consumer_reason, start_writer,
-    writer_limits,
-};
 use crate::config::{Config, Limits};
 use crate::destination::{
     ConnectionId, CreateTemporary, DestinationError, DestinationRegistry, DropTemporaries,
     footprint,
 };
+use crate::frontend::{WriterStopped, slow_consumer_reason, start_writer, writer_limits};
 use crate::message::{AckMode, Destination, DestinationKind, Message};
 use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow, WindowPermit};
 use crate::net::writer::{CloseReason, FrameSink};
+use crate::protocol::stomp::{
+    Command, Inbound, StompCodec, StompError, StompFrame, StompLimits, encode_into,
+};
+use crate::session::{SessionActor, SessionCommand, Shutdown};
 
 /// Versions this listener speaks, oldest first.
 const VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];

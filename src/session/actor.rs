@@ -25,8 +25,8 @@ use crate::destination::{
     Resolve, Subscribe,
 };
 use crate::message::{AckMode, Destination, Message};
-use crate::protocol::TransactedSend;
 use crate::net::reader::WindowPermit;
+use crate::protocol::TransactedSend;
 use crate::store::record::Record;
 
 /// One copy of `messages` per target, each naming the destination it was sent to (bodies

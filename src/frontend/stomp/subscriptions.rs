@@ -17,13 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use actix::Recipient;
 use bytes::BytesMut;
 
-use super::codec::encode_into;
-use super::frame::{Command, StompFrame};
-use crate::broker::{BrokerError, ClientWire};
 use crate::destination::DestinationError;
 use crate::message::{Destination, DestinationKind, Property};
-use crate::protocol::WireDelivery;
 use crate::net::writer::FrameSink;
+use crate::protocol::WireDelivery;
+use crate::protocol::stomp::{Command, StompFrame, encode_into};
+use crate::session::{ClientWire, SessionError};
 
 /// A subscription's `ack` header.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -146,14 +145,14 @@ impl ClientWire for StompWire {
         &self.sink
     }
 
-    fn deliver(&self, consumer: u32, deliveries: Vec<WireDelivery>) -> Result<(), BrokerError> {
+    fn deliver(&self, consumer: u32, deliveries: Vec<WireDelivery>) -> Result<(), SessionError> {
         let mut buf = BytesMut::new();
         {
             let mut table = self.subscriptions.lock();
             let Some(subscription) = table.by_consumer(consumer) else {
                 // Unsubscribed: nothing is written, so the consumer must not count these
                 // as consumed; it stops and the destination takes them back.
-                return Err(BrokerError::Unsubscribed(consumer));
+                return Err(SessionError::Unsubscribed(consumer));
             };
             for delivery in &deliveries {
                 let frame = message_frame(&subscription.id, consumer, delivery, subscription.ack);

@@ -17,22 +17,21 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::net::TcpStream;
 
-use super::session::{SessionActor, SessionCommand};
-use super::wire::{ClientWire, NativeWire};
-use super::{
-    Shutdown, WriterStopped, slow_consumer_reason, start_writer, write_frame, writer_limits,
-};
+use super::wire::NativeWire;
+use super::write_frame;
 use crate::config::{Config, Limits};
 use crate::destination::{
     CollectStats, ConnectionId, CreateTemporary, DeleteDurable, DestinationError,
     DestinationRegistry, DropTemporaries, Locate, footprint,
 };
+use crate::frontend::{WriterStopped, slow_consumer_reason, start_writer, writer_limits};
 use crate::message::Message;
+use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow};
+use crate::net::writer::{CloseReason, FrameSink};
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
 };
-use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow};
-use crate::net::writer::{CloseReason, FrameSink};
+use crate::session::{ClientWire, SessionActor, SessionCommand, Shutdown};
 
 enum State {
     AwaitingHello,
