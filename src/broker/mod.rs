@@ -85,7 +85,9 @@ impl Broker {
             &config,
             store.clone(),
             recovered,
-            cluster.as_ref().map(Cluster::view),
+            cluster
+                .as_ref()
+                .map(|cluster| Box::new(cluster.view()) as Box<dyn crate::destination::Homes>),
         )
         .start();
         if let Some(cluster) = &cluster {

@@ -35,7 +35,7 @@ pub use placement::Placement;
 pub use remote::RemoteDestination;
 
 use crate::config::Config;
-use crate::destination::{DestinationRef, DestinationRegistry};
+use crate::destination::{DestinationRef, DestinationRegistry, Homes, TopicActor};
 use crate::message::Destination;
 use crate::stats::MemberStat;
 
@@ -60,10 +60,17 @@ pub struct ClusterView {
     pub members: MemberTable,
 }
 
-impl ClusterView {
-    /// A reference to `destination`, homed on `home` (another broker), through a proxy on
-    /// `arbiter` (the one the name hashes to, as a local destination's).
-    pub fn reference(
+impl Homes for ClusterView {
+    fn me(&self) -> &str {
+        self.placement.me()
+    }
+
+    fn remote_home(&self, destination: &Destination) -> Option<String> {
+        self.placement.remote_home(destination)
+    }
+
+    /// A proxy on `arbiter` (the one the name hashes to, as a local destination's).
+    fn reference(
         &self,
         destination: &Destination,
         home: String,
@@ -74,14 +81,13 @@ impl ClusterView {
         DestinationRef::remote(destination.clone(), home, proxy)
     }
 
-    /// A topic homed on `home`: publishes go there; subscribers here join `local`, fed by
-    /// one subscription to the home topic with `prefetch` credit.
-    pub fn mirror(
+    /// Subscribers here join `local`, fed by one subscription to the home topic.
+    fn mirror(
         &self,
         destination: &Destination,
         home: String,
         arbiter: &actix::ArbiterHandle,
-        local: Addr<crate::destination::TopicActor>,
+        local: Addr<TopicActor>,
         prefetch: u32,
     ) -> DestinationRef {
         let proxy = RemoteDestination::new(destination.clone(), home.clone(), self.bridge.clone());
@@ -93,9 +99,12 @@ impl ClusterView {
         DestinationRef::remote(destination.clone(), home, mirror)
     }
 
-    /// The member `destination` lives on.
-    pub fn locate(&self, destination: &Destination) -> Option<MemberStat> {
+    fn locate(&self, destination: &Destination) -> Option<MemberStat> {
         self.members.get(self.placement.home(destination))
+    }
+
+    fn members(&self) -> Vec<MemberStat> {
+        self.members.all()
     }
 }
 

@@ -7,6 +7,7 @@
 //! so session and consumer code never learns which.
 
 mod backlog;
+mod homes;
 mod memory;
 mod queue;
 mod registry;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Handler, Message as ActixMessage, Recipient};
 
+pub use homes::Homes;
 pub use memory::{MemoryBudget, footprint};
 pub use queue::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON, QueueActor, QueueSettings};
 pub use registry::{

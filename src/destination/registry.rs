@@ -11,10 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message as ActixMessage, ResponseFuture};
 
 use super::{
-    ConnectionId, Control, DestinationError, DestinationRef, MemoryBudget, QueueActor,
+    ConnectionId, Control, DestinationError, DestinationRef, Homes, MemoryBudget, QueueActor,
     QueueSettings, TopicActor,
 };
-use crate::cluster::ClusterView;
 use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind};
 use crate::runtime::ArbiterPool;
@@ -96,8 +95,8 @@ pub struct DestinationRegistry {
     groups: HashMap<String, Vec<Destination>>,
     arbiters: ArbiterPool,
     limits: Limits,
-    /// Placement and the bridge, in a cluster.
-    cluster: Option<ClusterView>,
+    /// Where destinations homed elsewhere live, in a cluster.
+    cluster: Option<Box<dyn Homes>>,
 }
 
 impl DestinationRegistry {
@@ -107,7 +106,7 @@ impl DestinationRegistry {
         config: &Config,
         store: SharedStore,
         recovered: Recovered,
-        cluster: Option<ClusterView>,
+        cluster: Option<Box<dyn Homes>>,
     ) -> DestinationRegistry {
         let groups = config
             .groups
@@ -164,7 +163,7 @@ impl DestinationRegistry {
     fn remote_home(&self, destination: &Destination) -> Option<String> {
         self.cluster
             .as_ref()
-            .and_then(|cluster| cluster.placement.remote_home(destination))
+            .and_then(|cluster| cluster.remote_home(destination))
     }
 
     fn spawn_queue(
@@ -514,7 +513,7 @@ impl Handler<CollectStats> for DestinationRegistry {
         let me = self
             .cluster
             .as_ref()
-            .map(|cluster| cluster.placement.me().to_string());
+            .map(|cluster| cluster.me().to_string());
         let requests: Vec<_> = self
             .destinations
             .values()
@@ -537,7 +536,7 @@ impl Handler<CollectStats> for DestinationRegistry {
         let members = self
             .cluster
             .as_ref()
-            .map(|cluster| cluster.members.all())
+            .map(|cluster| cluster.members())
             .unwrap_or_default();
         Box::pin(async move {
             let mut stats: Vec<DestinationStat> = futures::future::join_all(requests)
@@ -573,7 +572,7 @@ impl Handler<ResolveHome> for DestinationRegistry {
             let me = self
                 .cluster
                 .as_ref()
-                .map(|c| c.placement.me().to_string())
+                .map(|c| c.me().to_string())
                 .unwrap_or_default();
             return Err(DestinationError::Refused(format!(
                 "{destination} lives on {home}, not on {me}: the brokers' placement settings differ"
