@@ -158,6 +158,7 @@ pub mod broker;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod constants;
 pub mod destination;
 pub mod frontend;
 pub mod message;

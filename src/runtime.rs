@@ -2,7 +2,7 @@
 //! hash of the destination name (so one hot queue stays on one core and many queues use
 //! them all); connection actors are placed round-robin.
 //!
-//! Memory a burst took is given back: every [`TRIM_EVERY`] each arbiter calls the trim hook
+//! Memory a burst took is given back: every [`TRIM_EVERY`](crate::constants::TRIM_EVERY) each arbiter calls the trim hook
 //! a program registers with [`set_memory_trim`] — the `actormq` binary's asks its allocator
 //! (mimalloc) to return the thread's freed pages to the OS, which it otherwise does only
 //! while the thread keeps allocating.
@@ -10,12 +10,10 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use actix::{Arbiter, ArbiterHandle};
 
-/// How often each broker thread gives freed memory back.
-pub const TRIM_EVERY: Duration = Duration::from_secs(5);
+use crate::constants::TRIM_EVERY;
 
 static MEMORY_TRIM: OnceLock<fn()> = OnceLock::new();
 

@@ -9,10 +9,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::constants::ACCEPT_BACKOFF;
 use crate::destination::DestinationRegistry;
 use crate::frontend::native::ConnectionActor;
 use crate::frontend::stomp::StompConnectionActor;
-use crate::net::ACCEPT_BACKOFF;
 use crate::net::reader::ReadBudget;
 use crate::runtime::ArbiterPool;
 

@@ -13,24 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use super::ClientError;
-use super::session::{Session, SessionInner};
+use super::session::Session;
+use super::shared::{Command, ConsumerRoute, SessionInner, Shared, StatReply};
 use crate::config::Limits;
 use crate::message::{AckMode, Destination};
-use crate::net::writer::{FrameSink, WriterError, WriterLimits, writer};
+use crate::net::writer::{FrameSink, WriterLimits, writer};
 use crate::protocol::{
-    DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, StoreStat, WireDelivery,
-    encode_frame,
+    DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, encode_frame,
 };
-
-/// What `stat` answers: every destination's counters, and the journal's.
-/// What `stat` returns: every destination, the journal (if any), the cluster's members
-/// (empty on a lone broker).
-#[derive(Clone, Debug, PartialEq)]
-pub struct StatReply {
-    pub destinations: Vec<DestinationStat>,
-    pub store: Option<StoreStat>,
-    pub members: Vec<MemberStat>,
-}
 
 /// Settings of a connection.
 #[derive(Clone, Debug)]
@@ -61,106 +51,6 @@ impl Default for ConnectOptions {
             max_pending_write_bytes: limits.max_pending_write_bytes,
             write_timeout: Duration::from_millis(limits.write_timeout_ms),
         }
-    }
-}
-
-/// Deliveries and pending acknowledgements of one consumer, as the driver sees them.
-pub(super) struct ConsumerRoute {
-    pub session: u32,
-    /// A `Deliver` frame's deliveries for this consumer, in one send.
-    pub deliveries: mpsc::UnboundedSender<Vec<WireDelivery>>,
-    pub acks: Arc<Mutex<Vec<u64>>>,
-}
-
-pub(super) enum Command {
-    /// Route the `Receipt` with this id to `reply`.
-    Expect {
-        receipt: u64,
-        reply: oneshot::Sender<Result<(), ClientError>>,
-    },
-    ExpectStat {
-        request: u64,
-        reply: oneshot::Sender<StatReply>,
-    },
-    ExpectLocated {
-        request: u64,
-        reply: oneshot::Sender<Option<MemberStat>>,
-    },
-    AddConsumer {
-        consumer: u32,
-        route: ConsumerRoute,
-    },
-    /// Flush the consumer's acknowledgements, then unsubscribe it.
-    RemoveConsumer {
-        consumer: u32,
-    },
-    CloseSession {
-        session: u32,
-    },
-    /// Flush every acknowledgement, say goodbye, and wait for the broker to close.
-    Close {
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// What every handle of a connection shares.
-pub(super) struct Shared {
-    pub commands: mpsc::UnboundedSender<Command>,
-    pub sink: FrameSink,
-    pub max_frame_bytes: usize,
-    pub client_id: String,
-    /// The broker's name for this connection; prefixes temporary destinations.
-    pub connection_id: String,
-    next_id: AtomicU32,
-    next_request: AtomicU64,
-    /// Why the connection ended, once it has.
-    failure: Arc<Mutex<Option<ClientError>>>,
-}
-
-impl Shared {
-    pub fn next_id(&self) -> u32 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn next_request(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Why the connection is unusable.
-    pub fn failure(&self) -> ClientError {
-        self.failure
-            .lock()
-            .ok()
-            .and_then(|f| f.clone())
-            .unwrap_or_else(|| ClientError::ConnectionClosed("the connection is closed".into()))
-    }
-
-    pub fn command(&self, command: Command) -> Result<(), ClientError> {
-        self.commands.send(command).map_err(|_| self.failure())
-    }
-
-    pub fn write(&self, frame: &Frame) -> Result<(), ClientError> {
-        let bytes = encode_frame(frame, self.max_frame_bytes)?;
-        self.sink.send(bytes).map_err(|e| match e {
-            WriterError::SlowConsumer { pending, limit } => ClientError::ConnectionClosed(format!(
-                "the broker did not take what this client sent fast enough: {pending} bytes \
-                 were waiting to be written (limit {limit}); wait for confirmations before \
-                 sending more"
-            )),
-            WriterError::Closed => self.failure(),
-        })
-    }
-
-    /// Registers for the receipt, then writes the frame; resolves with the receipt.
-    pub fn request(
-        &self,
-        receipt: u64,
-        frame: &Frame,
-    ) -> Result<oneshot::Receiver<Result<(), ClientError>>, ClientError> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::Expect { receipt, reply })?;
-        self.write(frame)?;
-        Ok(rx)
     }
 }
 

@@ -9,8 +9,8 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::ClientError;
-use super::connection::{Command, ConsumerRoute};
-use super::session::SessionInner;
+use super::shared::SessionInner;
+use super::shared::{Command, ConsumerRoute};
 use crate::config::Limits;
 use crate::message::{AckMode, Destination, Message};
 use crate::protocol::{Frame, WireDelivery};

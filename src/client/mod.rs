@@ -36,11 +36,13 @@ mod connection;
 mod consumer;
 mod request;
 mod session;
+mod shared;
 
-pub use connection::{ConnectOptions, Connection, StatReply};
+pub use connection::{ConnectOptions, Connection};
 pub use consumer::{Consumer, ConsumerOptions, Delivery, TaskHandle};
 pub use request::{CallbackEndpoint, Reply, Request, Requestor, Responder};
 pub use session::{Producer, SendConfirmation, Session};
+pub use shared::StatReply;
 
 pub use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
 pub use crate::protocol::{DestinationStat, ErrorCode, StoreStat};

@@ -19,10 +19,8 @@ use tokio::time::Instant;
 use super::consumer::{ConsumerOptions, TaskHandle};
 use super::session::Session;
 use super::{ClientError, Consumer};
+use crate::constants::REPLY_PREFETCH;
 use crate::message::{Destination, Message};
-
-/// Replies a requestor buffers ahead of its callers (its reply queue's prefetch).
-const REPLY_PREFETCH: u32 = 10_000;
 
 /// A request handed to an actor by [`Responder::serve_actor`]; the actor's answer is the reply.
 #[derive(Debug, Clone, actix::Message)]

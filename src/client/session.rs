@@ -1,67 +1,17 @@
 //! [`Session`] and [`Producer`].
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
 use super::ClientError;
-use super::connection::{Command, Shared};
 use super::consumer::{Consumer, ConsumerOptions};
+use super::shared::{SessionInner, Shared};
 use crate::message::{AckMode, Destination, DestinationKind, Message, now_millis};
 use crate::protocol::{Frame, TransactedSend};
-
-/// A session's identity on its connection; closes the session when the last handle goes.
-pub(super) struct SessionInner {
-    pub id: u32,
-    pub ack_mode: AckMode,
-    pub shared: Arc<Shared>,
-    /// Numbers the session's messages: ids are `<client id>:<session>:<n>`.
-    sequence: AtomicU64,
-    /// Client and Individual modes: what the application has taken and not acknowledged,
-    /// in the order it took it: (consumer, tag, message id).
-    pub unacked: Mutex<Vec<(u32, u64, String)>>,
-    /// Transacted: sends held until `commit`.
-    pending_sends: Mutex<Vec<TransactedSend>>,
-}
-
-impl SessionInner {
-    pub fn new(id: u32, ack_mode: AckMode, shared: Arc<Shared>) -> SessionInner {
-        SessionInner {
-            id,
-            ack_mode,
-            shared,
-            sequence: AtomicU64::new(1),
-            unacked: Mutex::new(Vec::new()),
-            pending_sends: Mutex::new(Vec::new()),
-        }
-    }
-}
-
-impl SessionInner {
-    /// Everything taken and not acknowledged, as `(consumer, tag)` pairs; forgets it.
-    fn take_unacked(&self) -> Vec<(u32, u64)> {
-        self.unacked
-            .lock()
-            .map(|mut u| std::mem::take(&mut *u))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(consumer, tag, _)| (consumer, tag))
-            .collect()
-    }
-}
-
-impl Drop for SessionInner {
-    fn drop(&mut self) {
-        // Through the driver, so it follows the acks and unsubscribes of this session's
-        // consumers, which the driver writes.
-        let _ = self
-            .shared
-            .command(Command::CloseSession { session: self.id });
-    }
-}
 
 /// A single-threaded context for producing and consuming, with one acknowledgement mode.
 /// Closed on the broker when it and all its producers and consumers are dropped.

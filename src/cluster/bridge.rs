@@ -34,8 +34,12 @@ use super::envelope::{
     RemoteControl, RemoteDeliver, RemoteEnqueue, RemoteEvicted, RemoteStat, RemoteSubscribe, Reply,
     ReplyBody,
 };
-use super::membership::MemberTable;
+use super::members::MemberTable;
 use crate::config::{ClusterSettings, Limits};
+use crate::constants::{
+    ACCEPT_BACKOFF, BRIDGE_HANDSHAKE_TIMEOUT, BRIDGE_LINK_WAIT, BRIDGE_REDIAL_FIRST,
+    BRIDGE_REDIAL_MAX, ENVELOPE_SLACK,
+};
 use crate::destination::{
     ConsumerId, Control, Delivery, DestinationError, DestinationRef, DestinationRegistry, Dispatch,
     ResolveHome, Subscribe,
@@ -43,16 +47,6 @@ use crate::destination::{
 use crate::net::writer::{FrameSink, WriterLimits};
 use crate::protocol::WireDelivery;
 use crate::stats::{MemberStat, MemberState};
-
-/// How long a handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A request to a broker that is up but not linked yet waits this long for the link.
-const LINK_WAIT: Duration = Duration::from_secs(3);
-/// Redial back-off: first and longest wait.
-const REDIAL_FIRST: Duration = Duration::from_millis(100);
-const REDIAL_MAX: Duration = Duration::from_secs(2);
-/// Envelopes may be this much larger than the largest client frame (routing header).
-const ENVELOPE_SLACK: usize = 64 * 1024;
 
 /// Why a link could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +186,7 @@ impl Bridge {
                     Err(e) => {
                         // Out of file descriptors, say: do not spin.
                         tracing::warn!("bridge accept failed: {e}");
-                        tokio::time::sleep(crate::net::ACCEPT_BACKOFF).await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };
@@ -364,7 +358,7 @@ fn send_on(
 }
 
 async fn wait_for_link(shared: &Shared, home: &str, to: &str) -> Result<Link, DestinationError> {
-    let deadline = tokio::time::Instant::now() + LINK_WAIT;
+    let deadline = tokio::time::Instant::now() + BRIDGE_LINK_WAIT;
     loop {
         let changed = shared.links_changed.notified();
         tokio::pin!(changed);
@@ -383,7 +377,7 @@ async fn wait_for_link(shared: &Shared, home: &str, to: &str) -> Result<Link, De
 
 /// Dials `peer` while it is up and not linked, backing off between failures.
 async fn dial_loop(shared: Arc<Shared>, peer: String) {
-    let mut backoff = REDIAL_FIRST;
+    let mut backoff = BRIDGE_REDIAL_FIRST;
     while let Some(member) = shared
         .members
         .get(&peer)
@@ -394,7 +388,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: String) {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if lock(&shared.links).contains_key(&peer) {
-                let _ = tokio::time::timeout(REDIAL_MAX, changed).await;
+                let _ = tokio::time::timeout(BRIDGE_REDIAL_MAX, changed).await;
                 true
             } else {
                 false
@@ -412,13 +406,13 @@ async fn dial_loop(shared: Arc<Shared>, peer: String) {
         };
         match dialed {
             Ok((reader, write, hello)) => {
-                backoff = REDIAL_FIRST;
+                backoff = BRIDGE_REDIAL_FIRST;
                 run_link(shared.clone(), reader, write, hello).await;
             }
             Err(e) => {
                 tracing::warn!("bridge link to {peer}: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(REDIAL_MAX);
+                backoff = (backoff * 2).min(BRIDGE_REDIAL_MAX);
             }
         }
     }
@@ -448,11 +442,15 @@ async fn handshake(
             .await
             .map_err(|e| failed(e.to_string()))?;
     }
-    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+    let first = match tokio::time::timeout(BRIDGE_HANDSHAKE_TIMEOUT, reader.next()).await {
         Ok(Some(Ok(envelope))) => envelope,
         Ok(Some(Err(e))) => return Err(failed(e.to_string())),
         Ok(None) => return Err(failed("closed before its hello".into())),
-        Err(_) => return Err(failed(format!("no hello within {HANDSHAKE_TIMEOUT:?}"))),
+        Err(_) => {
+            return Err(failed(format!(
+                "no hello within {BRIDGE_HANDSHAKE_TIMEOUT:?}"
+            )));
+        }
     };
     if first.tag == Refused::TAG {
         let refused: Refused = first.open()?;

@@ -9,10 +9,9 @@
 //! reach it. A stopped or frozen broker stops answering probes: suspected after one probe
 //! period, down `suspect_to_down_ms` later.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message as ActixMessage};
@@ -24,11 +23,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 
 use super::bridge::Bridge;
+use super::members::MemberTable;
 use crate::config::ClusterSettings;
+use crate::constants::REANNOUNCE;
 use crate::stats::{MemberStat, MemberState};
-
-/// How often a broker that knows no other member announces itself to its seeds again.
-const REANNOUNCE: Duration = Duration::from_secs(1);
 
 /// A broker as the membership protocol knows it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -105,34 +103,6 @@ impl Identity for NodeId {
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
         (self.generation, self.bump) > (adversary.generation, adversary.bump)
-    }
-}
-
-/// Every broker seen, by name, with its state; shared with the bridge and the registry.
-#[derive(Clone, Default)]
-pub struct MemberTable(Arc<Mutex<BTreeMap<String, MemberStat>>>);
-
-impl MemberTable {
-    pub fn all(&self) -> Vec<MemberStat> {
-        self.lock().values().cloned().collect()
-    }
-
-    pub fn get(&self, name: &str) -> Option<MemberStat> {
-        self.lock().get(name).cloned()
-    }
-
-    pub fn is_up(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|m| m.state == MemberState::Up)
-    }
-
-    fn set(&self, member: MemberStat) {
-        self.lock().insert(member.name.clone(), member);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, MemberStat>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -6,11 +6,10 @@
 //! a batch is settled once the local topic has taken it.
 //!
 //! If the home goes away the local subscribers stay; the mirror subscribes again (every
-//! [`RESUBSCRIBE`]) until the home is back, and they receive what is published from then
+//! [`RESUBSCRIBE`](crate::constants::RESUBSCRIBE)) until the home is back, and they receive what is published from then
 //! on, as subscribers of a non-durable topic would after a reconnect.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, ResponseFuture,
@@ -18,14 +17,12 @@ use actix::{
 };
 
 use super::remote::RemoteDestination;
+use crate::constants::RESUBSCRIBE;
 use crate::destination::{
     ConsumerId, Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe, TopicActor,
 };
 use crate::message::Destination;
 use crate::stats::DestinationStat;
-
-/// How often the mirror tries to subscribe again while its home is away.
-pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
 pub struct TopicMirror {
     destination: Destination,

@@ -16,6 +16,7 @@
 
 mod bridge;
 mod envelope;
+mod members;
 mod membership;
 mod mirror;
 mod placement;
@@ -29,7 +30,8 @@ pub use bridge::{Bridge, BridgeError};
 pub use envelope::{
     BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Hello, Refused, Remotable,
 };
-pub use membership::{MemberTable, Membership, NodeId};
+pub use members::MemberTable;
+pub use membership::{Membership, NodeId};
 pub use mirror::TopicMirror;
 pub use placement::Placement;
 pub use remote::RemoteDestination;

@@ -18,7 +18,7 @@ use super::bridge::{Bridge, LinkLost, Posted};
 use super::envelope::{
     Remotable, RemoteControl, RemoteEnqueue, RemoteStat, RemoteSubscribe, Reply, ReplyBody,
 };
-use super::mirror::RESUBSCRIBE;
+use crate::constants::RESUBSCRIBE;
 use crate::destination::{Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe};
 use crate::message::Destination;
 use crate::stats::DestinationStat;

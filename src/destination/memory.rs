@@ -12,8 +12,7 @@ use crate::message::Message;
 /// Bytes a message is counted as, in memory and on the wire: its body plus a fixed
 /// allowance for the rest (ids, headers, framing).
 pub fn footprint(message: &Message) -> usize {
-    const OVERHEAD: usize = 256;
-    message.body.len() + OVERHEAD
+    message.body.len() + crate::constants::MESSAGE_OVERHEAD
 }
 
 /// The broker-wide count, shared by every queue (an atomic counter, not shared state that

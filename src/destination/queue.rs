@@ -25,6 +25,7 @@ use super::backlog::{Backlog, Prioritized};
 use super::memory::{MemoryBudget, footprint};
 use super::{DestinationRegistry, Resolve};
 use crate::config::RedeliveryPolicy;
+use crate::constants::{BLOCKED_CHECK_MAX, BLOCKED_CHECK_MIN, PAGE_IN_BATCH, PAGE_IN_RETRY};
 use crate::message::{Destination, Message, now_millis};
 use crate::stats::DestinationStat;
 use crate::store::record::Record;
@@ -92,9 +93,6 @@ struct PagedIn {
     ids: Vec<u64>,
     result: Result<Vec<Arc<Message>>, crate::store::StoreError>,
 }
-
-/// Paged messages read back at a time.
-const PAGE_IN_BATCH: usize = 1024;
 
 /// A send waiting for the queue to have room.
 struct Blocked {
@@ -180,8 +178,7 @@ impl Actor for QueueActor {
         self.me = Some(ctx.address());
         // Waiting sends: fail the ones past the send timeout, admit any that now fit
         // (another queue may have freed broker-wide memory).
-        let tick =
-            (self.send_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let tick = (self.send_timeout / 4).clamp(BLOCKED_CHECK_MIN, BLOCKED_CHECK_MAX);
         ctx.run_interval(tick, |act, ctx| {
             act.expire_blocked();
             act.admit_blocked(ctx);
@@ -834,7 +831,7 @@ impl Handler<PagedIn> for QueueActor {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::error!(queue = %self.destination, "cannot read paged messages back: {e}; retrying");
-                ctx.run_later(Duration::from_secs(1), |act, _ctx| act.dispatch());
+                ctx.run_later(PAGE_IN_RETRY, |act, _ctx| act.dispatch());
                 return;
             }
         };

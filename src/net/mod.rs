@@ -4,10 +4,3 @@
 
 pub mod reader;
 pub mod writer;
-
-use std::time::Duration;
-
-/// Pause after a failed accept (for example when the process is out of file descriptors),
-/// so that an accept loop does not spin. Used by the client listeners and the cluster
-/// bridge alike.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -28,10 +28,7 @@ use tokio::io::AsyncRead;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 
-/// How often a reader paused by a spent [`ReadBudget`] looks again.
-const BUDGET_RETRY: Duration = Duration::from_millis(50);
-/// Room made in the buffer before each read: the most one read adds.
-const READ_BYTES: usize = 8 * 1024;
+use crate::constants::{BUDGET_RETRY, READ_BYTES};
 
 /// Why a [`FrameReader`] stopped.
 #[derive(Debug, thiserror::Error)]

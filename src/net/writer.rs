@@ -21,6 +21,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::constants::{LAST_WORDS_TIMEOUT, MAX_IOV, SHUTDOWN_TIMEOUT};
+
 /// Why a sink refused a frame.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WriterError {
@@ -70,9 +72,6 @@ pub struct WriterLimits {
     /// a slow consumer, so the peer learns why.
     pub slow_consumer_frame: Option<Bytes>,
 }
-
-/// How long the writer tries to deliver its last frame to a peer that is being dropped.
-pub const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(1);
 
 enum Command {
     Frame(Bytes),
@@ -295,12 +294,9 @@ where
     drop(marks);
     rx.close();
     // Best effort: the socket may be the very thing that is stuck.
-    let _ = tokio::time::timeout(Duration::from_millis(200), socket.shutdown()).await;
+    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, socket.shutdown()).await;
     reason
 }
-
-/// Most frames gathered into one vectored write (Linux takes up to 1,024).
-const MAX_IOV: usize = 64;
 
 enum WriteFailure {
     /// The socket took nothing within the write timeout.

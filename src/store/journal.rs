@@ -11,81 +11,17 @@
 //! [`Journal::open`] reads every segment, skips torn or corrupt records with a warning
 //! naming the file and offset, and hands back every queue's live messages.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
 
-pub use crate::config::FsyncMode;
-
 use super::StoreError;
 use super::record::Record;
-use super::writer::WriterState;
+use super::segments::{DURABLES_FILE, JournalSettings, Location, Moved, Recovered};
+use super::writer::{Op, Usage, WriterState};
 use crate::message::Message;
-
-/// Where and how the journal writes.
-#[derive(Clone, Debug)]
-pub struct JournalSettings {
-    pub dir: PathBuf,
-    pub fsync: FsyncMode,
-    pub segment_bytes: u64,
-}
-
-/// What the journal held at start.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// Every queue's live messages, oldest first: where they are, not their bodies (a
-    /// queue reads them back as consumers reach them).
-    pub queues: BTreeMap<String, Vec<RecoveredMessage>>,
-    /// Torn or corrupt records skipped: file and offset.
-    pub skipped: Vec<(PathBuf, usize)>,
-    /// Durable subscriptions, as `Journal::write_file(DURABLES_FILE, …)` last wrote them.
-    pub durables: Vec<String>,
-}
-
-/// A live message found at start.
-#[derive(Clone, Copy, Debug)]
-pub struct RecoveredMessage {
-    pub id: u64,
-    pub at: Location,
-    pub priority: u8,
-}
-
-/// The file beside the segments that lists durable subscriptions, one per line.
-pub const DURABLES_FILE: &str = "durable-subscriptions";
-
-/// Where a record starts: its segment and byte offset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Location {
-    pub segment: u64,
-    pub offset: u64,
-}
-
-/// Where an append's locations (or its failure) are sent; none for a lazy append.
-pub(super) type Done = Option<oneshot::Sender<Result<Vec<Location>, StoreError>>>;
-
-pub(super) enum Op {
-    Append {
-        records: Vec<Record>,
-        done: Done,
-    },
-    /// Write what is queued, fsync, release the lock, and stop.
-    Close {
-        done: mpsc::Sender<()>,
-    },
-    /// Replace a small file beside the segments (write a copy, fsync, rename).
-    WriteFile {
-        name: String,
-        contents: Vec<u8>,
-    },
-}
-
-/// Messages compaction wrote forward: id → where the copy is. The reader looks here
-/// before it trusts a location a queue kept; an entry goes when its message is removed.
-pub(super) type Moved = Arc<Mutex<HashMap<u64, Location>>>;
 
 /// A handle on the journal; cheap to clone. The writer thread ends when the last handle goes.
 #[derive(Clone)]
@@ -94,18 +30,6 @@ pub struct Journal {
     reads: mpsc::Sender<super::reader::Read>,
     next_id: Arc<AtomicU64>,
     usage: Arc<Usage>,
-}
-
-/// What the writer reports about the files, for `stat`.
-#[derive(Default)]
-pub(super) struct Usage {
-    pub bytes: AtomicU64,
-    pub segments: AtomicU64,
-    pub skipped: AtomicU64,
-    /// Records waiting to be written again (the disk was full).
-    pub unwritten: AtomicU64,
-    /// The queue with the most live messages in the oldest segment, and how many.
-    pub oldest_holder: Mutex<Option<(String, u64)>>,
 }
 
 impl Journal {
@@ -232,7 +156,7 @@ impl Journal {
     pub fn close(&self) {
         let (done, closed) = mpsc::channel();
         if self.ops.send(Op::Close { done }).is_ok() {
-            let _ = closed.recv_timeout(std::time::Duration::from_secs(10));
+            let _ = closed.recv_timeout(crate::constants::JOURNAL_CLOSE_TIMEOUT);
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod format;
 mod journal;
 mod reader;
 pub mod record;
+mod segments;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use crate::message::Message;
 use crate::stats::StoreStat;
 use record::Record;
 
-pub use journal::{
-    DURABLES_FILE, FsyncMode, Journal, JournalSettings, Location, Recovered, RecoveredMessage,
+pub use journal::Journal;
+pub use segments::{
+    DURABLES_FILE, FsyncMode, JournalSettings, Location, Recovered, RecoveredMessage,
 };
 
 /// Why the store could not do something. Every variant names the file or folder.

@@ -13,8 +13,9 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::journal::{Location, Moved};
-use super::record::{self, Record};
+use super::format;
+use super::record::Record;
+use super::segments::{Location, Moved, segment_path};
 use crate::message::Message;
 
 pub(super) struct Read {
@@ -51,7 +52,7 @@ pub(super) fn start(dir: PathBuf, moved: Moved) -> Result<mpsc::Sender<Read>, St
                         last.as_mut()
                             .and_then(|(_, messages)| messages.remove(id))
                             .ok_or_else(|| StoreError::Io {
-                                path: thread_dir.join(format!("{:012}.log", at.segment)),
+                                path: segment_path(&thread_dir, at.segment),
                                 reason: format!(
                                     "no message {id} in the record at offset {}",
                                     at.offset
@@ -72,31 +73,31 @@ fn read_record(
     files: &mut HashMap<u64, File>,
     at: Location,
 ) -> Result<HashMap<u64, Arc<Message>>, StoreError> {
-    let path = dir.join(format!("{:012}.log", at.segment));
+    let path = segment_path(dir, at.segment);
     let file = match files.entry(at.segment) {
         std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
         std::collections::hash_map::Entry::Vacant(slot) => {
             slot.insert(File::open(&path).map_err(|e| StoreError::io(&path, e))?)
         }
     };
-    let mut header = [0u8; record::HEADER_BYTES];
+    let mut header = [0u8; format::HEADER_BYTES];
     file.read_exact_at(&mut header, at.offset)
         .map_err(|e| StoreError::io(&path, e))?;
     let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    if header[..4] != record::MAGIC || len > record::MAX_RECORD_BYTES {
+    if header[..4] != format::MAGIC || len > format::MAX_RECORD_BYTES {
         return Err(StoreError::Io {
             path,
             reason: format!("no record at offset {}", at.offset),
         });
     }
     let mut whole = header.to_vec();
-    whole.resize(record::HEADER_BYTES + len, 0);
+    whole.resize(format::HEADER_BYTES + len, 0);
     file.read_exact_at(
-        &mut whole[record::HEADER_BYTES..],
-        at.offset + record::HEADER_BYTES as u64,
+        &mut whole[format::HEADER_BYTES..],
+        at.offset + format::HEADER_BYTES as u64,
     )
     .map_err(|e| StoreError::io(&path, e))?;
-    Ok(record::decode_all(&whole)
+    Ok(format::decode_all(&whole)
         .records
         .into_iter()
         .flat_map(|(_, record)| record.flatten())

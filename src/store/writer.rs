@@ -18,24 +18,53 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::journal::{
-    Done, FsyncMode, JournalSettings, Location, Moved, Op, Recovered, RecoveredMessage, Usage,
+use super::format;
+use super::record::Record;
+use super::segments::{
+    FsyncMode, JournalSettings, Location, Moved, Recovered, RecoveredMessage, segment_path,
 };
-use super::record::{self, Record};
+use crate::constants::{JOURNAL_HOLDER_EVERY, JOURNAL_RETRY_EVERY, MESSAGE_OVERHEAD};
 
-/// How often records that could not be written are tried again.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// How often the holder of the oldest segment is worked out again for `stat`.
-const HOLDER_EVERY: Duration = Duration::from_secs(2);
-/// Bytes a live message is counted as beyond its body, to decide about compaction.
-const RECORD_OVERHEAD: u64 = 256;
+/// Where an append's locations (or its failure) are sent; none for a lazy append.
+pub(super) type Done = Option<oneshot::Sender<Result<Vec<Location>, StoreError>>>;
+
+pub(super) enum Op {
+    Append {
+        records: Vec<Record>,
+        done: Done,
+    },
+    /// Write what is queued, fsync, release the lock, and stop.
+    Close {
+        done: mpsc::Sender<()>,
+    },
+    /// Replace a small file beside the segments (write a copy, fsync, rename).
+    WriteFile {
+        name: String,
+        contents: Vec<u8>,
+    },
+}
+
+/// What the writer reports about the files, for `stat`.
+#[derive(Default)]
+pub(super) struct Usage {
+    pub bytes: AtomicU64,
+    pub segments: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Records waiting to be written again (the disk was full).
+    pub unwritten: AtomicU64,
+    /// The queue with the most live messages in the oldest segment, and how many.
+    pub oldest_holder: Mutex<Option<(String, u64)>>,
+}
 
 struct Segment {
     path: PathBuf,
@@ -87,10 +116,6 @@ pub(super) struct WriterState {
     _lock: File,
 }
 
-fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("{number:012}.log"))
-}
-
 /// The records of one append, flattened (a transaction's are its parts).
 fn flat(records: &[Record]) -> impl Iterator<Item = &Record> {
     records.iter().flat_map(|record| match record {
@@ -125,7 +150,7 @@ impl WriterState {
     fn count(&mut self, record: &Record, segment: u64) {
         match record {
             Record::Enqueue { queue, id, message } => {
-                let bytes = message.body.len() as u64 + RECORD_OVERHEAD;
+                let bytes = (message.body.len() + MESSAGE_OVERHEAD) as u64;
                 let home = Home { segment, bytes };
                 if let Some(old) = self.live.insert((queue.clone(), *id), home) {
                     self.forget(old);
@@ -178,7 +203,7 @@ impl WriterState {
         for &number in &numbers {
             let path = segment_path(&dir, number);
             let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-            let decoded = record::decode_all(&bytes);
+            let decoded = format::decode_all(&bytes);
             for offset in decoded.skipped {
                 tracing::warn!(file = %path.display(), offset, "skipped a torn or corrupt journal record");
                 recovered.skipped.push((path.clone(), offset));
@@ -271,7 +296,10 @@ impl WriterState {
         self.usage
             .unwritten
             .store(flat(&self.retry).count() as u64, Ordering::Relaxed);
-        if self.holder_at.is_none_or(|at| at.elapsed() >= HOLDER_EVERY) {
+        if self
+            .holder_at
+            .is_none_or(|at| at.elapsed() >= JOURNAL_HOLDER_EVERY)
+        {
             self.holder_at = Some(Instant::now());
             self.holder_stale = false;
             let holder = self.oldest_holder();
@@ -304,7 +332,7 @@ impl WriterState {
             // While records wait for disk space, wake up to try them again; while `stat`'s
             // view of the oldest segment is stale, to bring it up to date.
             let first = if !self.retry.is_empty() || self.holder_stale {
-                match ops.recv_timeout(RETRY_EVERY) {
+                match ops.recv_timeout(JOURNAL_RETRY_EVERY) {
                     Ok(op) => Some(op),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -384,7 +412,7 @@ impl WriterState {
                     segment,
                     offset: start + buf.len() as u64,
                 });
-                if let Err(e) = record::encode(record, &mut buf) {
+                if let Err(e) = format::encode(record, &mut buf) {
                     tracing::error!("cannot encode a journal record: {e}");
                 }
             }
@@ -530,7 +558,7 @@ impl WriterState {
             }
         };
         let mut copies = Vec::new();
-        for (_, record) in record::decode_all(&bytes).records {
+        for (_, record) in format::decode_all(&bytes).records {
             for part in flat(std::slice::from_ref(&record)) {
                 if let Record::Enqueue { queue, id, .. } = part
                     && self
@@ -549,7 +577,7 @@ impl WriterState {
         let mut moved = Vec::with_capacity(copies.len());
         for copy in &copies {
             let offset = start + buf.len() as u64;
-            if record::encode(copy, &mut buf).is_ok()
+            if format::encode(copy, &mut buf).is_ok()
                 && let Record::Enqueue { id, .. } = copy
             {
                 moved.push((

@@ -1,0 +1,78 @@
+//! Every fixed number the broker and its client use that is not a setting, each with why,
+//! in one place (as nats-server's `const.go`). The settings — limits an operator may change —
+//! are [`crate::config::Limits`] and the other `config` sections. Format constants (magic
+//! numbers, protocol versions) stay with the format they define.
+
+use std::time::Duration;
+
+// --- Memory accounting
+
+/// Bytes a message is counted as beyond its body (ids, headers, framing): in the memory
+/// budget, in prefetch and backlog bytes, in the send window, and in the journal's
+/// compaction arithmetic.
+pub const MESSAGE_OVERHEAD: usize = 256;
+
+// --- Sockets (net)
+
+/// Pause after a failed accept (for example when the process is out of file descriptors),
+/// so that an accept loop does not spin. Client listeners and the cluster bridge alike.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Room made in a reader's buffer before each read: the most one read adds, and what an
+/// idle connection's buffer costs.
+pub const READ_BYTES: usize = 8 * 1024;
+/// How often a reader paused by a spent partial-frame budget looks again.
+pub const BUDGET_RETRY: Duration = Duration::from_millis(50);
+/// How long a writer tries to deliver its last frame (the reason) to a peer being dropped.
+pub const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a writer waits for the socket's shutdown once it stops: the socket may be the
+/// very thing that is stuck.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
+/// Most frames gathered into one vectored write (Linux takes up to 1,024).
+pub const MAX_IOV: usize = 64;
+
+// --- Destinations and the journal
+
+/// Paged messages a queue reads back from the journal at a time.
+pub const PAGE_IN_BATCH: usize = 1024;
+/// A queue whose page-in failed tries again after this long.
+pub const PAGE_IN_RETRY: Duration = Duration::from_secs(1);
+/// A queue looks at its waiting sends (to fail those past the send timeout and admit those
+/// that now fit) every quarter of the send timeout, but at least this often...
+pub const BLOCKED_CHECK_MAX: Duration = Duration::from_millis(500);
+/// ...and at most this often.
+pub const BLOCKED_CHECK_MIN: Duration = Duration::from_millis(10);
+/// How often the journal tries again to write records that failed for want of space.
+pub const JOURNAL_RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How often the journal works out again which queue holds its oldest segment, for `stat`.
+pub const JOURNAL_HOLDER_EVERY: Duration = Duration::from_secs(2);
+/// How long closing the journal (at shutdown) waits for its writer to finish.
+pub const JOURNAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+// --- Threads
+
+/// How often each arbiter gives the memory it freed back to the OS.
+pub const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+// --- Cluster
+
+/// How long a bridge handshake may take.
+pub const BRIDGE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request to a broker that is up but not linked yet waits this long for the link.
+pub const BRIDGE_LINK_WAIT: Duration = Duration::from_secs(3);
+/// Redial back-off of a bridge link: the first wait...
+pub const BRIDGE_REDIAL_FIRST: Duration = Duration::from_millis(100);
+/// ...and the longest.
+pub const BRIDGE_REDIAL_MAX: Duration = Duration::from_secs(2);
+/// Bridge envelopes may be this much larger than the largest client frame (their routing
+/// header).
+pub const ENVELOPE_SLACK: usize = 64 * 1024;
+/// How often a broker that knows no other member announces itself to its seeds again.
+pub const REANNOUNCE: Duration = Duration::from_secs(1);
+/// How often a consumer of a destination whose home is away (or a topic mirror) tries to
+/// subscribe again.
+pub const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+// --- Client
+
+/// Replies a requestor buffers ahead of its callers (its reply queue's prefetch).
+pub const REPLY_PREFETCH: u32 = 10_000;
