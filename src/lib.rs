@@ -8,23 +8,27 @@
 //!
 //! ```text
 //! actix System (main thread)
-//! ├── listener tasks ─ native and STOMP: accept, set TCP_NODELAY, hand each socket to the
-//! │                   next arbiter
+//! ├── listener tasks ─ (broker) native and STOMP: accept, set TCP_NODELAY, hand each
+//! │                   socket to the next arbiter
 //! ├── DestinationRegistry ─ name → DestinationRef; creates destinations on first use;
-//! │                         in a cluster asks Placement where each lives
+//! │                         in a cluster asks `Homes` (the cluster's placement) where each
+//! │                         lives
 //! ├── Membership ─ (cluster) foca SWIM over UDP: the member table, up/down notices
 //! ├── bridge tasks ─ (cluster) accept and dial links; per link: reader + HomeSide (serves
 //! │                  the peer's requests), writer task, heartbeat
 //! ├── RemoteConsumer ─ (cluster) one per consumer of a peer on a destination here:
 //! │                    Dispatch → envelopes back to the peer
 //! └── ArbiterPool: one Arbiter (thread) per core
-//!     ├── ConnectionActor ─ one per native socket: FrameReader (FrameCodec, send window,
-//!     │   │                 frame deadline) reads; handshake, sessions
+//!     ├── ConnectionActor ─ (frontend::native) one per native socket: FrameReader
+//!     │   │                 (FrameCodec, send window, frame deadline) reads; handshake,
+//!     │   │                 sessions
 //!     │   ├── writer task ─ the one bounded writer of this socket (FrameSink → batches)
-//!     │   └── SessionActor<NativeWire> ─ one per client session: sends, acks, consumers
-//!     │       └── ConsumerActor<NativeWire> ─ one per subscription: Dispatch → Deliver
-//!     ├── StompConnectionActor ─ one per STOMP socket: FrameReader (StompCodec) reads;
-//!     │   │                      transactions, receipts, heart-beats
+//!     │   └── SessionActor<NativeWire> ─ (session) one per client session: sends, acks,
+//!     │       │                          consumers
+//!     │       └── ConsumerActor<NativeWire> ─ (session) one per subscription: Dispatch →
+//!     │                                       Deliver
+//!     ├── StompConnectionActor ─ (frontend::stomp) one per STOMP socket: FrameReader
+//!     │   │                      (StompCodec) reads; transactions, receipts, heart-beats
 //!     │   ├── writer task
 //!     │   └── SessionActor<StompWire> ─ the connection's one session
 //!     │       └── ConsumerActor<StompWire> ─ encodes MESSAGEs onto the writer itself (the
@@ -49,22 +53,42 @@
 //!
 //! ## What bounds memory
 //!
-//! On the way in, a connection's [`reader::FrameReader`] stops reading while the sends it
-//! read wait for room ([`reader::SendWindow`]: producer flow control reaches the producer's
-//! TCP window), buffers only bytes that arrived (against one broker-wide
-//! [`reader::ReadBudget`]), and drops a frame that does not finish in time. In the middle,
+//! On the way in, a connection's [`net::reader::FrameReader`] stops reading while the sends
+//! it read wait for room ([`net::reader::SendWindow`]: producer flow control reaches the
+//! producer's TCP window), buffers only bytes that arrived (against one broker-wide
+//! [`net::reader::ReadBudget`]), and drops a frame that does not finish in time. In the middle,
 //! queues count their messages against [`destination::MemoryBudget`]. On the way out, each
 //! consumer has a prefetch in messages and in bytes and paces itself to its connection's
-//! [`writer::FrameSink`]; a topic drops a subscriber whose backlog passes its limits. Every
-//! limit is in [`config::Limits`].
+//! [`net::writer::FrameSink`]; a topic drops a subscriber whose backlog passes its limits.
+//! Every limit is in [`config::Limits`]; every fixed number in [`constants`].
+//!
+//! ## The layers
+//!
+//! Each module imports only modules below it (`../shared/tools/module-circles src` finds
+//! no circle, between folders or inside one):
+//!
+//! ```text
+//! broker ─ composes: store, arbiters, registry, cluster, one listener per front-end
+//! frontend::{native, stomp} ─ sockets and a protocol, mapped onto sessions; neither knows
+//! │                           the other
+//! cluster ─ membership, the bridge, placement; implements destination::Homes
+//! session ─ SessionActor, ConsumerActor, ClientWire (what a front-end implements)
+//! destination ─ queues, topics, the registry, DestinationRef, Homes (what a cluster is
+//! │             to the registry)
+//! store ─ the Store trait, the journal and its on-disk format, the memory store
+//! client ─ the native client (protocol, net)
+//! protocol ─ native frames, protocol::stomp; pure codecs, no I/O
+//! net ─ the bounded socket reader and writer
+//! stats, config, constants, message, runtime ─ data and settings, below everything
+//! ```
 //!
 //! ## The flow of one message
 //!
 //! 1. [`client::Producer::send`] encodes a `Send` frame (a batch of messages, with a receipt
-//!    id) and queues it on the connection's [`writer::FrameSink`].
-//! 2. [`broker::ConnectionActor`] decodes it ([`protocol::FrameCodec`] in a
-//!    [`reader::FrameReader`]), counts its bytes in the connection's send window until it
-//!    is answered, and passes it to the frame's [`broker::SessionActor`].
+//!    id) and queues it on the connection's [`net::writer::FrameSink`].
+//! 2. [`frontend::native::ConnectionActor`] decodes it ([`protocol::FrameCodec`] in a
+//!    [`net::reader::FrameReader`]), counts its bytes in the connection's send window until
+//!    it is answered, and passes it to the frame's [`session::SessionActor`].
 //! 3. The session resolves the destination through the registry (once, then cached) to a
 //!    [`destination::DestinationRef`] and sends it [`destination::Enqueue`]; when that is
 //!    answered it writes `Receipt`, which resolves the producer's future.
@@ -74,7 +98,7 @@
 //!    in batches, keeping each delivery in that consumer's in-flight set;
 //!    [`destination::TopicActor`] copies the `Arc` of the message to every subscriber's
 //!    backlog and drains each as its credit allows.
-//! 5. [`broker::ConsumerActor`] writes a `Deliver` frame; the client's driver task routes it
+//! 5. [`session::ConsumerActor`] writes a `Deliver` frame; the client's driver task routes it
 //!    to the [`client::Consumer`]. When the application takes it, the client acknowledges
 //!    (in batches); the ack returns credit and removes the message from the in-flight set
 //!    (a STOMP `ack:auto` consumer settles instead once the writer says the MESSAGE is
@@ -102,16 +126,20 @@
 //!    `DestinationUnavailable { home: node1 }`, and `node3`'s proxy subscribes its
 //!    consumers again, every second, until `node1` is back.
 //!
-//! ## Where the code differs from the starting map (`ARCHITECTURE.md`)
+//! ## Where the code differs from the starting map
+//!
+//! (The starting map is `ARCHITECTURE.md` in the project's shared folder, outside this
+//! repository; where they differ, this page is right.)
 //!
 //! - The in-flight set lives in the destination, not in `ConsumerActor`: the destination is
 //!   the actor that redelivers, so it owns what it may have to redeliver, and a consumer
 //!   that dies needs to send nothing but "unsubscribe".
 //! - A `DestinationRef` is a set of typed `Recipient`s rather than an enum of addresses:
-//!   a proxy actor that forwards through the cluster bridge will plug in without any
+//!   the cluster's proxy actors (`RemoteDestination`, `TopicMirror`) plug in without any
 //!   change to sessions or consumers.
 //! - Session and consumer actors are generic over a `ClientWire` (how they reach their
-//!   client), so the STOMP listener reuses them instead of mapping STOMP onto native frames.
+//!   client), so the STOMP front-end reuses them instead of mapping STOMP onto native
+//!   frames.
 //! - Temporary destinations, composite destinations (`queue:a,topic:b`) and configured
 //!   groups are resolved by the registry; wildcard topics (`prices.>`) are subscription
 //!   points the registry wires to every topic they match, which forward what they publish.
@@ -135,6 +163,9 @@
 //!   broker's subscribers share one subscription to it through a `TopicMirror` (a local
 //!   `TopicActor` fed from the home), so a message crosses to each broker once, and only
 //!   while it has subscribers.
+//! - Journal records have a versioned on-disk format of their own (`store::format`), read
+//!   back in every version written so far; golden journals in `tests/fixtures/` hold it to
+//!   that.
 //! - Failover (master/slave) is a later issue.
 //!
 //! ## Where each part lives
@@ -142,17 +173,19 @@
 //! | module | owns |
 //! |---|---|
 //! | [`message`] | `Message`, `Destination`, `Property`, `AckMode` |
-//! | [`protocol`] | native frames and the length-prefixed MessagePack codec (no I/O) |
-//! | [`reader`] | the bounded frame reader of a client connection: send window, partial-frame budget, frame deadline |
-//! | [`writer`] | the bounded, batching socket writer used by broker and client |
+//! | [`stats`] | the counters `stat` reports (destinations, store, members) |
 //! | [`config`] | settings, profiles, validation, and every limit with its default |
+//! | [`constants`] | every fixed number that is not a setting, with why |
 //! | [`runtime`] | the arbiter pool and the memory-trim hook |
-//! | [`broker`] | listener, connection, session and consumer actors; broker start-up |
-//! | [`destination`] | queue and topic actors, the registry, `DestinationRef` |
-//! | [`cluster`] | membership (foca), the bridge and its envelope codec, placement, remote destinations |
+//! | [`net`] | the bounded socket writer (broker and client) and the bounded frame reader of a client connection (send window, partial-frame budget, frame deadline) |
+//! | [`protocol`] | native frames and the length-prefixed MessagePack codec; [`protocol::stomp`], STOMP frames and codec (no I/O) |
+//! | [`store`] | the `Store` trait; the journal (versioned record format, group-committing writer with retries and compaction, reader, recovery) and the memory store |
+//! | [`destination`] | queue and topic actors, the registry, `DestinationRef`, `Homes` |
+//! | [`session`] | session and consumer actors, `ClientWire` |
+//! | [`frontend`] | [`frontend::native`] (`ConnectionActor`, `NativeWire`) and [`frontend::stomp`] (`StompConnectionActor`, its subscriptions and `StompWire`) |
+//! | [`cluster`] | membership (foca) and the member table, the bridge and its envelope codec, placement, remote destinations; implements `Homes` |
+//! | [`broker`] | broker start-up: store, arbiters, registry, cluster, listeners |
 //! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
-//! | [`stomp`] | the STOMP 1.2 codec (no I/O), `StompConnectionActor`, and its subscriptions and `StompWire` |
-//! | [`store`] | the `Store` trait; the journal (record codec, group-committing writer with retries and compaction, reader, recovery) and the memory store |
 
 pub mod broker;
 pub mod client;

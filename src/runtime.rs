@@ -2,7 +2,7 @@
 //! hash of the destination name (so one hot queue stays on one core and many queues use
 //! them all); connection actors are placed round-robin.
 //!
-//! Memory a burst took is given back: every [`TRIM_EVERY`](crate::constants::TRIM_EVERY) each arbiter calls the trim hook
+//! Memory a burst took is given back: every [`TRIM_EVERY`] each arbiter calls the trim hook
 //! a program registers with [`set_memory_trim`] — the `actormq` binary's asks its allocator
 //! (mimalloc) to return the thread's freed pages to the OS, which it otherwise does only
 //! while the thread keeps allocating.

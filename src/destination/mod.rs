@@ -2,9 +2,9 @@
 //! typed messages every destination understands.
 //!
 //! Sessions and consumers reach a destination only through a [`DestinationRef`]: a set of
-//! typed recipients. Today they point at a local [`QueueActor`] or [`TopicActor`]; a
-//! destination homed on another broker will be the same type pointing at a bridge proxy,
-//! so session and consumer code never learns which.
+//! typed recipients, pointing at a local [`QueueActor`] or [`TopicActor`], or, for a
+//! destination homed on another broker, at the cluster's proxy for it (which [`Homes`]
+//! provides), so session and consumer code never learns which.
 
 mod backlog;
 mod homes;

@@ -147,7 +147,7 @@ pub fn decode_all(buf: &[u8]) -> Decoded {
     decoded
 }
 
-/// Version 1 of a record, as read. [`RecordOut`] writes the same fields from borrowed data.
+/// Version 1 of a record, as read. `RecordOut` writes the same fields from borrowed data.
 #[derive(Debug, Deserialize)]
 pub enum RecordV1 {
     Enqueue {

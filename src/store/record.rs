@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::message::Message;
 
 /// One change to the durable state of a queue (in memory; on disk it is a version of
-/// [`format::RecordV1`]).
+/// [`super::format::RecordV1`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     /// A persistent message was put on `queue` with journal id `id`.
