@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, Context, Handler};
 use actormq::config::RedeliveryPolicy;
 use actormq::destination::{
-    ConsumerId, Control, Dispatch, Enqueue, MemoryBudget, QueueActor, QueueSettings, Subscribe,
+    ConsumerControl, ConsumerId, Control, Dispatch, Enqueue, MemoryBudget, QueueActor,
+    QueueSettings, Subscribe,
 };
 use actormq::protocol::{Frame, FrameCodec, encode_frame};
 use actormq::store::record::Record;
@@ -87,10 +88,10 @@ impl Handler<Dispatch> for SettlingConsumer {
         };
         self.seen += deliveries.len();
         if let Some(queue) = &self.queue {
-            queue.do_send(Control::Settle {
-                consumer: ConsumerId(1),
-                tags: deliveries.iter().map(|d| d.tag).collect(),
-            });
+            queue.do_send(Control::Consumer(
+                ConsumerId(1),
+                ConsumerControl::Settle(deliveries.iter().map(|d| d.tag).collect()),
+            ));
         }
         if self.seen >= self.expect
             && let Some(done) = self.done.take()
@@ -160,7 +161,7 @@ fn queue_dispatch(c: &mut Criterion) {
                             .expect("accepted");
                     }
                     finished.await.expect("every message dispatched");
-                    queue.do_send(Control::Unsubscribe(ConsumerId(1)));
+                    queue.do_send(Control::unsubscribe(ConsumerId(1)));
                 }
                 start.elapsed()
             })

@@ -31,8 +31,8 @@ use tokio_util::codec::FramedRead;
 
 use super::envelope::{
     BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Heartbeat, Hello, Refused, Remotable,
-    RemoteControl, RemoteDeliver, RemoteEnqueue, RemoteEvicted, RemoteStat, RemoteSubscribe, Reply,
-    ReplyBody,
+    RemoteControl, RemoteDeliver, RemoteEnqueue, RemoteEvicted, RemoteSubscribe, Reply, ReplyBody,
+    Routed,
 };
 use super::members::MemberTable;
 use crate::config::{ClusterSettings, Limits};
@@ -41,11 +41,10 @@ use crate::constants::{
     BRIDGE_REDIAL_MAX, ENVELOPE_SLACK,
 };
 use crate::destination::{
-    ConsumerId, Control, Delivery, DestinationError, DestinationRef, DestinationRegistry, Dispatch,
-    ResolveHome, Subscribe,
+    ConsumerControl, ConsumerId, Control, DestinationError, DestinationRef, DestinationRegistry,
+    Dispatch, ResolveHome, Subscribe,
 };
 use crate::net::writer::{FrameSink, WriterLimits};
-use crate::protocol::WireDelivery;
 use crate::stats::{MemberStat, MemberState};
 
 /// Why a link could not be set up.
@@ -609,104 +608,40 @@ async fn route(
         );
         return Ok(());
     }
-    match envelope.tag.as_str() {
-        Heartbeat::TAG => {}
-        Reply::TAG => {
-            let reply: Reply = envelope.open()?;
-            if let Some(pending) = lock(&shared.pending).remove(&envelope.request) {
+    let Some(routed) = Routed::open(&envelope)? else {
+        tracing::warn!(
+            "bridge: ignored an envelope with the unknown tag `{}`",
+            envelope.tag
+        );
+        return Ok(());
+    };
+    let (to, request) = (envelope.to.as_str(), envelope.request);
+    match routed {
+        Routed::Heartbeat => {}
+        Routed::Reply(reply) => {
+            if let Some(pending) = lock(&shared.pending).remove(&request) {
                 let _ = pending.reply.send(reply);
             }
         }
-        RemoteDeliver::TAG => {
-            let deliver: RemoteDeliver = envelope.open()?;
+        Routed::Deliver(deliver) => {
             let sink = lock(&shared.sinks)
                 .get(&deliver.consumer)
                 .map(|s| s.deliver.clone());
             // A consumer that just left: its unsettled deliveries go back when the home
             // destination handles its Unsubscribe, already on the way.
             if let Some(sink) = sink {
-                let deliveries = deliver
-                    .deliveries
-                    .into_iter()
-                    .map(|d| Delivery {
-                        tag: d.tag,
-                        redelivered: d.redelivered,
-                        delivery_count: d.delivery_count,
-                        message: d.message,
-                    })
-                    .collect();
-                sink.do_send(Dispatch::Deliver(deliveries));
+                sink.do_send(Dispatch::Deliver(deliver.deliveries));
             }
         }
-        RemoteEvicted::TAG => {
-            let evicted: RemoteEvicted = envelope.open()?;
+        Routed::Evicted(evicted) => {
             if let Some(sink) = lock(&shared.sinks).remove(&evicted.consumer) {
                 sink.deliver.do_send(Dispatch::Evicted(evicted.reason));
             }
         }
-        RemoteEnqueue::TAG => {
-            let enqueue: RemoteEnqueue = envelope.open()?;
-            match home.local(&envelope.to).await {
-                Ok(target) => {
-                    let accepted = target.enqueue(enqueue.messages);
-                    let reply = home.replier(envelope.request);
-                    actix::spawn(async move { reply(accepted.await.map(|()| ReplyBody::Done)) });
-                }
-                Err(e) => home.replier(envelope.request)(Err(e)),
-            }
-        }
-        RemoteSubscribe::TAG => {
-            let subscribe: RemoteSubscribe = envelope.open()?;
-            match home.local(&envelope.to).await {
-                Ok(target) if target.destination().is_temporary() => {
-                    home.replier(envelope.request)(Err(DestinationError::Refused(format!(
-                        "only the connection that created {} may consume from it",
-                        envelope.to
-                    ))))
-                }
-                Ok(target) => {
-                    // A consumer subscribing again replaces its earlier subscription.
-                    if let Some((old, target)) = home.consumers.remove(&subscribe.consumer) {
-                        target.control(Control::Unsubscribe(old));
-                    }
-                    let local = ConsumerId::next();
-                    let forwarder = RemoteConsumer {
-                        sink: home.sink.clone(),
-                        to: format!("consumer/{}", subscribe.consumer),
-                        consumer: subscribe.consumer,
-                        generation: home.generation,
-                        max_envelope: shared.max_envelope,
-                    }
-                    .start();
-                    home.consumers
-                        .insert(subscribe.consumer, (local, target.clone()));
-                    let subscribed = target.subscribe(Subscribe {
-                        consumer: local,
-                        prefetch: subscribe.prefetch,
-                        sink: forwarder.recipient(),
-                    });
-                    let reply = home.replier(envelope.request);
-                    actix::spawn(async move { reply(subscribed.await.map(|()| ReplyBody::Done)) });
-                }
-                Err(e) => home.replier(envelope.request)(Err(e)),
-            }
-        }
-        RemoteControl::TAG => {
-            let control: RemoteControl = envelope.open()?;
-            home.control(control);
-        }
-        RemoteStat::TAG => {
-            let _: RemoteStat = envelope.open()?;
-            match home.local(&envelope.to).await {
-                Ok(target) => {
-                    let stat = target.stat();
-                    let reply = home.replier(envelope.request);
-                    actix::spawn(async move { reply(stat.await.map(ReplyBody::Stat)) });
-                }
-                Err(e) => home.replier(envelope.request)(Err(e)),
-            }
-        }
-        other => tracing::warn!("bridge: ignored an envelope with the unknown tag `{other}`"),
+        Routed::Enqueue(enqueue) => home.enqueue(to, request, enqueue).await,
+        Routed::Subscribe(subscribe) => home.subscribe(to, request, subscribe).await,
+        Routed::Control(control) => home.control(control),
+        Routed::Stat => home.stat(to, request).await,
     }
     Ok(())
 }
@@ -757,44 +692,82 @@ impl HomeSide {
         move |result| post_on(&sink, "bridge", generation, request, &Reply(result), max)
     }
 
-    fn control(&mut self, control: RemoteControl) {
-        let (consumer, forward) = match control {
-            RemoteControl::Unsubscribe { consumer } => {
-                if let Some((local, target)) = self.consumers.remove(&consumer) {
-                    target.control(Control::Unsubscribe(local));
-                }
-                return;
+    /// The peer's send to the destination `to`, answered once it is accepted.
+    async fn enqueue(&mut self, to: &str, request: u64, enqueue: RemoteEnqueue) {
+        let reply = self.replier(request);
+        match self.local(to).await {
+            Ok(target) => {
+                let accepted = target.enqueue(enqueue.messages);
+                actix::spawn(async move { reply(accepted.await.map(|()| ReplyBody::Done)) });
             }
-            RemoteControl::Settle { consumer, tags } => (consumer, ControlKind::Settle(tags)),
-            RemoteControl::Release { consumer, tags } => (consumer, ControlKind::Release(tags)),
-            RemoteControl::Grant { consumer, credit } => (consumer, ControlKind::Grant(credit)),
-            RemoteControl::Unsent { consumer, tags } => (consumer, ControlKind::Unsent(tags)),
+            Err(e) => reply(Err(e)),
+        }
+    }
+
+    /// The peer's consumer subscribes to `to`: a [`RemoteConsumer`] here is its sink.
+    async fn subscribe(&mut self, to: &str, request: u64, subscribe: RemoteSubscribe) {
+        let reply = self.replier(request);
+        let target = match self.local(to).await {
+            Ok(target) if target.destination().is_temporary() => {
+                return reply(Err(DestinationError::Refused(format!(
+                    "only the connection that created {to} may consume from it"
+                ))));
+            }
+            Ok(target) => target,
+            Err(e) => return reply(Err(e)),
         };
-        let Some((local, target)) = self.consumers.get(&consumer) else {
-            return;
-        };
-        let consumer = *local;
-        target.control(match forward {
-            ControlKind::Settle(tags) => Control::Settle { consumer, tags },
-            ControlKind::Release(tags) => Control::Release { consumer, tags },
-            ControlKind::Grant(credit) => Control::Grant { consumer, credit },
-            ControlKind::Unsent(tags) => Control::Unsent { consumer, tags },
+        // A consumer subscribing again replaces its earlier subscription.
+        if let Some((old, target)) = self.consumers.remove(&subscribe.consumer) {
+            target.control(Control::unsubscribe(old));
+        }
+        let local = ConsumerId::next();
+        let forwarder = RemoteConsumer {
+            sink: self.sink.clone(),
+            to: format!("consumer/{}", subscribe.consumer),
+            consumer: subscribe.consumer,
+            generation: self.generation,
+            max_envelope: self.shared.max_envelope,
+        }
+        .start();
+        self.consumers
+            .insert(subscribe.consumer, (local, target.clone()));
+        let subscribed = target.subscribe(Subscribe {
+            consumer: local,
+            prefetch: subscribe.prefetch,
+            sink: forwarder.recipient(),
         });
+        actix::spawn(async move { reply(subscribed.await.map(|()| ReplyBody::Done)) });
+    }
+
+    /// The counters of `to`.
+    async fn stat(&mut self, to: &str, request: u64) {
+        let reply = self.replier(request);
+        match self.local(to).await {
+            Ok(target) => {
+                let stat = target.stat();
+                actix::spawn(async move { reply(stat.await.map(ReplyBody::Stat)) });
+            }
+            Err(e) => reply(Err(e)),
+        }
+    }
+
+    /// What the peer's consumer says about its deliveries, passed to its destination.
+    fn control(&mut self, RemoteControl { consumer, control }: RemoteControl) {
+        if control == ConsumerControl::Unsubscribe {
+            if let Some((local, target)) = self.consumers.remove(&consumer) {
+                target.control(Control::unsubscribe(local));
+            }
+        } else if let Some((local, target)) = self.consumers.get(&consumer) {
+            target.control(Control::Consumer(*local, control));
+        }
     }
 
     /// The link is gone: the peer's consumers leave their destinations.
     fn close(&mut self) {
         for (_, (local, target)) in self.consumers.drain() {
-            target.control(Control::Unsubscribe(local));
+            target.control(Control::unsubscribe(local));
         }
     }
-}
-
-enum ControlKind {
-    Settle(Vec<u64>),
-    Release(Vec<u64>),
-    Grant(u32),
-    Unsent(Vec<u64>),
 }
 
 /// A consumer on another broker, as its destination here sees it: passes deliveries over
@@ -832,16 +805,7 @@ impl Handler<Dispatch> for RemoteConsumer {
         match dispatch {
             Dispatch::Deliver(deliveries) => self.post(&RemoteDeliver {
                 consumer: self.consumer,
-                deliveries: deliveries
-                    .into_iter()
-                    .map(|d| WireDelivery {
-                        consumer: 0,
-                        tag: d.tag,
-                        redelivered: d.redelivered,
-                        delivery_count: d.delivery_count,
-                        message: d.message,
-                    })
-                    .collect(),
+                deliveries,
             }),
             Dispatch::Evicted(reason) => self.post(&RemoteEvicted {
                 consumer: self.consumer,

@@ -16,13 +16,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::destination::DestinationError;
+use crate::destination::{ConsumerControl, Delivery, DestinationError};
 use crate::message::Message;
-use crate::protocol::{ProtocolError, WireDelivery, put_framed, take_framed};
+use crate::protocol::{ProtocolError, put_framed, take_framed};
 use crate::stats::DestinationStat;
 
 /// The bridge protocol version; a peer with another one is refused at the handshake.
-pub const BRIDGE_VERSION: u32 = 2;
+pub const BRIDGE_VERSION: u32 = 3;
 
 /// Why bytes could not become an envelope, or a payload a message.
 #[derive(Debug, thiserror::Error)]
@@ -150,14 +150,12 @@ impl Remotable for RemoteSubscribe {
     const TAG: &'static str = "destination.subscribe";
 }
 
-/// A consumer's settlements, releases, credit or departure (no reply).
+/// What the consumer `consumer` on the sending broker says about its deliveries (no
+/// reply): the same [`ConsumerControl`] a local consumer sends its destination.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum RemoteControl {
-    Unsubscribe { consumer: u64 },
-    Settle { consumer: u64, tags: Vec<u64> },
-    Release { consumer: u64, tags: Vec<u64> },
-    Grant { consumer: u64, credit: u32 },
-    Unsent { consumer: u64, tags: Vec<u64> },
+pub struct RemoteControl {
+    pub consumer: u64,
+    pub control: ConsumerControl,
 }
 
 impl Remotable for RemoteControl {
@@ -187,11 +185,11 @@ impl Remotable for Reply {
     const TAG: &'static str = "reply";
 }
 
-/// Deliveries for a consumer on the receiving broker (`consumer` in each is unused).
+/// Deliveries for the consumer `consumer` on the receiving broker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RemoteDeliver {
     pub consumer: u64,
-    pub deliveries: Vec<WireDelivery>,
+    pub deliveries: Vec<Delivery>,
 }
 
 impl Remotable for RemoteDeliver {
@@ -207,6 +205,40 @@ pub struct RemoteEvicted {
 
 impl Remotable for RemoteEvicted {
     const TAG: &'static str = "consumer.evicted";
+}
+
+/// What a link's reader routes: an envelope's payload, typed. The string tag is matched
+/// here and only here; everything after is a match on this enum.
+#[derive(Debug)]
+pub enum Routed {
+    Heartbeat,
+    Reply(Reply),
+    Deliver(RemoteDeliver),
+    Evicted(RemoteEvicted),
+    Enqueue(RemoteEnqueue),
+    Subscribe(RemoteSubscribe),
+    Control(RemoteControl),
+    Stat,
+}
+
+impl Routed {
+    /// The envelope's payload; `None` for a tag this build does not route (logged).
+    pub fn open(envelope: &Envelope) -> Result<Option<Routed>, EnvelopeError> {
+        Ok(Some(match envelope.tag.as_str() {
+            Heartbeat::TAG => Routed::Heartbeat,
+            Reply::TAG => Routed::Reply(envelope.open()?),
+            RemoteDeliver::TAG => Routed::Deliver(envelope.open()?),
+            RemoteEvicted::TAG => Routed::Evicted(envelope.open()?),
+            RemoteEnqueue::TAG => Routed::Enqueue(envelope.open()?),
+            RemoteSubscribe::TAG => Routed::Subscribe(envelope.open()?),
+            RemoteControl::TAG => Routed::Control(envelope.open()?),
+            RemoteStat::TAG => {
+                let RemoteStat = envelope.open()?;
+                Routed::Stat
+            }
+            _ => return Ok(None),
+        }))
+    }
 }
 
 /// Length-prefixed envelopes, refusing any longer than `max_bytes`.

@@ -19,7 +19,8 @@ use actix::{
 use super::remote::RemoteDestination;
 use crate::constants::RESUBSCRIBE;
 use crate::destination::{
-    ConsumerId, Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe, TopicActor,
+    ConsumerControl, ConsumerId, Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
+    TopicActor,
 };
 use crate::message::Destination;
 use crate::stats::DestinationStat;
@@ -138,7 +139,7 @@ impl Handler<Subscribe> for TopicMirror {
                     if act.feed == Some(feed) {
                         act.feed = None;
                     }
-                    act.local.do_send(Control::Unsubscribe(consumer));
+                    act.local.do_send(Control::unsubscribe(consumer));
                     if !act.subscribers.is_empty() {
                         act.resubscribe_later(ctx);
                     }
@@ -149,7 +150,7 @@ impl Handler<Subscribe> for TopicMirror {
                     if act.subscribers.is_empty()
                         && let Some(feed) = act.feed.take()
                     {
-                        act.remote.do_send(Control::Unsubscribe(feed));
+                        act.remote.do_send(Control::unsubscribe(feed));
                     }
                     return Err(e);
                 }
@@ -164,13 +165,13 @@ impl Handler<Control> for TopicMirror {
     type Result = ();
 
     fn handle(&mut self, control: Control, _: &mut Context<Self>) {
-        if let Control::Unsubscribe(consumer) = &control {
+        if let Control::Consumer(consumer, ConsumerControl::Unsubscribe) = &control {
             self.subscribers.remove(consumer);
             // The last subscriber here: messages stop crossing to this broker.
             if self.subscribers.is_empty()
                 && let Some(feed) = self.feed.take()
             {
-                self.remote.do_send(Control::Unsubscribe(feed));
+                self.remote.do_send(Control::unsubscribe(feed));
             }
         }
         self.local.do_send(control);
@@ -215,10 +216,8 @@ impl Handler<Dispatch> for TopicMirror {
                 });
                 // In order, one batch at a time: the next waits until this one is taken.
                 ctx.wait(taken.into_actor(self).map(move |_, act, _| {
-                    act.remote.do_send(Control::Settle {
-                        consumer: feed,
-                        tags,
-                    });
+                    act.remote
+                        .do_send(Control::Consumer(feed, ConsumerControl::Settle(tags)));
                 }));
             }
             Dispatch::Evicted(reason) => {

@@ -19,7 +19,9 @@ use super::envelope::{
     Remotable, RemoteControl, RemoteEnqueue, RemoteStat, RemoteSubscribe, Reply, ReplyBody,
 };
 use crate::constants::RESUBSCRIBE;
-use crate::destination::{Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe};
+use crate::destination::{
+    ConsumerControl, Control, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
+};
 use crate::message::Destination;
 use crate::stats::DestinationStat;
 
@@ -179,32 +181,17 @@ impl Handler<Control> for RemoteDestination {
     type Result = ();
 
     fn handle(&mut self, control: Control, _: &mut Context<Self>) {
-        let remote = match control {
-            Control::Unsubscribe(consumer) => {
-                self.consumers.remove(&consumer.0);
-                self.bridge.remove_sink(consumer.0);
-                RemoteControl::Unsubscribe {
-                    consumer: consumer.0,
-                }
-            }
-            Control::Settle { consumer, tags } => RemoteControl::Settle {
-                consumer: consumer.0,
-                tags,
-            },
-            Control::Release { consumer, tags } => RemoteControl::Release {
-                consumer: consumer.0,
-                tags,
-            },
-            Control::Grant { consumer, credit } => RemoteControl::Grant {
-                consumer: consumer.0,
-                credit,
-            },
-            Control::Unsent { consumer, tags } => RemoteControl::Unsent {
-                consumer: consumer.0,
-                tags,
-            },
-            // Wildcard points and temporaries are never remote.
-            Control::ForwardTo(_) | Control::Delete => return,
+        // Wildcard points and temporaries are never remote.
+        let Control::Consumer(consumer, control) = control else {
+            return;
+        };
+        if control == ConsumerControl::Unsubscribe {
+            self.consumers.remove(&consumer.0);
+            self.bridge.remove_sink(consumer.0);
+        }
+        let remote = RemoteControl {
+            consumer: consumer.0,
+            control,
         };
         self.bridge.post_now(&self.home, &self.to, &remote);
     }

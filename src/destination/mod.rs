@@ -28,7 +28,7 @@ pub use registry::{
 pub use topic::TopicActor;
 
 use crate::message::{Destination, Message};
-use crate::protocol::{ErrorCode, Refusal};
+use crate::protocol::{ErrorCode, Refusal, WireDelivery};
 use crate::stats::DestinationStat;
 use crate::store::SharedStore;
 
@@ -101,7 +101,8 @@ pub struct Enqueue {
 }
 
 /// Start delivering to `sink`, `prefetch` deliveries ahead of acknowledgements
-/// (0: only what `Control::Grant` allows). Answered once the subscription is active.
+/// (0: only what `ConsumerControl::Grant` allows). Answered once the subscription is
+/// active.
 #[derive(ActixMessage)]
 #[rtype(result = "Result<(), DestinationError>")]
 pub struct Subscribe {
@@ -119,29 +120,36 @@ pub enum Control {
     ForwardTo(Recipient<Enqueue>),
     /// Stop the destination (a temporary one whose connection closed).
     Delete,
-    /// The consumer is gone: what it had not acknowledged is delivered again to others.
-    Unsubscribe(ConsumerId),
+    /// What one of its consumers says about its deliveries.
+    Consumer(ConsumerId, ConsumerControl),
+}
+
+impl Control {
+    /// The consumer is gone.
+    pub fn unsubscribe(consumer: ConsumerId) -> Control {
+        Control::Consumer(consumer, ConsumerControl::Unsubscribe)
+    }
+}
+
+/// What a consumer tells its destination about its deliveries: the same type from a
+/// client's session, from a consumer's actor, and across the cluster bridge.
+#[derive(ActixMessage, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+pub enum ConsumerControl {
     /// These deliveries are done with; each returns one credit.
-    Settle {
-        consumer: ConsumerId,
-        tags: Vec<u64>,
-    },
+    Settle(Vec<u64>),
     /// The consumer gives these deliveries back (a NACK): a queue delivers them again,
     /// marked redelivered; a topic drops them. Each returns one credit.
-    Release {
-        consumer: ConsumerId,
-        tags: Vec<u64>,
-    },
+    Release(Vec<u64>),
     /// These deliveries never reached the client (the consumer is closing with them still
     /// waiting for room on its socket): a queue takes them back as if never delivered, so
     /// they count toward neither `delivery_count` nor the redelivery limit, and sends that
     /// consumer nothing more.
-    Unsent {
-        consumer: ConsumerId,
-        tags: Vec<u64>,
-    },
-    /// Pull mode: allow `credit` more deliveries.
-    Grant { consumer: ConsumerId, credit: u32 },
+    Unsent(Vec<u64>),
+    /// Pull mode: allow this many more deliveries.
+    Grant(u32),
+    /// The consumer is gone: what it had not acknowledged is delivered again to others.
+    Unsubscribe,
 }
 
 /// Ask for the destination's counters.
@@ -149,14 +157,28 @@ pub enum Control {
 #[rtype(result = "DestinationStat")]
 pub struct GetStat;
 
-/// One message on its way to a consumer.
-#[derive(Clone, Debug)]
+/// One message on its way to a consumer, here or (in a `consumer.deliver` envelope) on
+/// another broker.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Delivery {
     pub tag: u64,
     pub redelivered: bool,
     /// 1 on the first delivery.
     pub delivery_count: u32,
     pub message: Arc<Message>,
+}
+
+impl Delivery {
+    /// The delivery as the native protocol carries it, for the client's consumer `consumer`.
+    pub fn into_wire(self, consumer: u32) -> WireDelivery {
+        WireDelivery {
+            consumer,
+            tag: self.tag,
+            redelivered: self.redelivered,
+            delivery_count: self.delivery_count,
+            message: self.message,
+        }
+    }
 }
 
 /// What a destination sends to a consumer.

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{
-    ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
+    ConsumerControl, ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat,
+    Subscribe,
 };
 use std::time::Duration;
 
@@ -746,8 +747,8 @@ impl Handler<Control> for QueueActor {
                 }
                 ctx.stop()
             }
-            Control::Unsubscribe(id) => self.remove_consumer(id, ctx),
-            Control::Settle { consumer, tags } => {
+            Control::Consumer(id, ConsumerControl::Unsubscribe) => self.remove_consumer(id, ctx),
+            Control::Consumer(consumer, ConsumerControl::Settle(tags)) => {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
                     return;
                 };
@@ -777,7 +778,7 @@ impl Handler<Control> for QueueActor {
                 self.dispatch();
                 self.admit_blocked(ctx);
             }
-            Control::Release { consumer, tags } => {
+            Control::Consumer(consumer, ConsumerControl::Release(tags)) => {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
                     return;
                 };
@@ -795,7 +796,7 @@ impl Handler<Control> for QueueActor {
                 }
                 self.dispatch();
             }
-            Control::Unsent { consumer, tags } => {
+            Control::Consumer(consumer, ConsumerControl::Unsent(tags)) => {
                 let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
                     return;
                 };
@@ -812,7 +813,7 @@ impl Handler<Control> for QueueActor {
                 }
                 self.dispatch();
             }
-            Control::Grant { consumer, credit } => {
+            Control::Consumer(consumer, ConsumerControl::Grant(credit)) => {
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
                     c.credit = c.credit.saturating_add(credit);
                     self.dispatch();

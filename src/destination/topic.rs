@@ -10,8 +10,8 @@ use std::sync::Arc;
 use actix::{Actor, ActorContext, Context, Handler, MessageResult, Recipient, ResponseFuture};
 
 use super::{
-    ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat, Subscribe,
-    footprint,
+    ConsumerControl, ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat,
+    Subscribe, footprint,
 };
 use crate::config::Limits;
 use crate::message::{Destination, Message, now_millis};
@@ -221,16 +221,21 @@ impl Handler<Control> for TopicActor {
                 return;
             }
             Control::Delete => return ctx.stop(),
-            Control::Unsubscribe(id) => {
+            Control::Consumer(id, ConsumerControl::Unsubscribe) => {
                 // A non-durable subscription's undelivered messages go with it.
                 self.subscribers.retain(|s| s.id != id);
                 return;
             }
             // A topic redelivers nothing: whatever comes back is done with.
-            Control::Settle { consumer, tags }
-            | Control::Release { consumer, tags }
-            | Control::Unsent { consumer, tags } => (consumer, 0, tags),
-            Control::Grant { consumer, credit } => (consumer, credit, Vec::new()),
+            Control::Consumer(
+                consumer,
+                ConsumerControl::Settle(tags)
+                | ConsumerControl::Release(tags)
+                | ConsumerControl::Unsent(tags),
+            ) => (consumer, 0, tags),
+            Control::Consumer(consumer, ConsumerControl::Grant(credit)) => {
+                (consumer, credit, Vec::new())
+            }
         };
         let Some(subscriber) = self.subscribers.iter_mut().find(|s| s.id == id) else {
             return;

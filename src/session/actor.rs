@@ -17,12 +17,12 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::Shutdown;
-use super::consumer::{ConsumerActor, ConsumerCommand};
+use super::consumer::ConsumerActor;
 use super::wire::ClientWire;
 use crate::config::Limits;
 use crate::destination::{
-    ConnectionId, ConsumerId, DestinationError, DestinationRef, DestinationRegistry, Lookup,
-    Resolve, Subscribe,
+    ConnectionId, ConsumerControl, ConsumerId, DestinationError, DestinationRef,
+    DestinationRegistry, Lookup, Resolve, Subscribe,
 };
 use crate::message::{AckMode, Destination, Message};
 use crate::net::reader::WindowPermit;
@@ -354,14 +354,14 @@ impl<W: ClientWire> SessionActor<W> {
         ctx.wait(resolve.into_actor(self).map(move |result, act, _ctx| {
             drop(permit);
             if result.is_ok() {
-                act.per_consumer(acks, ConsumerCommand::Ack);
+                act.per_consumer(acks, ConsumerControl::Settle);
             }
             act.receipt(receipt, result);
         }));
     }
 
     /// Groups `(consumer, tag)` pairs by consumer and sends each consumer its tags.
-    fn per_consumer(&self, pairs: Vec<(u32, u64)>, command: fn(Vec<u64>) -> ConsumerCommand) {
+    fn per_consumer(&self, pairs: Vec<(u32, u64)>, command: fn(Vec<u64>) -> ConsumerControl) {
         let mut by_consumer: HashMap<u32, Vec<u64>> = HashMap::new();
         for (consumer, tag) in pairs {
             by_consumer.entry(consumer).or_default().push(tag);
@@ -416,9 +416,9 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
                     addr.do_send(Shutdown);
                 }
             }
-            SessionCommand::Ack { acks } => self.per_consumer(acks, ConsumerCommand::Ack),
+            SessionCommand::Ack { acks } => self.per_consumer(acks, ConsumerControl::Settle),
             SessionCommand::Release { releases } => {
-                self.per_consumer(releases, ConsumerCommand::Release)
+                self.per_consumer(releases, ConsumerControl::Release)
             }
             SessionCommand::Commit {
                 receipt,
@@ -428,7 +428,7 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
             } => self.commit(receipt, sends, acks, permit, ctx),
             SessionCommand::Pull { consumer, count } => {
                 if let Some(addr) = self.consumers.get(&consumer) {
-                    addr.do_send(ConsumerCommand::Pull(count));
+                    addr.do_send(ConsumerControl::Grant(count));
                 }
             }
         }

@@ -27,18 +27,10 @@ use actix::prelude::*;
 use super::Shutdown;
 use super::wire::ClientWire;
 use crate::config::Limits;
-use crate::destination::{ConsumerId, Control, Delivery, DestinationRef, Dispatch, footprint};
+use crate::destination::{
+    ConsumerControl, ConsumerId, Control, DestinationRef, Dispatch, footprint,
+};
 use crate::protocol::WireDelivery;
-
-/// What the session passes to a consumer.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum ConsumerCommand {
-    Ack(Vec<u64>),
-    /// Give deliveries back to be delivered again (NACK).
-    Release(Vec<u64>),
-    Pull(u32),
-}
 
 pub struct ConsumerActor<W: ClientWire> {
     id: ConsumerId,
@@ -156,7 +148,7 @@ impl<W: ClientWire> ConsumerActor<W> {
         settling.count.set(settling.count.get() + 1);
         actix::spawn(async move {
             if written.await {
-                destination.control(Control::Settle { consumer, tags });
+                destination.control(Control::Consumer(consumer, ConsumerControl::Settle(tags)));
             }
             settling.count.set(settling.count.get() - 1);
             settling.done.notify_waiters();
@@ -199,12 +191,9 @@ impl<W: ClientWire> Actor for ConsumerActor<W> {
         actix::spawn(async move {
             settling.finished().await;
             if !unsent.is_empty() {
-                destination.control(Control::Unsent {
-                    consumer,
-                    tags: unsent,
-                });
+                destination.control(Control::Consumer(consumer, ConsumerControl::Unsent(unsent)));
             }
-            destination.control(Control::Unsubscribe(consumer));
+            destination.control(Control::unsubscribe(consumer));
         });
         tracing::debug!(session = self.session, consumer = self.consumer, destination = %self.destination.destination(), "consumer closed");
     }
@@ -217,20 +206,8 @@ impl<W: ClientWire> Handler<Dispatch> for ConsumerActor<W> {
         match msg {
             Dispatch::Deliver(batch) => {
                 let consumer = self.consumer;
-                self.held.extend(batch.into_iter().map(
-                    |Delivery {
-                         tag,
-                         redelivered,
-                         delivery_count,
-                         message,
-                     }| WireDelivery {
-                        consumer,
-                        tag,
-                        redelivered,
-                        delivery_count,
-                        message,
-                    },
-                ));
+                self.held
+                    .extend(batch.into_iter().map(|d| d.into_wire(consumer)));
                 if !self.waiting {
                     self.flush(ctx);
                 }
@@ -243,25 +220,13 @@ impl<W: ClientWire> Handler<Dispatch> for ConsumerActor<W> {
     }
 }
 
-impl<W: ClientWire> Handler<ConsumerCommand> for ConsumerActor<W> {
+/// Acknowledgements, releases and grants from the client, through its session.
+impl<W: ClientWire> Handler<ConsumerControl> for ConsumerActor<W> {
     type Result = ();
 
-    fn handle(&mut self, msg: ConsumerCommand, _ctx: &mut Context<Self>) {
-        let control = match msg {
-            ConsumerCommand::Ack(tags) => Control::Settle {
-                consumer: self.id,
-                tags,
-            },
-            ConsumerCommand::Release(tags) => Control::Release {
-                consumer: self.id,
-                tags,
-            },
-            ConsumerCommand::Pull(credit) => Control::Grant {
-                consumer: self.id,
-                credit,
-            },
-        };
-        self.destination.control(control);
+    fn handle(&mut self, control: ConsumerControl, _ctx: &mut Context<Self>) {
+        self.destination
+            .control(Control::Consumer(self.id, control));
     }
 }
 

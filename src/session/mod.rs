@@ -11,7 +11,7 @@ mod wire;
 use actix::Message as ActixMessage;
 
 pub use actor::{SessionActor, SessionCommand};
-pub use consumer::{ConsumerActor, ConsumerCommand};
+pub use consumer::ConsumerActor;
 pub use wire::ClientWire;
 
 use crate::net::writer::WriterError;
