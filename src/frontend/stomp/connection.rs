@@ -27,7 +27,7 @@
 //! - Selectors are refused with a clear ERROR until selectors exist; login and passcode
 //!   are accepted and not checked.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +36,11 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
+use super::frames::{
+    Failure, error_bytes, message_from, parse_ack_id, parse_heartbeat, receipt_frame,
+    transaction_name,
+};
+use super::receipts::Receipts;
 use super::subscriptions::{AckKind, SharedSubscriptions, StompEvent, StompWire};
 use crate::config::{Config, Limits};
 use crate::destination::{
@@ -62,15 +67,6 @@ struct Pending {
     commit: Option<u64>,
 }
 
-/// RECEIPTs owed for one frame (or a batch of SENDs), sent once `done` and once every
-/// slot before it has gone.
-struct ReceiptSlot {
-    /// The session receipt or COMMIT id it waits for (0: nothing).
-    key: u64,
-    receipts: Vec<String>,
-    done: bool,
-}
-
 /// SENDs to one destination, in the order read.
 struct SendBatch {
     destination: Destination,
@@ -94,28 +90,6 @@ struct Transaction {
     bytes: usize,
 }
 
-/// A STOMP-level failure: becomes an ERROR frame (with these extra headers) and closes the
-/// connection.
-struct Failure {
-    message: String,
-    headers: Vec<(&'static str, String)>,
-}
-
-impl Failure {
-    fn new(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            headers: Vec::new(),
-        }
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::new(e.to_string())
-    }
-}
-
 pub struct StompConnectionActor {
     id: ConnectionId,
     connection_id: String,
@@ -137,7 +111,7 @@ pub struct StompConnectionActor {
     /// COMMIT id → sends not yet confirmed.
     commits: HashMap<u64, usize>,
     /// RECEIPTs owed, in the order their frames came.
-    receipts: VecDeque<ReceiptSlot>,
+    receipts: Receipts,
     /// DISCONNECT came (with this receipt header): no more frames are read.
     disconnecting: Option<Option<String>>,
     transactions: HashMap<String, Transaction>,
@@ -201,7 +175,7 @@ impl StompConnectionActor {
             next_number: 1,
             pending: HashMap::new(),
             batch: None,
-            receipts: VecDeque::new(),
+            receipts: Receipts::default(),
             disconnecting: None,
             commits: HashMap::new(),
             transactions: HashMap::new(),
@@ -229,10 +203,6 @@ impl StompConnectionActor {
         tracing::warn!(peer = %self.peer, "closing STOMP connection: {}", failure.message);
         self.sink.close(Some(error_bytes(&failure)));
         ctx.stop();
-    }
-
-    fn receipt_frame(receipt: &str) -> StompFrame {
-        StompFrame::new(Command::Receipt).header("receipt-id", receipt)
     }
 
     fn session(&self) -> Result<&Addr<SessionActor<StompWire>>, Failure> {
@@ -343,82 +313,11 @@ impl StompConnectionActor {
         match frame.command {
             Command::Send => self.on_send(frame, None, ctx),
             Command::Subscribe => self.on_subscribe(frame, ctx),
-            Command::Unsubscribe => {
-                let id = frame
-                    .get("id")
-                    .or(frame.get("destination"))
-                    .ok_or_else(|| Failure::new("UNSUBSCRIBE needs an id header"))?;
-                let consumer = self
-                    .subscriptions
-                    .lock()
-                    .remove(id)
-                    .ok_or_else(|| Failure::new(format!("no subscription `{id}`")))?;
-                self.session()?
-                    .do_send(SessionCommand::Unsubscribe { consumer });
-                self.answer(&frame, ctx);
-                Ok(())
-            }
-            Command::Ack | Command::Nack => {
-                if let Some(tx) = frame.get("transaction") {
-                    let held = if frame.command == Command::Ack {
-                        Held::Ack(frame.clone())
-                    } else {
-                        Held::Nack(frame.clone())
-                    };
-                    self.transaction(tx)?.held.push(held);
-                } else {
-                    self.settle(&frame)?;
-                }
-                self.answer(&frame, ctx);
-                Ok(())
-            }
-            Command::Begin => {
-                let tx = transaction_name(&frame)?;
-                if self.transactions.contains_key(tx) {
-                    return Err(Failure::new(format!(
-                        "transaction `{tx}` has already begun"
-                    )));
-                }
-                self.transactions
-                    .insert(tx.to_string(), Transaction::default());
-                self.answer(&frame, ctx);
-                Ok(())
-            }
-            Command::Commit => {
-                let tx = transaction_name(&frame)?.to_string();
-                let held = self
-                    .transactions
-                    .remove(&tx)
-                    .ok_or_else(|| Failure::new(format!("unknown transaction `{tx}`")))?
-                    .held;
-                let commit = self.next();
-                let sends = held.iter().filter(|h| matches!(h, Held::Send(_))).count();
-                self.commits.insert(commit, sends);
-                self.receipt_later(
-                    commit,
-                    frame
-                        .get("receipt")
-                        .map(str::to_string)
-                        .into_iter()
-                        .collect(),
-                );
-                for work in held {
-                    match work {
-                        Held::Send(send) => self.on_send(send, Some(commit), ctx)?,
-                        Held::Ack(ack) | Held::Nack(ack) => self.settle(&ack)?,
-                    }
-                }
-                self.commit_progress(commit, ctx);
-                Ok(())
-            }
-            Command::Abort => {
-                let tx = transaction_name(&frame)?;
-                self.transactions
-                    .remove(tx)
-                    .ok_or_else(|| Failure::new(format!("unknown transaction `{tx}`")))?;
-                self.answer(&frame, ctx);
-                Ok(())
-            }
+            Command::Unsubscribe => self.on_unsubscribe(&frame, ctx),
+            Command::Ack | Command::Nack => self.on_ack(frame, ctx),
+            Command::Begin => self.on_begin(&frame, ctx),
+            Command::Commit => self.on_commit(&frame, ctx),
+            Command::Abort => self.on_abort(&frame, ctx),
             Command::Disconnect => {
                 // Every earlier frame's work ends: a send the queue cannot take fails after
                 // the send timeout, with an ERROR instead of this receipt.
@@ -436,6 +335,91 @@ impl StompConnectionActor {
         }
     }
 
+    fn on_unsubscribe(
+        &mut self,
+        frame: &StompFrame,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Failure> {
+        let id = frame
+            .get("id")
+            .or(frame.get("destination"))
+            .ok_or_else(|| Failure::new("UNSUBSCRIBE needs an id header"))?;
+        let consumer = self
+            .subscriptions
+            .lock()
+            .remove(id)
+            .ok_or_else(|| Failure::new(format!("no subscription `{id}`")))?;
+        self.session()?
+            .do_send(SessionCommand::Unsubscribe { consumer });
+        self.answer(frame, ctx);
+        Ok(())
+    }
+
+    /// ACK or NACK, now or (in a transaction) at COMMIT.
+    fn on_ack(&mut self, frame: StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        if let Some(tx) = frame.get("transaction") {
+            let held = if frame.command == Command::Ack {
+                Held::Ack(frame.clone())
+            } else {
+                Held::Nack(frame.clone())
+            };
+            self.transaction(tx)?.held.push(held);
+        } else {
+            self.settle(&frame)?;
+        }
+        self.answer(&frame, ctx);
+        Ok(())
+    }
+
+    fn on_begin(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        let tx = transaction_name(frame)?;
+        if self.transactions.contains_key(tx) {
+            return Err(Failure::new(format!(
+                "transaction `{tx}` has already begun"
+            )));
+        }
+        self.transactions
+            .insert(tx.to_string(), Transaction::default());
+        self.answer(frame, ctx);
+        Ok(())
+    }
+
+    /// Applies what the transaction held, in order; its RECEIPT waits for every send.
+    fn on_commit(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        let tx = transaction_name(frame)?.to_string();
+        let held = self
+            .transactions
+            .remove(&tx)
+            .ok_or_else(|| Failure::new(format!("unknown transaction `{tx}`")))?
+            .held;
+        let commit = self.next();
+        let sends = held.iter().filter(|h| matches!(h, Held::Send(_))).count();
+        self.commits.insert(commit, sends);
+        let receipts = frame
+            .get("receipt")
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        self.receipt_later(commit, receipts);
+        for work in held {
+            match work {
+                Held::Send(send) => self.on_send(send, Some(commit), ctx)?,
+                Held::Ack(ack) | Held::Nack(ack) => self.settle(&ack)?,
+            }
+        }
+        self.commit_progress(commit, ctx);
+        Ok(())
+    }
+
+    fn on_abort(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) -> Result<(), Failure> {
+        let tx = transaction_name(frame)?;
+        self.transactions
+            .remove(tx)
+            .ok_or_else(|| Failure::new(format!("unknown transaction `{tx}`")))?;
+        self.answer(frame, ctx);
+        Ok(())
+    }
+
     /// Answers a frame's `receipt` header (frames with nothing to wait for), after the
     /// RECEIPTs of earlier frames.
     fn answer(&mut self, frame: &StompFrame, ctx: &mut Context<Self>) {
@@ -446,39 +430,23 @@ impl StompConnectionActor {
 
     /// `receipts` are answered once the work `key` is done, in the order frames came.
     fn receipt_later(&mut self, key: u64, receipts: Vec<String>) {
-        if !receipts.is_empty() {
-            self.receipts.push_back(ReceiptSlot {
-                key,
-                receipts,
-                done: false,
-            });
-        }
+        self.receipts.later(key, receipts);
     }
 
     fn receipt_now(&mut self, receipt: String, ctx: &mut Context<Self>) {
-        self.receipts.push_back(ReceiptSlot {
-            key: 0,
-            receipts: vec![receipt],
-            done: true,
-        });
+        self.receipts.now(receipt);
         self.write_receipts(ctx);
     }
 
     /// The work `key` is done: its RECEIPTs go once those before them have.
     fn receipt_done(&mut self, key: u64, ctx: &mut Context<Self>) {
-        if let Some(slot) = self.receipts.iter_mut().find(|slot| slot.key == key) {
-            slot.done = true;
-        }
+        self.receipts.done(key);
         self.write_receipts(ctx);
     }
 
     fn write_receipts(&mut self, ctx: &mut Context<Self>) {
-        while self.receipts.front().is_some_and(|slot| slot.done) {
-            if let Some(slot) = self.receipts.pop_front() {
-                for receipt in &slot.receipts {
-                    self.write(&Self::receipt_frame(receipt), ctx);
-                }
-            }
+        for receipt in self.receipts.ready() {
+            self.write(&receipt_frame(&receipt), ctx);
         }
     }
 
@@ -493,7 +461,7 @@ impl StompConnectionActor {
         }
         let last = receipt.as_ref().map(|r| {
             let mut buf = BytesMut::new();
-            encode_into(&Self::receipt_frame(r), &mut buf);
+            encode_into(&receipt_frame(r), &mut buf);
             buf.freeze()
         });
         self.write_receipts(ctx);
@@ -783,92 +751,6 @@ impl StompConnectionActor {
     }
 }
 
-fn transaction_name(frame: &StompFrame) -> Result<&str, Failure> {
-    frame.get("transaction").ok_or_else(|| {
-        Failure::new(format!(
-            "{} needs a transaction header",
-            frame.command.as_str()
-        ))
-    })
-}
-
-fn parse_heartbeat(value: Option<&str>) -> Result<(u64, u64), Failure> {
-    let Some(value) = value else {
-        return Ok((0, 0));
-    };
-    let bad = || Failure::new(format!("heart-beat `{value}` is not `<ms>,<ms>`"));
-    let (sends, wants) = value.split_once(',').ok_or_else(bad)?;
-    Ok((
-        sends.trim().parse().map_err(|_| bad())?,
-        wants.trim().parse().map_err(|_| bad())?,
-    ))
-}
-
-/// `<consumer>:<tag>`, as written in MESSAGE `ack` headers.
-fn parse_ack_id(id: &str) -> Option<(u32, u64)> {
-    let (consumer, tag) = id.split_once(':')?;
-    Some((consumer.parse().ok()?, tag.parse().ok()?))
-}
-
-fn error_bytes(failure: &Failure) -> Bytes {
-    let message = &failure.message;
-    let mut frame = StompFrame::new(Command::Error).header("message", message.as_str());
-    for (name, value) in &failure.headers {
-        frame = frame.header(*name, value.as_str());
-    }
-    let frame = frame
-        .header("content-type", "text/plain")
-        .header("content-length", message.len().to_string())
-        .body(message.to_string());
-    let mut buf = BytesMut::new();
-    encode_into(&frame, &mut buf);
-    buf.freeze()
-}
-
-/// SEND headers that are not carried as user headers.
-const SEND_HEADERS: [&str; 10] = [
-    "destination",
-    "content-length",
-    "transaction",
-    "receipt",
-    "persistent",
-    "reply-to",
-    "correlation-id",
-    "expires",
-    "priority",
-    "message-id",
-];
-
-fn message_from(frame: &StompFrame, reply_to: Option<Destination>) -> Result<Message, Failure> {
-    let mut message = Message::new(frame.body.clone());
-    message.reply_to = reply_to;
-    message.correlation_id = frame.get("correlation-id").map(str::to_string);
-    // As ActiveMQ's STOMP: persistent only when the header says so.
-    message.persistent = frame
-        .get("persistent")
-        .is_some_and(|p| p.eq_ignore_ascii_case("true"));
-    if let Some(e) = frame.get("expires") {
-        message.expiration = e
-            .trim()
-            .parse()
-            .map_err(|_| Failure::new(format!("expires `{e}` is not a number")))?;
-    }
-    if let Some(p) = frame.get("priority") {
-        let priority: u8 = p
-            .trim()
-            .parse()
-            .map_err(|_| Failure::new(format!("priority `{p}` is not 0-9")))?;
-        message = message.with_priority(priority);
-    }
-    message.timestamp = crate::message::now_millis();
-    for (name, value) in &frame.headers {
-        if !SEND_HEADERS.contains(&name.as_str()) && !message.headers.contains_key(name) {
-            message.headers.insert(name.clone(), value.clone());
-        }
-    }
-    Ok(message)
-}
-
 impl Actor for StompConnectionActor {
     type Context = Context<Self>;
 
@@ -930,11 +812,7 @@ impl Handler<StompEvent> for StompConnectionActor {
                 if let Err(e) = result {
                     // The frame (or COMMIT) this answers is named by its first receipt.
                     let key = pending.commit.unwrap_or(receipt);
-                    let receipt_id = self
-                        .receipts
-                        .iter()
-                        .find(|slot| slot.key == key)
-                        .and_then(|slot| slot.receipts.first().cloned());
+                    let receipt_id = self.receipts.first_of(key);
                     let mut failure = Failure::from(e);
                     failure
                         .headers

@@ -8,6 +8,8 @@
 //! ([`StompWire`]).
 
 mod connection;
+mod frames;
+mod receipts;
 mod subscriptions;
 
 pub use connection::StompConnectionActor;

@@ -1,0 +1,124 @@
+//! What STOMP frames mean to the broker, apart from any connection's state: the message a
+//! SEND carries, the headers that are parsed (heart-beat, ack ids, transactions), and the
+//! ERROR and RECEIPT frames the connection writes.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::message::{Destination, Message};
+use crate::protocol::stomp::{Command, StompFrame, encode_into};
+
+/// A STOMP-level failure: becomes an ERROR frame (with these extra headers) and closes the
+/// connection.
+pub(super) struct Failure {
+    pub message: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+pub(super) fn transaction_name(frame: &StompFrame) -> Result<&str, Failure> {
+    frame.get("transaction").ok_or_else(|| {
+        Failure::new(format!(
+            "{} needs a transaction header",
+            frame.command.as_str()
+        ))
+    })
+}
+
+pub(super) fn parse_heartbeat(value: Option<&str>) -> Result<(u64, u64), Failure> {
+    let Some(value) = value else {
+        return Ok((0, 0));
+    };
+    let bad = || Failure::new(format!("heart-beat `{value}` is not `<ms>,<ms>`"));
+    let (sends, wants) = value.split_once(',').ok_or_else(bad)?;
+    Ok((
+        sends.trim().parse().map_err(|_| bad())?,
+        wants.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+/// `<consumer>:<tag>`, as written in MESSAGE `ack` headers.
+pub(super) fn parse_ack_id(id: &str) -> Option<(u32, u64)> {
+    let (consumer, tag) = id.split_once(':')?;
+    Some((consumer.parse().ok()?, tag.parse().ok()?))
+}
+
+pub(super) fn error_bytes(failure: &Failure) -> Bytes {
+    let message = &failure.message;
+    let mut frame = StompFrame::new(Command::Error).header("message", message.as_str());
+    for (name, value) in &failure.headers {
+        frame = frame.header(*name, value.as_str());
+    }
+    let frame = frame
+        .header("content-type", "text/plain")
+        .header("content-length", message.len().to_string())
+        .body(message.to_string());
+    let mut buf = BytesMut::new();
+    encode_into(&frame, &mut buf);
+    buf.freeze()
+}
+
+/// SEND headers that are not carried as user headers.
+const SEND_HEADERS: [&str; 10] = [
+    "destination",
+    "content-length",
+    "transaction",
+    "receipt",
+    "persistent",
+    "reply-to",
+    "correlation-id",
+    "expires",
+    "priority",
+    "message-id",
+];
+
+pub(super) fn message_from(
+    frame: &StompFrame,
+    reply_to: Option<Destination>,
+) -> Result<Message, Failure> {
+    let mut message = Message::new(frame.body.clone());
+    message.reply_to = reply_to;
+    message.correlation_id = frame.get("correlation-id").map(str::to_string);
+    // As ActiveMQ's STOMP: persistent only when the header says so.
+    message.persistent = frame
+        .get("persistent")
+        .is_some_and(|p| p.eq_ignore_ascii_case("true"));
+    if let Some(e) = frame.get("expires") {
+        message.expiration = e
+            .trim()
+            .parse()
+            .map_err(|_| Failure::new(format!("expires `{e}` is not a number")))?;
+    }
+    if let Some(p) = frame.get("priority") {
+        let priority: u8 = p
+            .trim()
+            .parse()
+            .map_err(|_| Failure::new(format!("priority `{p}` is not 0-9")))?;
+        message = message.with_priority(priority);
+    }
+    message.timestamp = crate::message::now_millis();
+    for (name, value) in &frame.headers {
+        if !SEND_HEADERS.contains(&name.as_str()) && !message.headers.contains_key(name) {
+            message.headers.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(message)
+}
+
+/// A RECEIPT answering `receipt`.
+pub(super) fn receipt_frame(receipt: &str) -> StompFrame {
+    StompFrame::new(Command::Receipt).header("receipt-id", receipt)
+}
