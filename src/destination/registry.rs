@@ -59,6 +59,7 @@ pub struct DeleteDurable(pub Destination);
 pub struct CollectStats;
 
 /// What `stat` shows.
+#[derive(Default)]
 pub struct Stats {
     pub destinations: Vec<DestinationStat>,
     pub store: Option<StoreStat>,

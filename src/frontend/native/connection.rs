@@ -25,7 +25,7 @@ use crate::destination::{
     DestinationRegistry, DropTemporaries, Locate, footprint,
 };
 use crate::frontend::{WriterStopped, slow_consumer_reason, start_writer, writer_limits};
-use crate::message::Message;
+use crate::message::{Destination, Message};
 use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow};
 use crate::net::writer::{CloseReason, FrameSink};
 use crate::protocol::{
@@ -149,14 +149,24 @@ impl ConnectionActor {
         if let State::AwaitingHello = self.state {
             return self.on_hello(frame, ctx);
         }
-        let (session, command) = match frame {
+        let Some(frame) = self.on_connection_frame(frame, ctx) else {
+            return;
+        };
+        match self.session_command(frame) {
+            Ok((session, command)) => self.pass_to_session(session, command, ctx),
+            Err((code, reason)) => self.fail(code, reason, ctx),
+        }
+    }
+
+    /// Handles a frame for the connection itself (sessions, stat, temporaries, goodbye);
+    /// hands back any other.
+    fn on_connection_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) -> Option<Frame> {
+        match frame {
             Frame::OpenSession { session, ack_mode } => {
                 if self.sessions.contains_key(&session) {
-                    return self.fail(
-                        ErrorCode::ProtocolViolation,
-                        format!("session {session} is already open"),
-                        ctx,
-                    );
+                    let reason = format!("session {session} is already open");
+                    self.fail(ErrorCode::ProtocolViolation, reason, ctx);
+                    return None;
                 }
                 let addr = SessionActor::new(
                     session,
@@ -168,34 +178,24 @@ impl ConnectionActor {
                 )
                 .start();
                 self.sessions.insert(session, addr);
-                return;
             }
             Frame::CloseSession { session } => {
                 if let Some(addr) = self.sessions.remove(&session) {
                     addr.do_send(Shutdown);
                 }
-                return;
             }
             Frame::StatRequest { request } => {
                 let stats = self.registry.send(CollectStats);
                 ctx.spawn(stats.into_actor(self).map(move |result, act, ctx| {
-                    let reply = match result {
-                        Ok(stats) => Frame::StatReply {
-                            request,
-                            destinations: stats.destinations,
-                            store: stats.store,
-                            members: stats.members,
-                        },
-                        Err(_) => Frame::StatReply {
-                            request,
-                            destinations: Vec::new(),
-                            store: None,
-                            members: Vec::new(),
-                        },
+                    let stats = result.unwrap_or_default();
+                    let reply = Frame::StatReply {
+                        request,
+                        destinations: stats.destinations,
+                        store: stats.store,
+                        members: stats.members,
                     };
                     act.send(&reply, ctx);
                 }));
-                return;
             }
             Frame::Locate {
                 request,
@@ -206,7 +206,6 @@ impl ConnectionActor {
                     let home = result.ok().flatten();
                     act.send(&Frame::Located { request, home }, ctx);
                 }));
-                return;
             }
             Frame::CreateTemporary {
                 destination,
@@ -216,52 +215,59 @@ impl ConnectionActor {
                     destination: destination.clone(),
                     owner: self.id,
                 });
-                ctx.spawn(created.into_actor(self).map(move |result, act, _ctx| {
-                    let result = result.unwrap_or_else(|_| {
-                        Err(DestinationError::Unavailable(destination.to_string()))
-                    });
-                    act.wire.receipt(receipt, result);
-                }));
-                return;
+                self.receipt_when(created, &destination, receipt, ctx);
             }
             Frame::DeleteDurable {
                 destination,
                 receipt,
             } => {
                 let deleted = self.registry.send(DeleteDurable(destination.clone()));
-                ctx.spawn(deleted.into_actor(self).map(move |result, act, _ctx| {
-                    let result = result.unwrap_or_else(|_| {
-                        Err(DestinationError::Unavailable(destination.to_string()))
-                    });
-                    act.wire.receipt(receipt, result);
-                }));
-                return;
+                self.receipt_when(deleted, &destination, receipt, ctx);
             }
             Frame::Disconnect => {
                 tracing::debug!(peer = %self.peer, "client disconnected");
                 self.sink.close(None);
                 ctx.stop();
-                return;
             }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Answers `receipt` with what the registry says about `destination`.
+    fn receipt_when(
+        &mut self,
+        answer: impl Future<Output = Result<Result<(), DestinationError>, MailboxError>> + 'static,
+        destination: &Destination,
+        receipt: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let unavailable = DestinationError::Unavailable(destination.to_string());
+        ctx.spawn(answer.into_actor(self).map(move |result, act, _ctx| {
+            act.wire
+                .receipt(receipt, result.unwrap_or(Err(unavailable)));
+        }));
+    }
+
+    /// A frame for one of the connection's sessions, as the command it is.
+    fn session_command(&self, frame: Frame) -> Result<(u32, SessionCommand), (ErrorCode, String)> {
+        let refused = |reason| (ErrorCode::Refused, reason);
+        Ok(match frame {
             Frame::Send {
                 session,
                 destination,
                 receipt,
                 messages,
             } => {
-                let bytes = match self.check_bodies(&messages) {
-                    Ok(bytes) => bytes,
-                    Err(reason) => return self.fail(ErrorCode::Refused, reason, ctx),
+                let bytes = self.check_bodies(&messages).map_err(refused)?;
+                let permit = self.window.take(bytes);
+                let send = SessionCommand::Send {
+                    destination,
+                    receipt,
+                    messages,
+                    permit,
                 };
-                (
-                    session,
-                    SessionCommand::Send {
-                        destination,
-                        receipt,
-                        messages,
-                        permit: self.window.take(bytes),
-                    },
-                )
+                (session, send)
             }
             Frame::Subscribe {
                 session,
@@ -289,36 +295,30 @@ impl ConnectionActor {
                 sends,
                 acks,
             } => {
-                let bytes = match self.check_bodies(sends.iter().flat_map(|s| &s.messages)) {
-                    Ok(bytes) => bytes,
-                    Err(reason) => return self.fail(ErrorCode::Refused, reason, ctx),
+                let messages = sends.iter().flat_map(|s| &s.messages);
+                let bytes = self.check_bodies(messages).map_err(refused)?;
+                let permit = self.window.take(bytes);
+                let commit = SessionCommand::Commit {
+                    receipt,
+                    sends,
+                    acks,
+                    permit,
                 };
-                (
-                    session,
-                    SessionCommand::Commit {
-                        receipt,
-                        sends,
-                        acks,
-                        permit: self.window.take(bytes),
-                    },
-                )
+                (session, commit)
             }
             Frame::Pull {
                 session,
                 consumer,
                 count,
             } => (session, SessionCommand::Pull { consumer, count }),
-            other @ (Frame::Hello { .. }
-            | Frame::Welcome { .. }
-            | Frame::Receipt { .. }
-            | Frame::Deliver { .. }
-            | Frame::StatReply { .. }
-            | Frame::Located { .. }
-            | Frame::Error { .. }) => {
-                let message = format!("a client may not send {} here", other.name());
-                return self.fail(ErrorCode::ProtocolViolation, message, ctx);
+            other => {
+                let reason = format!("a client may not send {} here", other.name());
+                return Err((ErrorCode::ProtocolViolation, reason));
             }
-        };
+        })
+    }
+
+    fn pass_to_session(&mut self, session: u32, command: SessionCommand, ctx: &mut Context<Self>) {
         match self.sessions.get(&session) {
             Some(addr) => addr.do_send(command),
             // Acks and pulls may race the close of their session: nothing is left to do.
