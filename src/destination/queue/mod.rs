@@ -10,32 +10,36 @@
 //! once they and every batch before them are durable (so a non-persistent message never
 //! overtakes a persistent one sent before it). Acknowledging a persistent message appends a
 //! removal, without waiting for it.
+//!
+//! This file holds the actor, its consumers and dispatch; [`flow`] the sends that wait for
+//! room, [`storage`] the journal and paging, [`redelivery`] what comes back or expires.
+
+mod flow;
+mod redelivery;
+mod storage;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::{
-    ConsumerControl, ConsumerId, Control, Delivery, DestinationError, Dispatch, Enqueue, GetStat,
-    Subscribe,
+    ConsumerControl, ConsumerId, Control, Delivery, DestinationError, Dispatch, GetStat, Subscribe,
 };
-use std::time::Duration;
+pub use redelivery::{DLQ_ORIGINAL_DESTINATION, DLQ_REASON};
 
+use super::DestinationRegistry;
 use super::backlog::{Backlog, Prioritized};
 use super::memory::{MemoryBudget, footprint};
-use super::{DestinationRegistry, Resolve};
 use crate::config::RedeliveryPolicy;
-use crate::constants::{BLOCKED_CHECK_MAX, BLOCKED_CHECK_MIN, PAGE_IN_BATCH, PAGE_IN_RETRY};
+use crate::constants::{BLOCKED_CHECK_MAX, BLOCKED_CHECK_MIN};
 use crate::message::{Destination, Message, now_millis};
 use crate::stats::DestinationStat;
 use crate::store::record::Record;
 use crate::store::{Location, RecoveredMessage, SharedStore};
-
-/// Header of a dead letter: the queue it came from.
-pub const DLQ_ORIGINAL_DESTINATION: &str = "actormq.dlq.original-destination";
-/// Header of a dead letter: why it was dead-lettered.
-pub const DLQ_REASON: &str = "actormq.dlq.reason";
+use flow::Blocked;
+use storage::Unconfirmed;
 
 /// A message waiting in the queue or delivered and not yet acknowledged.
 #[derive(Clone)]
@@ -85,31 +89,6 @@ impl Prioritized for Queued {
             Body::Paged { priority, .. } => *priority,
         }
     }
-}
-
-/// Messages read back from the journal, for the backlog entries with these ids.
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-struct PagedIn {
-    ids: Vec<u64>,
-    result: Result<Vec<Arc<Message>>, crate::store::StoreError>,
-}
-
-/// A send waiting for the queue to have room.
-struct Blocked {
-    enqueue: Enqueue,
-    bytes: usize,
-    since: std::time::Instant,
-    reply: tokio::sync::oneshot::Sender<Result<(), DestinationError>>,
-}
-
-/// Messages of one `Enqueue`, waiting for the journal.
-struct Unconfirmed {
-    seq: u64,
-    messages: Vec<Queued>,
-    durable: bool,
-    /// Where the journal put each stored message of the batch, in order.
-    locations: Vec<Location>,
 }
 
 struct QueueConsumer {
@@ -366,338 +345,6 @@ impl QueueActor {
         }
         self.dispatch();
     }
-
-    /// A delivered message comes back: to the front of the backlog after `delay`, or, past
-    /// the maximum redeliveries, to the dead-letter queue.
-    fn redeliver(&mut self, queued: Queued, delay: Duration, why: &str, ctx: &mut Context<Self>) {
-        let is_dlq = self.destination.name().starts_with(&self.policy.dlq_prefix);
-        if queued.deliveries > self.policy.max_redeliveries && !is_dlq {
-            let reason = format!(
-                "delivered {} times without acknowledgement (the last time {why}); maximum redeliveries {}",
-                queued.deliveries, self.policy.max_redeliveries
-            );
-            return self.dead_letter(queued, reason);
-        }
-        if delay.is_zero() {
-            self.backlog.push_front(queued);
-            return;
-        }
-        self.delayed += 1;
-        ctx.run_later(delay, move |act, _ctx| {
-            act.delayed -= 1;
-            act.backlog.push_front(queued);
-            act.dispatch();
-        });
-    }
-
-    /// An expired message leaves the queue, never delivered: to the dead-letter queue if
-    /// the policy says so, else dropped. Counted as dequeued so depth stays
-    /// enqueued - dequeued.
-    fn expire(&mut self, queued: Queued) {
-        let is_dlq = self.destination.name().starts_with(&self.policy.dlq_prefix);
-        if self.policy.expired_to_dlq && !is_dlq {
-            return self.dead_letter(queued, "expired before it was delivered".into());
-        }
-        self.release_memory(queued.held_bytes());
-        self.dequeued += 1;
-        if let (Some(store), Some(id)) = (&self.store, queued.store_id) {
-            store.append_lazy(vec![Record::Remove {
-                queue: self.destination.name().to_string(),
-                id,
-            }]);
-        }
-    }
-
-    /// Moves a message to this queue's dead-letter queue, naming where it came from and
-    /// why; it leaves this queue's journal only once the dead-letter queue has it.
-    fn dead_letter(&mut self, queued: Queued, reason: String) {
-        self.dequeued += 1;
-        self.release_memory(queued.held_bytes());
-        let Some(message) = queued.message().cloned() else {
-            tracing::error!(queue = %self.destination, "a paged message cannot be dead-lettered");
-            return;
-        };
-        let dlq = Destination::queue(format!(
-            "{}{}",
-            self.policy.dlq_prefix,
-            self.destination.name()
-        ));
-        tracing::warn!(queue = %self.destination, message = %message.id, %dlq, "dead-lettered: {reason}");
-        let Some(registry) = self.registry.clone() else {
-            return;
-        };
-        let mut copy = (*message).clone();
-        copy.headers.insert(
-            DLQ_ORIGINAL_DESTINATION.into(),
-            self.destination.to_string(),
-        );
-        copy.headers.insert(DLQ_REASON.into(), reason);
-        // A dead letter stays until someone looks at it (or it would expire again there).
-        copy.expiration = 0;
-        let store = self.store.clone();
-        let queue = self.destination.name().to_string();
-        let moved = async move {
-            let targets = registry
-                .send(Resolve(dlq.clone()))
-                .await
-                .map_err(|e| DestinationError::Unavailable(e.to_string()))??;
-            for target in targets {
-                target.enqueue(vec![Arc::new(copy.clone())]).await?;
-            }
-            if let (Some(store), Some(id)) = (store, queued.store_id) {
-                store.append_lazy(vec![Record::Remove {
-                    queue: queue.clone(),
-                    id,
-                }]);
-            }
-            Ok::<_, DestinationError>(())
-        };
-        // A task of this arbiter: the move finishes even if this queue is busy or stops.
-        actix::spawn(async move {
-            if let Err(e) = moved.await {
-                tracing::error!("cannot dead-letter a message: {e}");
-            }
-        });
-    }
-}
-
-impl QueueActor {
-    /// Journal ids of everything waiting, or still being stored.
-    fn backlog_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.backlog
-            .iter()
-            .chain(self.unconfirmed.iter().flat_map(|b| b.messages.iter()))
-            .filter_map(|q| q.store_id)
-    }
-
-    /// Moves every batch at the front of `unconfirmed` that is durable to the backlog.
-    fn release_durable(&mut self) {
-        while self.unconfirmed.front().is_some_and(|b| b.durable) {
-            let Some(batch) = self.unconfirmed.pop_front() else {
-                break;
-            };
-            if !self.paging() {
-                self.backlog.extend(batch.messages);
-                continue;
-            }
-            // A long backlog: stored messages wait on disk only.
-            let mut locations = batch.locations.into_iter();
-            for mut queued in batch.messages {
-                if queued.store_id.is_some()
-                    && let (Some(at), Some(message)) = (locations.next(), queued.message())
-                {
-                    let bytes = footprint(message);
-                    queued.body = Body::Paged {
-                        at,
-                        priority: message.priority,
-                    };
-                    self.release_memory(bytes);
-                    self.paged += 1;
-                }
-                self.backlog.push_back(queued);
-            }
-        }
-        self.dispatch();
-    }
-
-    /// Whether new stored messages should be paged out: the queue or the broker holds more
-    /// than half its memory limit.
-    fn paging(&self) -> bool {
-        self.store.is_some() && self.memory.past_half(self.held)
-    }
-
-    /// Reads the first paged messages of the backlog back from the journal.
-    fn page_in(&mut self) {
-        if self.paging_in {
-            return;
-        }
-        let (Some(store), Some(me)) = (self.store.clone(), self.me.clone()) else {
-            return;
-        };
-        let wanted: Vec<(u64, Location)> = self
-            .backlog
-            .iter()
-            .take(PAGE_IN_BATCH)
-            .filter_map(|q| match (&q.body, q.store_id) {
-                (Body::Paged { at, .. }, Some(id)) => Some((id, *at)),
-                _ => None,
-            })
-            .collect();
-        if wanted.is_empty() {
-            return;
-        }
-        self.paging_in = true;
-        let ids: Vec<u64> = wanted.iter().map(|(id, _)| *id).collect();
-        let read = store.read(wanted);
-        actix::spawn(async move {
-            let result = read.await;
-            me.do_send(PagedIn { ids, result });
-        });
-    }
-}
-
-impl QueueActor {
-    /// Room was made: admits waiting sends, oldest first, while they fit.
-    fn admit_blocked(&mut self, ctx: &mut Context<Self>) {
-        while let Some(front) = self.blocked.front() {
-            if !self.memory.take(self.held, front.bytes) {
-                break;
-            }
-            let Some(blocked) = self.blocked.pop_front() else {
-                break;
-            };
-            self.held += blocked.bytes;
-            let accepted = self.accept(blocked.enqueue, blocked.bytes);
-            let reply = blocked.reply;
-            ctx.spawn(accepted.map(move |result, _act, _ctx| {
-                let _ = reply.send(result);
-            }));
-        }
-    }
-
-    /// Fails sends that have waited longer than the send timeout.
-    fn expire_blocked(&mut self) {
-        while self
-            .blocked
-            .front()
-            .is_some_and(|b| b.since.elapsed() >= self.send_timeout)
-        {
-            if let Some(blocked) = self.blocked.pop_front() {
-                let reason = format!(
-                    "{}; the send waited {} ms for room",
-                    self.memory
-                        .full_reason(&self.destination.to_string(), self.held),
-                    self.send_timeout.as_millis()
-                );
-                let _ = blocked.reply.send(Err(DestinationError::Refused(reason)));
-            }
-        }
-    }
-
-    /// Messages leave the queue for good: their bytes are free again.
-    fn release_memory(&mut self, bytes: usize) {
-        let bytes = bytes.min(self.held);
-        self.held -= bytes;
-        self.memory.give_back(bytes);
-    }
-}
-
-impl Handler<Enqueue> for QueueActor {
-    type Result = ResponseActFuture<Self, Result<(), DestinationError>>;
-
-    /// Flow control: a send that does not fit in the queue's or the broker's memory waits
-    /// (behind earlier waiting sends) until consumers make room, or fails at once with
-    /// `fail_when_full`, or after the send timeout.
-    fn handle(&mut self, msg: Enqueue, _ctx: &mut Context<Self>) -> Self::Result {
-        let bytes: usize = msg.messages.iter().map(|m| footprint(m)).sum();
-        // Stored messages of a paging queue go to disk only once durable: no need to wait.
-        let pages_out =
-            msg.stored.is_empty() && self.paging() && msg.messages.iter().all(|m| m.persistent);
-        if pages_out {
-            self.memory.force_take(bytes);
-            self.held += bytes;
-            return self.accept(msg, bytes);
-        }
-        if self.blocked.is_empty() && self.memory.take(self.held, bytes) {
-            self.held += bytes;
-            return self.accept(msg, bytes);
-        }
-        let full = self
-            .memory
-            .full_reason(&self.destination.to_string(), self.held);
-        if self.fail_when_full {
-            return Box::pin(fut::ready(Err(DestinationError::Refused(full))));
-        }
-        tracing::debug!(queue = %self.destination, "a producer waits: {full}");
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.blocked.push_back(Blocked {
-            enqueue: msg,
-            bytes,
-            since: std::time::Instant::now(),
-            reply,
-        });
-        let gone = DestinationError::Unavailable(self.destination.to_string());
-        Box::pin(fut::wrap_future(async move {
-            answer.await.unwrap_or(Err(gone))
-        }))
-    }
-}
-
-impl QueueActor {
-    /// Takes a send whose `bytes` are already counted.
-    fn accept(
-        &mut self,
-        msg: Enqueue,
-        bytes: usize,
-    ) -> ResponseActFuture<Self, Result<(), DestinationError>> {
-        let count = msg.messages.len() as u64;
-        self.enqueued += count;
-        let mut records = Vec::new();
-        let stored = msg.stored;
-        let messages: Vec<Queued> = msg
-            .messages
-            .into_iter()
-            .enumerate()
-            .map(|(i, message)| {
-                let store_id = match &self.store {
-                    // Already stored by a committed transaction.
-                    _ if !stored.is_empty() => stored.get(i).copied().flatten(),
-                    Some(store) if message.persistent => {
-                        let id = store.next_id();
-                        records.push(Record::Enqueue {
-                            queue: self.destination.name().to_string(),
-                            id,
-                            message: message.clone(),
-                        });
-                        Some(id)
-                    }
-                    _ => None,
-                };
-                Queued::loaded(message, store_id)
-            })
-            .collect();
-        let seq = self.next_batch;
-        self.next_batch += 1;
-        let (Some(store), false) = (&self.store, records.is_empty()) else {
-            // Nothing to store: in order behind any batch still being stored.
-            self.unconfirmed.push_back(Unconfirmed {
-                seq,
-                messages,
-                durable: true,
-                locations: Vec::new(),
-            });
-            self.release_durable();
-            return Box::pin(fut::ready(Ok(())));
-        };
-        let append = store.append(records);
-        self.unconfirmed.push_back(Unconfirmed {
-            seq,
-            messages,
-            durable: false,
-            locations: Vec::new(),
-        });
-        Box::pin(append.into_actor(self).map(move |result, act, _ctx| {
-            match &result {
-                Ok(locations) => {
-                    if let Some(batch) = act.unconfirmed.iter_mut().find(|b| b.seq == seq) {
-                        batch.durable = true;
-                        batch.locations = locations.clone();
-                    }
-                }
-                Err(e) => {
-                    // Not stored, so not accepted: the producer is told; nothing is delivered.
-                    tracing::error!(queue = %act.destination, "cannot store messages: {e}");
-                    act.unconfirmed.retain(|b| b.seq != seq);
-                    act.enqueued -= count;
-                    act.release_memory(bytes);
-                }
-            }
-            act.release_durable();
-            result.map(|_| ()).map_err(|e| {
-                DestinationError::Refused(format!("the messages could not be stored: {e}"))
-            })
-        }))
-    }
 }
 
 impl Handler<Subscribe> for QueueActor {
@@ -820,37 +467,6 @@ impl Handler<Control> for QueueActor {
                 }
             }
         }
-    }
-}
-
-impl Handler<PagedIn> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: PagedIn, ctx: &mut Context<Self>) {
-        self.paging_in = false;
-        let messages = match msg.result {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::error!(queue = %self.destination, "cannot read paged messages back: {e}; retrying");
-                ctx.run_later(PAGE_IN_RETRY, |act, _ctx| act.dispatch());
-                return;
-            }
-        };
-        let mut loaded: HashMap<u64, Arc<Message>> = msg.ids.into_iter().zip(messages).collect();
-        let mut bytes = 0;
-        for queued in self.backlog.iter_mut().take(PAGE_IN_BATCH * 2) {
-            if let (Body::Paged { .. }, Some(id)) = (&queued.body, queued.store_id)
-                && let Some(message) = loaded.remove(&id)
-            {
-                bytes += footprint(&message);
-                queued.body = Body::Loaded(message);
-                self.paged -= 1;
-            }
-        }
-        // Paged-in messages are about to be delivered: held whatever the limits.
-        self.memory.force_take(bytes);
-        self.held += bytes;
-        self.dispatch();
     }
 }
 

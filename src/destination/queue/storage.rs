@@ -1,0 +1,216 @@
+//! A queue's journal: batches wait in `unconfirmed` until they (and every batch before
+//! them) are durable, then join the backlog, on disk only while the queue is past half its
+//! memory limit (paging); paged messages are read back in batches as consumers reach them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{Body, QueueActor, Queued};
+use crate::constants::{PAGE_IN_BATCH, PAGE_IN_RETRY};
+use crate::destination::memory::footprint;
+use crate::destination::{DestinationError, Enqueue};
+use crate::message::Message;
+use crate::store::Location;
+use crate::store::record::Record;
+
+/// Messages read back from the journal, for the backlog entries with these ids.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(super) struct PagedIn {
+    pub(super) ids: Vec<u64>,
+    pub(super) result: Result<Vec<Arc<Message>>, crate::store::StoreError>,
+}
+
+/// Messages of one `Enqueue`, waiting for the journal.
+pub(super) struct Unconfirmed {
+    pub(super) seq: u64,
+    pub(super) messages: Vec<Queued>,
+    pub(super) durable: bool,
+    /// Where the journal put each stored message of the batch, in order.
+    pub(super) locations: Vec<Location>,
+}
+
+impl QueueActor {
+    /// Journal ids of everything waiting, or still being stored.
+    pub(super) fn backlog_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.backlog
+            .iter()
+            .chain(self.unconfirmed.iter().flat_map(|b| b.messages.iter()))
+            .filter_map(|q| q.store_id)
+    }
+
+    /// Moves every batch at the front of `unconfirmed` that is durable to the backlog.
+    pub(super) fn release_durable(&mut self) {
+        while self.unconfirmed.front().is_some_and(|b| b.durable) {
+            let Some(batch) = self.unconfirmed.pop_front() else {
+                break;
+            };
+            if !self.paging() {
+                self.backlog.extend(batch.messages);
+                continue;
+            }
+            // A long backlog: stored messages wait on disk only.
+            let mut locations = batch.locations.into_iter();
+            for mut queued in batch.messages {
+                if queued.store_id.is_some()
+                    && let (Some(at), Some(message)) = (locations.next(), queued.message())
+                {
+                    let bytes = footprint(message);
+                    queued.body = Body::Paged {
+                        at,
+                        priority: message.priority,
+                    };
+                    self.release_memory(bytes);
+                    self.paged += 1;
+                }
+                self.backlog.push_back(queued);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Whether new stored messages should be paged out: the queue or the broker holds more
+    /// than half its memory limit.
+    pub(super) fn paging(&self) -> bool {
+        self.store.is_some() && self.memory.past_half(self.held)
+    }
+
+    /// Reads the first paged messages of the backlog back from the journal.
+    pub(super) fn page_in(&mut self) {
+        if self.paging_in {
+            return;
+        }
+        let (Some(store), Some(me)) = (self.store.clone(), self.me.clone()) else {
+            return;
+        };
+        let wanted: Vec<(u64, Location)> = self
+            .backlog
+            .iter()
+            .take(PAGE_IN_BATCH)
+            .filter_map(|q| match (&q.body, q.store_id) {
+                (Body::Paged { at, .. }, Some(id)) => Some((id, *at)),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        self.paging_in = true;
+        let ids: Vec<u64> = wanted.iter().map(|(id, _)| *id).collect();
+        let read = store.read(wanted);
+        actix::spawn(async move {
+            let result = read.await;
+            me.do_send(PagedIn { ids, result });
+        });
+    }
+}
+
+impl QueueActor {
+    /// Takes a send whose `bytes` are already counted.
+    pub(super) fn accept(
+        &mut self,
+        msg: Enqueue,
+        bytes: usize,
+    ) -> ResponseActFuture<Self, Result<(), DestinationError>> {
+        let count = msg.messages.len() as u64;
+        self.enqueued += count;
+        let mut records = Vec::new();
+        let stored = msg.stored;
+        let messages: Vec<Queued> = msg
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, message)| {
+                let store_id = match &self.store {
+                    // Already stored by a committed transaction.
+                    _ if !stored.is_empty() => stored.get(i).copied().flatten(),
+                    Some(store) if message.persistent => {
+                        let id = store.next_id();
+                        records.push(Record::Enqueue {
+                            queue: self.destination.name().to_string(),
+                            id,
+                            message: message.clone(),
+                        });
+                        Some(id)
+                    }
+                    _ => None,
+                };
+                Queued::loaded(message, store_id)
+            })
+            .collect();
+        let seq = self.next_batch;
+        self.next_batch += 1;
+        let (Some(store), false) = (&self.store, records.is_empty()) else {
+            // Nothing to store: in order behind any batch still being stored.
+            self.unconfirmed.push_back(Unconfirmed {
+                seq,
+                messages,
+                durable: true,
+                locations: Vec::new(),
+            });
+            self.release_durable();
+            return Box::pin(fut::ready(Ok(())));
+        };
+        let append = store.append(records);
+        self.unconfirmed.push_back(Unconfirmed {
+            seq,
+            messages,
+            durable: false,
+            locations: Vec::new(),
+        });
+        Box::pin(append.into_actor(self).map(move |result, act, _ctx| {
+            match &result {
+                Ok(locations) => {
+                    if let Some(batch) = act.unconfirmed.iter_mut().find(|b| b.seq == seq) {
+                        batch.durable = true;
+                        batch.locations = locations.clone();
+                    }
+                }
+                Err(e) => {
+                    // Not stored, so not accepted: the producer is told; nothing is delivered.
+                    tracing::error!(queue = %act.destination, "cannot store messages: {e}");
+                    act.unconfirmed.retain(|b| b.seq != seq);
+                    act.enqueued -= count;
+                    act.release_memory(bytes);
+                }
+            }
+            act.release_durable();
+            result.map(|_| ()).map_err(|e| {
+                DestinationError::Refused(format!("the messages could not be stored: {e}"))
+            })
+        }))
+    }
+}
+
+impl Handler<PagedIn> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PagedIn, ctx: &mut Context<Self>) {
+        self.paging_in = false;
+        let messages = match msg.result {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::error!(queue = %self.destination, "cannot read paged messages back: {e}; retrying");
+                ctx.run_later(PAGE_IN_RETRY, |act, _ctx| act.dispatch());
+                return;
+            }
+        };
+        let mut loaded: HashMap<u64, Arc<Message>> = msg.ids.into_iter().zip(messages).collect();
+        let mut bytes = 0;
+        for queued in self.backlog.iter_mut().take(PAGE_IN_BATCH * 2) {
+            if let (Body::Paged { .. }, Some(id)) = (&queued.body, queued.store_id)
+                && let Some(message) = loaded.remove(&id)
+            {
+                bytes += footprint(&message);
+                queued.body = Body::Loaded(message);
+                self.paged -= 1;
+            }
+        }
+        // Paged-in messages are about to be delivered: held whatever the limits.
+        self.memory.force_take(bytes);
+        self.held += bytes;
+        self.dispatch();
+    }
+}
