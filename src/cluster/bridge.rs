@@ -12,7 +12,8 @@
 //! unacknowledged messages go to other consumers), the proxies of the local consumers it
 //! fed are told ([`LinkLost`]: they subscribe again), and the dialer tries again.
 //!
-//! Requests from a peer are served by [`HomeSide`], one per link, in the order they came:
+//! Requests from a peer are served by [`HomeSide`](super::home::HomeSide), one per link,
+//! in the order they came:
 //! it finds the local destination through the registry and calls it as a local session
 //! would, so the destination cannot tell a remote producer or consumer from a local one.
 
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use actix::{Actor, Addr, Context, Handler, Recipient};
+use actix::{Addr, Recipient};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
@@ -31,19 +32,16 @@ use tokio_util::codec::FramedRead;
 
 use super::envelope::{
     BRIDGE_VERSION, Envelope, EnvelopeCodec, EnvelopeError, Heartbeat, Hello, Refused, Remotable,
-    RemoteControl, RemoteDeliver, RemoteEnqueue, RemoteEvicted, RemoteSubscribe, Reply, ReplyBody,
-    Routed,
+    Reply, Routed,
 };
+use super::home::{HomeSide, post_on};
 use super::members::MemberTable;
 use crate::config::{ClusterSettings, Limits};
 use crate::constants::{
     ACCEPT_BACKOFF, BRIDGE_HANDSHAKE_TIMEOUT, BRIDGE_LINK_WAIT, BRIDGE_REDIAL_FIRST,
     BRIDGE_REDIAL_MAX, ENVELOPE_SLACK,
 };
-use crate::destination::{
-    ConsumerControl, ConsumerId, Control, DestinationError, DestinationRef, DestinationRegistry,
-    Dispatch, ResolveHome, Subscribe,
-};
+use crate::destination::{DestinationError, DestinationRegistry, Dispatch};
 use crate::net::writer::{FrameSink, WriterLimits};
 use crate::stats::{MemberStat, MemberState};
 
@@ -308,25 +306,6 @@ impl Bridge {
     }
 }
 
-/// Encodes `message` for the actor `to` on a peer of generation `generation` and queues it
-/// on that link's `sink`. A closed link is not reported: its clean-up settles what it
-/// carried (requests fail, consumers are unsubscribed).
-fn post_on<M: Remotable>(
-    sink: &FrameSink,
-    to: &str,
-    generation: u64,
-    request: u64,
-    message: &M,
-    max_envelope: usize,
-) {
-    match Envelope::new(to, generation, request, message).and_then(|e| e.encode(max_envelope)) {
-        Ok(bytes) => {
-            let _ = sink.send(bytes);
-        }
-        Err(e) => tracing::error!("bridge: cannot send `{}` to {to}: {e}", M::TAG),
-    }
-}
-
 /// `destination` cannot be reached because `home` is down.
 fn home_down(destination: &str, home: &str) -> DestinationError {
     DestinationError::HomeDown {
@@ -538,13 +517,12 @@ async fn run_link(
             }
         })
     };
-    let mut home = HomeSide {
-        shared: shared.clone(),
-        sink: sink.clone(),
-        generation: peer.generation,
-        refs: HashMap::new(),
-        consumers: HashMap::new(),
-    };
+    let mut home = HomeSide::new(
+        shared.registry.get().cloned(),
+        sink.clone(),
+        peer.generation,
+        shared.max_envelope,
+    );
     let silence = shared.heartbeat * 4;
     tokio::pin!(writer);
     let reason = loop {
@@ -644,173 +622,4 @@ async fn route(
         Routed::Stat => home.stat(to, request).await,
     }
     Ok(())
-}
-
-/// What one link's peer uses on this broker: the destinations it reached, and its
-/// consumers (by the peer's consumer id) with the local id each was subscribed under.
-struct HomeSide {
-    shared: Arc<Shared>,
-    sink: FrameSink,
-    generation: u64,
-    refs: HashMap<String, DestinationRef>,
-    consumers: HashMap<u64, (ConsumerId, DestinationRef)>,
-}
-
-impl HomeSide {
-    /// The local destination called `to` (its string form), created if need be; refused
-    /// if this broker is not its home.
-    async fn local(&mut self, to: &str) -> Result<DestinationRef, DestinationError> {
-        if let Some(found) = self.refs.get(to) {
-            return Ok(found.clone());
-        }
-        let destination = to
-            .parse()
-            .map_err(|e| DestinationError::Refused(format!("{e}")))?;
-        let registry = self
-            .shared
-            .registry
-            .get()
-            .ok_or_else(|| DestinationError::Unavailable(to.to_string()))?;
-        let found = registry
-            .send(ResolveHome(destination))
-            .await
-            .map_err(|_| DestinationError::Unavailable(to.to_string()))??;
-        // Temporaries come and go with clients: looked up each time, not kept.
-        if !found.destination().is_temporary() {
-            self.refs.insert(to.to_string(), found.clone());
-        }
-        Ok(found)
-    }
-
-    /// Sends the reply to request `request` back over the link.
-    fn replier(
-        &self,
-        request: u64,
-    ) -> impl FnOnce(Result<ReplyBody, DestinationError>) + Send + 'static {
-        let (sink, generation, max) =
-            (self.sink.clone(), self.generation, self.shared.max_envelope);
-        move |result| post_on(&sink, "bridge", generation, request, &Reply(result), max)
-    }
-
-    /// The peer's send to the destination `to`, answered once it is accepted.
-    async fn enqueue(&mut self, to: &str, request: u64, enqueue: RemoteEnqueue) {
-        let reply = self.replier(request);
-        match self.local(to).await {
-            Ok(target) => {
-                let accepted = target.enqueue(enqueue.messages);
-                actix::spawn(async move { reply(accepted.await.map(|()| ReplyBody::Done)) });
-            }
-            Err(e) => reply(Err(e)),
-        }
-    }
-
-    /// The peer's consumer subscribes to `to`: a [`RemoteConsumer`] here is its sink.
-    async fn subscribe(&mut self, to: &str, request: u64, subscribe: RemoteSubscribe) {
-        let reply = self.replier(request);
-        let target = match self.local(to).await {
-            Ok(target) if target.destination().is_temporary() => {
-                return reply(Err(DestinationError::Refused(format!(
-                    "only the connection that created {to} may consume from it"
-                ))));
-            }
-            Ok(target) => target,
-            Err(e) => return reply(Err(e)),
-        };
-        // A consumer subscribing again replaces its earlier subscription.
-        if let Some((old, target)) = self.consumers.remove(&subscribe.consumer) {
-            target.control(Control::unsubscribe(old));
-        }
-        let local = ConsumerId::next();
-        let forwarder = RemoteConsumer {
-            sink: self.sink.clone(),
-            to: format!("consumer/{}", subscribe.consumer),
-            consumer: subscribe.consumer,
-            generation: self.generation,
-            max_envelope: self.shared.max_envelope,
-        }
-        .start();
-        self.consumers
-            .insert(subscribe.consumer, (local, target.clone()));
-        let subscribed = target.subscribe(Subscribe {
-            consumer: local,
-            prefetch: subscribe.prefetch,
-            sink: forwarder.recipient(),
-        });
-        actix::spawn(async move { reply(subscribed.await.map(|()| ReplyBody::Done)) });
-    }
-
-    /// The counters of `to`.
-    async fn stat(&mut self, to: &str, request: u64) {
-        let reply = self.replier(request);
-        match self.local(to).await {
-            Ok(target) => {
-                let stat = target.stat();
-                actix::spawn(async move { reply(stat.await.map(ReplyBody::Stat)) });
-            }
-            Err(e) => reply(Err(e)),
-        }
-    }
-
-    /// What the peer's consumer says about its deliveries, passed to its destination.
-    fn control(&mut self, RemoteControl { consumer, control }: RemoteControl) {
-        if control == ConsumerControl::Unsubscribe {
-            if let Some((local, target)) = self.consumers.remove(&consumer) {
-                target.control(Control::unsubscribe(local));
-            }
-        } else if let Some((local, target)) = self.consumers.get(&consumer) {
-            target.control(Control::Consumer(*local, control));
-        }
-    }
-
-    /// The link is gone: the peer's consumers leave their destinations.
-    fn close(&mut self) {
-        for (_, (local, target)) in self.consumers.drain() {
-            target.control(Control::unsubscribe(local));
-        }
-    }
-}
-
-/// A consumer on another broker, as its destination here sees it: passes deliveries over
-/// the link.
-struct RemoteConsumer {
-    sink: FrameSink,
-    /// Its address in envelopes, `consumer/<id>`.
-    to: String,
-    consumer: u64,
-    generation: u64,
-    max_envelope: usize,
-}
-
-impl Actor for RemoteConsumer {
-    type Context = Context<Self>;
-}
-
-impl RemoteConsumer {
-    fn post<M: Remotable>(&self, message: &M) {
-        post_on(
-            &self.sink,
-            &self.to,
-            self.generation,
-            0,
-            message,
-            self.max_envelope,
-        );
-    }
-}
-
-impl Handler<Dispatch> for RemoteConsumer {
-    type Result = ();
-
-    fn handle(&mut self, dispatch: Dispatch, _: &mut Context<Self>) {
-        match dispatch {
-            Dispatch::Deliver(deliveries) => self.post(&RemoteDeliver {
-                consumer: self.consumer,
-                deliveries,
-            }),
-            Dispatch::Evicted(reason) => self.post(&RemoteEvicted {
-                consumer: self.consumer,
-                reason,
-            }),
-        }
-    }
 }

@@ -16,6 +16,7 @@
 
 mod bridge;
 mod envelope;
+mod home;
 mod members;
 mod membership;
 mod mirror;
