@@ -14,8 +14,8 @@
 //! │                         in a cluster asks `Homes` (the cluster's placement) where each
 //! │                         lives
 //! ├── Membership ─ (cluster) foca SWIM over UDP: the member table, up/down notices
-//! ├── bridge tasks ─ (cluster) accept and dial links; per link: reader + HomeSide (serves
-//! │                  the peer's requests), writer task, heartbeat
+//! ├── bridge tasks ─ (cluster) accept and dial links; per link: reader + HomeSide
+//! │                  (cluster::home, serves the peer's requests), writer task, heartbeat
 //! ├── RemoteConsumer ─ (cluster) one per consumer of a peer on a destination here:
 //! │                    Dispatch → envelopes back to the peer
 //! └── ArbiterPool: one Arbiter (thread) per core
@@ -183,7 +183,7 @@
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef`, `Homes` |
 //! | [`session`] | session and consumer actors, `ClientWire` |
 //! | [`frontend`] | [`frontend::native`] (`ConnectionActor`, `NativeWire`) and [`frontend::stomp`] (`StompConnectionActor`, its subscriptions and `StompWire`) |
-//! | [`cluster`] | membership (foca) and the member table, the bridge and its envelope codec, placement, remote destinations; implements `Homes` |
+//! | [`cluster`] | membership (foca) and the member table, the bridge (links) and what a link serves (`home`), the envelope codec, placement, remote destinations and topic mirrors; implements `Homes` |
 //! | [`broker`] | broker start-up: store, arbiters, registry, cluster, listeners |
 //! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
 
