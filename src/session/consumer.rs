@@ -1,8 +1,9 @@
 //! [`ConsumerActor`]: one subscription. It turns what its destination dispatches into
-//! deliveries on its client's [`ClientWire`] (native `Deliver` frames, or STOMP `MESSAGE`s), passes the client's acknowledgements and
-//! pulls back to the destination, and unsubscribes when it stops — so the destination
-//! (which keeps the in-flight set, since it is the one that redelivers) hands whatever was
-//! not acknowledged to another consumer.
+//! deliveries on its client's [`ClientWire`] (native `Deliver` frames, or STOMP
+//! `MESSAGE`s), passes the client's acknowledgements and pulls back to the destination
+//! ([`ConsumerControl`]), and unsubscribes when it stops — so the destination (which keeps
+//! the in-flight set, since it is the one that redelivers) hands whatever was not
+//! acknowledged to another consumer.
 //!
 //! It paces itself to the socket: while more than half of the connection's pending-bytes
 //! limit waits to be written, deliveries are held here (as pointers to messages the
