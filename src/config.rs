@@ -52,6 +52,98 @@ pub struct Config {
     /// Named groups of destinations: a send to `group:NAME` puts a copy on each member.
     pub groups: Vec<GroupSettings>,
     pub cluster: ClusterSettings,
+    pub ha: HaSettings,
+}
+
+/// Master/slave: brokers that share one store, of which one (the master, holding the
+/// lock) serves and the others wait to take over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSettings {
+    /// `none`, `shared-file` (a lock on `broker.data_dir`) or `database` (a lease row in the
+    /// PostgreSQL store).
+    pub mode: HaMode,
+    /// How often a standby tries to take the lock.
+    pub poll_ms: u64,
+    /// How often the master checks (file) or renews (database) its lock.
+    pub keep_alive_ms: u64,
+    /// How long a database lease lasts without renewal; in file mode, the longest a journal
+    /// write may stall before the master demotes. At least 3 × keep_alive_ms.
+    pub lease_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaMode {
+    None,
+    SharedFile,
+    Database,
+}
+
+impl Default for HaSettings {
+    fn default() -> Self {
+        HaSettings {
+            mode: HaMode::None,
+            poll_ms: 500,
+            keep_alive_ms: 1000,
+            lease_ms: 5000,
+        }
+    }
+}
+
+impl HaSettings {
+    fn validate(&self, store: StoreKind) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.into(),
+            origin: "settings".into(),
+            reason,
+        };
+        if self.mode == HaMode::None {
+            return Ok(());
+        }
+        if self.poll_ms == 0 {
+            return Err(invalid("ha.poll_ms", "must be greater than 0".into()));
+        }
+        if self.keep_alive_ms == 0 || self.keep_alive_ms.saturating_mul(3) > self.lease_ms {
+            return Err(invalid(
+                "ha.keep_alive_ms",
+                format!(
+                    "{} must be greater than 0 and at most a third of ha.lease_ms ({}), so that a lease is renewed at least twice before it lapses",
+                    self.keep_alive_ms, self.lease_ms
+                ),
+            ));
+        }
+        let wanted = match self.mode {
+            HaMode::SharedFile => StoreKind::Journal,
+            _ => StoreKind::Postgres,
+        };
+        if store != wanted {
+            return Err(invalid(
+                "ha.mode",
+                format!(
+                    "{:?} needs store.kind = \"{}\"",
+                    self.mode,
+                    match wanted {
+                        StoreKind::Journal => "journal",
+                        _ => "postgres",
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.poll_ms)
+    }
+
+    pub fn keep_alive(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.keep_alive_ms)
+    }
+
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ms)
+    }
 }
 
 /// Brokers that form a cluster: membership, the bridge between them, and where each
@@ -303,6 +395,8 @@ pub struct StoreSettings {
     pub fsync: FsyncMode,
     /// A journal segment is closed and a new one started past this size (64 MiB).
     pub segment_bytes: u64,
+    /// The PostgreSQL store's connection string (`postgres://user@host:port/db`).
+    pub url: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +404,7 @@ pub struct StoreSettings {
 pub enum StoreKind {
     Journal,
     Memory,
+    Postgres,
 }
 
 impl Default for StoreSettings {
@@ -318,6 +413,7 @@ impl Default for StoreSettings {
             kind: StoreKind::Journal,
             fsync: FsyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
+            url: String::new(),
         }
     }
 }
@@ -627,6 +723,7 @@ impl Config {
         if self.cluster.enabled {
             self.cluster.validate(&self.broker.name)?;
         }
+        self.ha.validate(self.store.kind)?;
         let l = &self.limits;
         if !(1024..=1 << 30).contains(&l.max_frame_bytes) {
             return Err(invalid(

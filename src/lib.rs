@@ -194,6 +194,7 @@ pub mod config;
 pub mod constants;
 pub mod destination;
 pub mod frontend;
+pub mod ha;
 pub mod message;
 pub mod net;
 pub mod protocol;

@@ -145,10 +145,7 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
     });
     let system = actix_rt::System::new();
     let result: anyhow::Result<()> = system.block_on(async move {
-        let broker = actormq::Broker::start(config).await?;
-        cmd::shutdown_signal().await;
-        tracing::info!("shutting down");
-        broker.stop();
+        actormq::broker::serve(config, cmd::shutdown_signal()).await?;
         Ok(())
     });
     match result {

@@ -59,6 +59,19 @@ impl DestinationStat {
     }
 }
 
+/// A master/slave broker that is the master, as `stat` shows it. (A standby serves no
+/// client; it refuses them, naming the master it waits for.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStat {
+    pub epoch: u64,
+    /// When it became the master, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// The lock it holds: `shared-file lock on DIR` or `database lease`.
+    pub lock: String,
+    /// The master before it, if one is recorded.
+    pub previous: Option<String>,
+}
+
 /// Whether a cluster member is reachable, as the membership protocol sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberState {

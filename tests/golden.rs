@@ -8,6 +8,9 @@
 //! - `tests/fixtures/journal-v1`: written in record format version 1 (regenerate with
 //!   `cargo test --test golden -- --ignored write_the_v1_fixture`, only when adding a
 //!   version: the old fixture must stay as it was).
+//! - `tests/fixtures/journal-v1-epoch`: record format version 1 in segments that start
+//!   with a segment header (epoch 1), as written since master/slave landed
+//!   (`write_the_epoch_fixture`).
 //!
 //! Each holds: three messages on `orders` (every field set on the first), a committed
 //! transaction putting two on `billing` and removing the second `orders` message, one
@@ -21,7 +24,9 @@ use std::sync::Arc;
 
 use actormq::protocol::{Frame, FrameCodec, PROTOCOL_VERSION, WireDelivery, encode_frame};
 use actormq::store::record::Record;
-use actormq::store::{DURABLES_FILE, FsyncMode, Journal, JournalSettings, Recovered};
+use actormq::store::{
+    DURABLES_FILE, FsyncMode, Journal, JournalSettings, Recovered, StoreError, Unfenced,
+};
 use actormq::{AckMode, Destination, Message, Property};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
@@ -131,6 +136,40 @@ async fn a_version_1_journal_recovers_exactly() {
     recovers_exactly("journal-v1").await;
 }
 
+#[tokio::test]
+async fn a_journal_with_segment_headers_recovers_exactly_and_knows_its_epoch() {
+    recovers_exactly("journal-v1-epoch").await;
+    let dir = fixture("journal-v1-epoch").join("journal");
+    assert_eq!(Journal::newest_epoch(&dir).unwrap(), 1);
+    // A broker of an older epoch may not open it: another has taken over since.
+    let copy = common::data_dir("epoch-fenced").join("journal");
+    copy_dir(&dir, &copy);
+    let refused = Journal::open_fenced(
+        JournalSettings {
+            dir: copy,
+            fsync: FsyncMode::Batch,
+            segment_bytes: 64 << 20,
+        },
+        Arc::new(Unfenced(0)),
+    );
+    match refused {
+        Err(StoreError::Fenced(reason)) => assert!(reason.contains("epoch 1"), "{reason}"),
+        other => panic!(
+            "an older epoch must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
+
+/// Writes the segment-header fixture with the current code (run by hand).
+#[tokio::test]
+#[ignore = "writes tests/fixtures/journal-v1-epoch; run only when the segment header changes"]
+async fn write_the_epoch_fixture() {
+    let dir = fixture("journal-v1-epoch").join("journal");
+    let _ = std::fs::remove_dir_all(&dir);
+    write_fixture(&dir).await;
+}
+
 /// Writes the version-1 fixture with the current code (run by hand, see the module doc).
 #[tokio::test]
 #[ignore = "writes tests/fixtures/journal-v1; run only when adding a format version"]
@@ -210,7 +249,7 @@ fn native_frames_are_byte_for_byte_stable() {
                 version: PROTOCOL_VERSION,
                 client_id: "c".into(),
             },
-            "0000000b 81 a5 48656c6c6f 92 03 a1 63",
+            "0000000b 81 a5 48656c6c6f 92 04 a1 63",
         ),
         (
             Frame::OpenSession {

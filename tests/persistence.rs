@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use actormq::client::{AckMode, Connection, ConsumerOptions};
+use actormq::client::{AckMode, Connection};
 use actormq::config::StoreKind;
 use actormq::{BrokerThread, Destination, Message, Property};
 use common::process::BrokerProcess;
@@ -126,78 +126,26 @@ async fn a_broker_killed_mid_send_delivers_every_confirmed_message_after_restart
     let queue = Destination::queue("crash");
     let broker = BrokerProcess::start(&dir, &[]);
     let connection = Connection::connect(&broker.url).await.unwrap();
-    let producer = connection
-        .session(AckMode::Auto)
-        .unwrap()
-        .producer(queue.clone());
 
     // 100,000 persistent messages in batches of 100, 8 batches in flight; the broker is
     // killed once 30,000 are confirmed.
-    let (confirmed_tx, confirmed_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, i64)>();
-    let sender = tokio::spawn(async move {
-        let mut in_flight = std::collections::VecDeque::new();
-        for start in (0..100_000i64).step_by(100) {
-            let batch = (start..start + 100)
-                .map(|n| Message::new(vec![1u8; 64]).with_property("seq", Property::Int(n)))
-                .collect();
-            let Ok(confirmation) = producer.begin_send(batch) else {
-                break;
-            };
-            in_flight.push_back((start, confirmation));
-            if in_flight.len() >= 8 {
-                let (start, confirmation) = in_flight.pop_front().unwrap();
-                if confirmation.await.is_err() {
-                    break;
-                }
-                let _ = confirmed_tx.send((start, start + 100));
-            }
-        }
-    });
-    let mut confirmed_rx = confirmed_rx;
+    let mut confirmations = common::produce_numbered(connection, queue.clone(), 100_000);
     let mut confirmed = Vec::new();
-    while let Some(range) = confirmed_rx.recv().await {
-        confirmed.push(range);
+    while let Some((start, _)) = confirmations.recv().await {
+        confirmed.push((start, start + 100));
         if confirmed.len() * 100 >= 30_000 {
             break;
         }
     }
     broker.kill();
-    sender.await.unwrap();
-    while let Ok(range) = confirmed_rx.try_recv() {
-        confirmed.push(range);
+    while let Some((start, _)) = confirmations.recv().await {
+        confirmed.push((start, start + 100));
     }
     let confirmed: HashSet<i64> = confirmed.into_iter().flat_map(|(a, b)| a..b).collect();
     assert!(confirmed.len() >= 30_000);
 
     let broker = BrokerProcess::start(&dir, &[]);
-    let connection = Connection::connect(&broker.url).await.unwrap();
-    let session = connection.session(AckMode::Auto).unwrap();
-    let mut consumer = session
-        .consumer_with(queue.clone(), ConsumerOptions::prefetch(5000))
-        .await
-        .unwrap();
-    let mut received = HashSet::new();
-    while let Some(m) = consumer.receive(Duration::from_secs(2)).await.unwrap() {
-        assert!(
-            received.insert(seq_of(&m)),
-            "message {} delivered twice",
-            seq_of(&m)
-        );
-    }
-    let missing: Vec<&i64> = confirmed
-        .iter()
-        .filter(|n| !received.contains(n))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "confirmed messages lost, e.g. {missing:?} (of {} confirmed, {} received)",
-        confirmed.len(),
-        received.len()
-    );
-    drop(consumer);
-    drop(session);
-    connection.close().await.unwrap();
+    common::drain_exactly_once(&broker.url, queue, &confirmed).await;
     broker.kill();
 
     // Everything was acknowledged: nothing comes back after another restart.

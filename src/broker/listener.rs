@@ -48,7 +48,7 @@ pub(super) fn stomp(
 
 /// Runs the accept loop as a task of the current arbiter; abort the handle to stop it.
 pub(super) fn spawn(
-    socket: TcpListener,
+    socket: Arc<TcpListener>,
     arbiters: ArbiterPool,
     registry: Addr<DestinationRegistry>,
     config: Config,

@@ -1,9 +1,14 @@
 //! The broker process, composed: the store, the arbiters, the destination registry, the
 //! cluster, and a listener per front-end. [`Broker::start`] wires them up inside a running
-//! actix system; [`BrokerThread`] runs a whole broker on its own thread (for tests and for
-//! embedding in another program). Nothing below depends on this module.
+//! actix system; [`serve`] runs a broker until shutdown, as a master/slave pair's member
+//! when `[ha]` says so ([`node`]); [`BrokerThread`] runs a whole broker on its own thread
+//! (for tests and for embedding in another program). Nothing below depends on this module.
 
 mod listener;
+mod node;
+mod standby;
+
+pub use node::serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +39,10 @@ pub enum BrokerError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("{0} is not available in this build")]
+    Unsupported(&'static str),
+    #[error("master/slave: {0}")]
+    Ha(#[from] crate::ha::HaError),
 }
 
 /// Binds a listening socket and says where it is (port 0 picks a free port).
@@ -44,6 +53,34 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
         .map_err(bind_error)?;
     let local = socket.local_addr().map_err(bind_error)?;
     Ok((socket, local))
+}
+
+/// The client listeners of a broker, bound once: a master/slave broker keeps them while it
+/// waits as a standby (refusing clients) and serves on them once it is the master.
+#[derive(Clone)]
+pub struct Listeners {
+    native: Arc<tokio::net::TcpListener>,
+    native_addr: SocketAddr,
+    stomp: Option<(Arc<tokio::net::TcpListener>, SocketAddr)>,
+}
+
+impl Listeners {
+    /// Binds the native listener and, if enabled, the STOMP one.
+    pub async fn bind(config: &Config) -> Result<Listeners, BrokerError> {
+        let (native, native_addr) = bind(config.broker.listen_addr()?).await?;
+        let stomp = match config.stomp.enabled {
+            true => {
+                let (socket, addr) = bind(config.stomp.listen_addr()?).await?;
+                Some((Arc::new(socket), addr))
+            }
+            false => None,
+        };
+        Ok(Listeners {
+            native: Arc::new(native),
+            native_addr,
+            stomp,
+        })
+    }
 }
 
 /// A running broker inside an actix system.
@@ -58,21 +95,40 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the arbiters, the registry and the listener. Call inside an actix system.
+    /// Binds the listeners and starts a lone broker. Call inside an actix system.
     pub async fn start(config: Config) -> Result<Broker, BrokerError> {
         config.validate()?;
-        let (socket, local_addr) = bind(config.broker.listen_addr()?).await?;
+        let listeners = Listeners::bind(&config).await?;
+        Broker::start_on(config, listeners, None).await
+    }
+
+    /// Starts the store, the arbiters, the registry and the cluster, and serves on
+    /// `listeners`; as the master of a pair when `master` is given (the store writes behind
+    /// its fence).
+    pub async fn start_on(
+        config: Config,
+        listeners: Listeners,
+        master: Option<&crate::ha::Mastership>,
+    ) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        let local_addr = listeners.native_addr;
         let (store, recovered): (SharedStore, Recovered) = match config.store.kind {
             StoreKind::Journal => {
                 let settings = JournalSettings {
-                    dir: config.broker.data_dir.join("journal"),
+                    dir: journal_dir(&config),
                     fsync: config.store.fsync,
                     segment_bytes: config.store.segment_bytes,
                 };
-                let (journal, recovered) = Journal::open(settings)?;
+                let (journal, recovered) = match master {
+                    Some(master) => Journal::open_fenced(settings, master.fence())?,
+                    None => Journal::open(settings)?,
+                };
                 (Arc::new(journal), recovered)
             }
             StoreKind::Memory => (Arc::new(MemoryStore), Recovered::default()),
+            StoreKind::Postgres => {
+                return Err(BrokerError::Unsupported("store.kind = \"postgres\""));
+            }
         };
         let cluster = if config.cluster.enabled {
             Some(Cluster::start(&config, local_addr).await?)
@@ -89,6 +145,7 @@ impl Broker {
                 .as_ref()
                 .map(|cluster| Box::new(cluster.view()) as Box<dyn crate::destination::Homes>),
         )
+        .with_master(master.map(|m| master_stat(&config, m)))
         .start();
         if let Some(cluster) = &cluster {
             cluster.serve(registry.clone());
@@ -96,7 +153,7 @@ impl Broker {
         // Frames still arriving, across both listeners.
         let budget = crate::net::reader::ReadBudget::new(config.limits.max_partial_frame_bytes);
         let mut accept = vec![listener::spawn(
-            socket,
+            listeners.native.clone(),
             arbiters.clone(),
             registry.clone(),
             config.clone(),
@@ -104,8 +161,7 @@ impl Broker {
             listener::native,
         )];
         let mut stomp_addr = None;
-        if config.stomp.enabled {
-            let (socket, addr) = bind(config.stomp.listen_addr()?).await?;
+        if let Some((socket, addr)) = listeners.stomp {
             accept.push(listener::spawn(
                 socket,
                 arbiters.clone(),
@@ -124,9 +180,10 @@ impl Broker {
                 arbiters = arbiters.len(),
                 fsync = ?config.store.fsync,
                 "store: journal in {}",
-                config.broker.data_dir.join("journal").display()
+                journal_dir(&config).display()
             ),
             StoreKind::Memory => tracing::info!(arbiters = arbiters.len(), "store: memory"),
+            StoreKind::Postgres => tracing::info!(arbiters = arbiters.len(), "store: postgres"),
         }
         Ok(Broker {
             local_addr,
@@ -169,6 +226,24 @@ impl Broker {
         }
         self.arbiters.stop();
         self.store.close();
+    }
+}
+
+/// Where the journal lives.
+fn journal_dir(config: &Config) -> std::path::PathBuf {
+    config.broker.data_dir.join("journal")
+}
+
+/// What `stat` shows of a master.
+fn master_stat(config: &Config, master: &crate::ha::Mastership) -> crate::stats::MasterStat {
+    crate::stats::MasterStat {
+        epoch: master.epoch(),
+        since_ms: master.me.since_ms,
+        lock: match config.ha.mode {
+            crate::config::HaMode::Database => "database lease".into(),
+            _ => format!("shared-file lock on {}", config.broker.data_dir.display()),
+        },
+        previous: master.previous.as_ref().map(|p| p.name.clone()),
     }
 }
 

@@ -434,6 +434,7 @@ impl Driver {
                 destinations,
                 store,
                 members,
+                master,
             } => {
                 if !self.stats.contains_key(&request) {
                     self.drain_commands();
@@ -443,6 +444,7 @@ impl Driver {
                         destinations,
                         store,
                         members,
+                        master,
                     });
                 }
             }

@@ -11,7 +11,8 @@ use super::ClientError;
 use crate::message::AckMode;
 use crate::net::writer::{FrameSink, WriterError};
 use crate::protocol::{
-    DestinationStat, Frame, MemberStat, StoreStat, TransactedSend, WireDelivery, encode_frame,
+    DestinationStat, Frame, MasterStat, MemberStat, StoreStat, TransactedSend, WireDelivery,
+    encode_frame,
 };
 
 /// What `stat` returns: every destination, the journal (if any), the cluster's members
@@ -21,6 +22,8 @@ pub struct StatReply {
     pub destinations: Vec<DestinationStat>,
     pub store: Option<StoreStat>,
     pub members: Vec<MemberStat>,
+    /// Master/slave: this broker is its pair's master (epoch, since when).
+    pub master: Option<MasterStat>,
 }
 
 /// Deliveries and pending acknowledgements of one consumer, as the driver sees them.

@@ -1,5 +1,7 @@
 //! `actormq stat`: one row per destination (with its home broker in a cluster), the store,
-//! and the cluster's members with their state.
+//! the broker's role in a master/slave pair, and the cluster's members with their state.
+//! (A standby answers no `stat`: it refuses the connection, naming the master it waits
+//! for, and `stat` prints that.)
 
 use std::process::ExitCode;
 
@@ -71,6 +73,19 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
             }
         }
         None => println!("store: memory"),
+    }
+    if let Some(master) = &reply.master {
+        println!(
+            "role: master, epoch {}, since {}, holding the {}{}",
+            master.epoch,
+            actormq::ha::utc(master.since_ms),
+            master.lock,
+            master
+                .previous
+                .as_ref()
+                .map(|p| format!(", after {p}"))
+                .unwrap_or_default()
+        );
     }
     for m in reply.members {
         println!(

@@ -17,7 +17,7 @@ use super::{
 use crate::config::{Config, Limits, RedeliveryPolicy};
 use crate::message::{Destination, DestinationKind};
 use crate::runtime::ArbiterPool;
-use crate::stats::{DestinationStat, MemberStat, StoreStat};
+use crate::stats::{DestinationStat, MasterStat, MemberStat, StoreStat};
 use crate::store::{Recovered, RecoveredMessage, SharedStore};
 
 /// Where to send: the destinations a `Send` to `0` reaches (one, or every part of a
@@ -65,6 +65,7 @@ pub struct Stats {
     pub store: Option<StoreStat>,
     /// Empty on a lone broker.
     pub members: Vec<MemberStat>,
+    pub master: Option<MasterStat>,
 }
 
 /// A peer broker's request for a destination homed here (refused if it is not).
@@ -98,6 +99,8 @@ pub struct DestinationRegistry {
     limits: Limits,
     /// Where destinations homed elsewhere live, in a cluster.
     cluster: Option<Box<dyn Homes>>,
+    /// This broker's mastership, shown by `stat` (master/slave only).
+    master: Option<MasterStat>,
 }
 
 impl DestinationRegistry {
@@ -137,7 +140,14 @@ impl DestinationRegistry {
             arbiters,
             limits: config.limits.clone(),
             cluster,
+            master: None,
         }
+    }
+
+    /// Shows this broker as a master/slave pair's master in `stat`.
+    pub fn with_master(mut self, master: Option<MasterStat>) -> DestinationRegistry {
+        self.master = master;
+        self
     }
 
     /// Refuses names no destination may have: longer than the limit, or a queue with a
@@ -539,6 +549,7 @@ impl Handler<CollectStats> for DestinationRegistry {
             .as_ref()
             .map(|cluster| cluster.members())
             .unwrap_or_default();
+        let master = self.master.clone();
         Box::pin(async move {
             let mut stats: Vec<DestinationStat> = futures::future::join_all(requests)
                 .await
@@ -555,6 +566,7 @@ impl Handler<CollectStats> for DestinationRegistry {
                 destinations: stats,
                 store,
                 members,
+                master,
             }
         })
     }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::message::{AckMode, Destination, Message};
-use crate::stats::{DestinationStat, MemberStat, StoreStat};
+use crate::stats::{DestinationStat, MasterStat, MemberStat, StoreStat};
 
 /// The protocol version this build speaks. A `Hello` with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Why the broker refused something, so a client can tell errors apart without parsing text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,9 @@ pub enum ErrorCode {
     DestinationGone,
     /// The destination exists but cannot be reached now.
     DestinationUnavailable,
+    /// This broker is a standby: another broker of its master/slave pair serves (the
+    /// message names it). Try the next address.
+    Standby,
 }
 
 /// Why a request that carried a receipt failed.
@@ -162,6 +165,8 @@ pub enum Frame {
         store: Option<StoreStat>,
         /// The cluster's members (empty on a lone broker).
         members: Vec<MemberStat>,
+        /// Master/slave: this broker is the master since then, in this epoch.
+        master: Option<MasterStat>,
     },
     /// Client → broker: where does `destination` live? (Cluster metadata.)
     Locate {

@@ -19,4 +19,4 @@ pub use codec::{
 };
 pub use frame::{ErrorCode, Frame, PROTOCOL_VERSION, Refusal, TransactedSend, WireDelivery};
 // Carried in `StatReply` and `Located`.
-pub use crate::stats::{DestinationStat, MemberStat, MemberState, StoreStat};
+pub use crate::stats::{DestinationStat, MasterStat, MemberStat, MemberState, StoreStat};

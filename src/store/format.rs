@@ -18,6 +18,12 @@
 //!
 //! Rules for a new version: add `RecordV2` beside these, write it, keep reading V1 and V0.
 //! Never edit a frozen type: field order is the format.
+//!
+//! **Segment header.** A segment file started since high availability landed begins with
+//! `SEGMENT_MAGIC (4) | header version (1) = 1 | epoch (8, BE) | crc32 of the 9 bytes before
+//! it (4, BE)`: the epoch of the broker that started it (see [`super::Fence`]). Records
+//! follow at offset [`SEGMENT_HEADER_BYTES`]. A segment without one (written before) is of
+//! epoch 0 and holds records from offset 0.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +54,74 @@ pub const MAGIC: [u8; 4] = *b"AMQJ";
 pub const HEADER_BYTES: usize = 12;
 /// A length above this is corruption, not a record.
 pub const MAX_RECORD_BYTES: usize = 1 << 30;
+
+/// Starts a segment file.
+pub const SEGMENT_MAGIC: [u8; 4] = *b"AMQS";
+/// The segment header's length.
+pub const SEGMENT_HEADER_BYTES: usize = 17;
+const SEGMENT_HEADER_VERSION: u8 = 1;
+
+/// The header of a segment started in `epoch`.
+pub fn segment_header(epoch: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    header[..4].copy_from_slice(&SEGMENT_MAGIC);
+    header[4] = SEGMENT_HEADER_VERSION;
+    header[5..13].copy_from_slice(&epoch.to_be_bytes());
+    let crc = crc32fast::hash(&header[4..13]);
+    header[13..].copy_from_slice(&crc.to_be_bytes());
+    header
+}
+
+/// The epoch in the segment header `buf` starts with: `None` if it has none (an older
+/// segment, epoch 0), `Err` if it starts with a damaged one.
+pub fn segment_epoch(buf: &[u8]) -> Result<Option<u64>, FormatError> {
+    if !buf.starts_with(&SEGMENT_MAGIC) {
+        return Ok(None);
+    }
+    let damaged = || FormatError::Decode {
+        version: SEGMENT_HEADER_VERSION,
+        reason: "damaged segment header".into(),
+    };
+    let header = buf.get(..SEGMENT_HEADER_BYTES).ok_or_else(damaged)?;
+    if header[4] != SEGMENT_HEADER_VERSION {
+        return Err(FormatError::UnknownVersion(header[4]));
+    }
+    if read_u32(header, 13) != Some(crc32fast::hash(&header[4..13])) {
+        return Err(damaged());
+    }
+    let mut epoch = [0u8; 8];
+    epoch.copy_from_slice(&header[5..13]);
+    Ok(Some(u64::from_be_bytes(epoch)))
+}
+
+/// A whole segment file, read back.
+#[derive(Debug, Default)]
+pub struct SegmentContents {
+    /// The epoch it was started in (0 without a header).
+    pub epoch: u64,
+    /// Its records, at offsets in the file.
+    pub decoded: Decoded,
+}
+
+/// Reads a segment file's header and every valid record after it. A damaged header is
+/// reported as skipped at offset 0 and the records are still read.
+pub fn read_segment(buf: &[u8]) -> SegmentContents {
+    let (epoch, start, mut skipped) = match segment_epoch(buf) {
+        Ok(Some(epoch)) => (epoch, SEGMENT_HEADER_BYTES, Vec::new()),
+        Ok(None) => (0, 0, Vec::new()),
+        Err(_) => (0, SEGMENT_HEADER_BYTES.min(buf.len()), vec![0]),
+    };
+    let mut decoded = decode_all(&buf[start..]);
+    for (offset, _) in &mut decoded.records {
+        *offset += start;
+    }
+    for offset in &mut decoded.skipped {
+        *offset += start;
+    }
+    skipped.append(&mut decoded.skipped);
+    decoded.skipped = skipped;
+    SegmentContents { epoch, decoded }
+}
 
 /// The payload of `record` in the current version.
 pub fn encode_payload(record: &Record) -> Result<Vec<u8>, FormatError> {
@@ -466,6 +540,31 @@ mod tests {
             id: n,
             message: Arc::new(Message::new(format!("message {n}"))),
         }
+    }
+
+    #[test]
+    fn a_segment_header_carries_its_epoch_and_offsets_stay_in_the_file() {
+        let mut buf = segment_header(7).to_vec();
+        encode(&sample(1), &mut buf).unwrap();
+        assert_eq!(segment_epoch(&buf).unwrap(), Some(7));
+        let read = read_segment(&buf);
+        assert_eq!(read.epoch, 7);
+        assert_eq!(read.decoded.records.len(), 1);
+        assert_eq!(read.decoded.records[0].0, SEGMENT_HEADER_BYTES);
+        assert!(read.decoded.skipped.is_empty());
+
+        // A header whose epoch was changed no longer matches its checksum.
+        buf[12] ^= 1;
+        assert!(segment_epoch(&buf).is_err());
+        let read = read_segment(&buf);
+        assert_eq!((read.epoch, read.decoded.skipped.clone()), (0, vec![0]));
+        assert_eq!(read.decoded.records.len(), 1);
+
+        // An older segment has no header: epoch 0, records from offset 0.
+        let mut old = Vec::new();
+        encode(&sample(2), &mut old).unwrap();
+        assert_eq!(segment_epoch(&old).unwrap(), None);
+        assert_eq!(read_segment(&old).decoded.records[0].0, 0);
     }
 
     #[test]

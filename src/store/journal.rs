@@ -10,6 +10,11 @@
 //! so that one old message cannot keep the journal from shrinking. At start,
 //! [`Journal::open`] reads every segment, skips torn or corrupt records with a warning
 //! naming the file and offset, and hands back every queue's live messages.
+//!
+//! Every opening of the journal is an **epoch**: the segment it starts carries it in its
+//! header ([`super::format::segment_header`]). A lone broker takes the next epoch after the
+//! newest segment's; a master/slave broker takes its lock's, through a [`Fence`] the writer
+//! asks before every write.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +23,8 @@ use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::fence::{Fence, Unfenced};
+use super::format;
 use super::record::Record;
 use super::segments::{DURABLES_FILE, JournalSettings, Location, Moved, Recovered};
 use super::writer::{Op, Usage, WriterState};
@@ -33,8 +40,44 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Locks the journal directory, recovers what it holds, and starts the writer thread.
+    /// Opens the journal of a lone broker, in the epoch after the newest segment's.
     pub fn open(settings: JournalSettings) -> Result<(Journal, Recovered), StoreError> {
+        let epoch = Journal::newest_epoch(&settings.dir)? + 1;
+        Journal::open_fenced(settings, Arc::new(Unfenced(epoch)))
+    }
+
+    /// The newest epoch a segment in `dir` was started in (0 if none has a header, or
+    /// there is no journal yet).
+    pub fn newest_epoch(dir: &std::path::Path) -> Result<u64, StoreError> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io(dir, e)),
+        };
+        let mut newest = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "log") {
+                continue;
+            }
+            let mut header = [0u8; format::SEGMENT_HEADER_BYTES];
+            let read = File::open(&path)
+                .and_then(|mut file| std::io::Read::read(&mut file, &mut header))
+                .map_err(|e| StoreError::io(&path, e))?;
+            if let Ok(Some(epoch)) = format::segment_epoch(&header[..read]) {
+                newest = newest.max(epoch);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Locks the journal directory, recovers what it holds, and starts the writer thread,
+    /// which writes only while `fence` allows. Refuses a journal that holds a segment of an
+    /// epoch newer than the fence's.
+    pub fn open_fenced(
+        settings: JournalSettings,
+        fence: Arc<dyn Fence>,
+    ) -> Result<(Journal, Recovered), StoreError> {
         let dir = settings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let lock_path = dir.join("LOCK");
@@ -47,7 +90,7 @@ impl Journal {
 
         let usage = Arc::new(Usage::default());
         let moved = Moved::default();
-        let mut state = WriterState::new(settings, usage.clone(), moved.clone(), lock);
+        let mut state = WriterState::new(settings, usage.clone(), moved.clone(), lock, fence);
         let (mut recovered, max_id, last_segment) = state.recover()?;
         let durables = dir.join(DURABLES_FILE);
         if let Ok(text) = std::fs::read_to_string(&durables) {

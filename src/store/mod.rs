@@ -4,6 +4,7 @@
 //! durable store before they are confirmed or delivered; non-persistent messages, topics
 //! and temporary queues stay in memory, as in ActiveMQ.
 
+mod fence;
 pub mod format;
 mod journal;
 mod reader;
@@ -20,6 +21,7 @@ use crate::message::Message;
 use crate::stats::StoreStat;
 use record::Record;
 
+pub use fence::{Fence, Unfenced};
 pub use journal::Journal;
 pub use segments::{
     DURABLES_FILE, FsyncMode, JournalSettings, Location, Recovered, RecoveredMessage,
@@ -34,6 +36,9 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("the journal has stopped")]
     Closed,
+    /// This broker may no longer write: another one is the master.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {

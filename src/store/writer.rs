@@ -14,6 +14,11 @@
 //!   written again at the end of the journal and the segment is deleted. Queues keep the
 //!   old locations of paged messages; the reader finds the copies through [`Moved`].
 //!   Recovery takes the last copy of a message.
+//! - **The fence.** Before every write, before deleting a segment, and before answering a
+//!   write, the writer asks its [`Fence`]: a broker that is no longer the master writes and
+//!   confirms nothing more (appends get [`StoreError::Fenced`]; removals are dropped, their
+//!   messages are the new master's to deliver). Segments are created, never reopened, and
+//!   start with the fence's epoch; recovery refuses a segment of a newer epoch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -28,6 +33,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::fence::Fence;
 use super::format;
 use super::record::Record;
 use super::segments::{
@@ -113,6 +119,7 @@ pub(super) struct WriterState {
     holder_at: Option<Instant>,
     /// Changes since then wait for the next look.
     holder_stale: bool,
+    fence: Arc<dyn Fence>,
     _lock: File,
 }
 
@@ -130,6 +137,7 @@ impl WriterState {
         usage: Arc<Usage>,
         moved: Moved,
         lock: File,
+        fence: Arc<dyn Fence>,
     ) -> WriterState {
         WriterState {
             settings,
@@ -141,6 +149,7 @@ impl WriterState {
             moved,
             holder_at: None,
             holder_stale: false,
+            fence,
             _lock: lock,
         }
     }
@@ -203,7 +212,14 @@ impl WriterState {
         for &number in &numbers {
             let path = segment_path(&dir, number);
             let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-            let decoded = format::decode_all(&bytes);
+            let format::SegmentContents { epoch, decoded } = format::read_segment(&bytes);
+            if epoch > self.fence.epoch() {
+                return Err(StoreError::Fenced(format!(
+                    "{} was started in epoch {epoch}, newer than this broker's epoch {}: another broker has taken over",
+                    path.display(),
+                    self.fence.epoch()
+                )));
+            }
             for offset in decoded.skipped {
                 tracing::warn!(file = %path.display(), offset, "skipped a torn or corrupt journal record");
                 recovered.skipped.push((path.clone(), offset));
@@ -252,19 +268,26 @@ impl WriterState {
         Ok((recovered, max_id, numbers.last().copied().unwrap_or(0)))
     }
 
-    /// Starts segment `number` as the one written to.
+    /// Starts segment `number` as the one written to, with the fence's epoch in its
+    /// header. The file must not exist: a segment is never appended to by a broker that did
+    /// not start it.
     pub(super) fn roll(&mut self, number: u64) -> Result<(), StoreError> {
+        self.fence.check().map_err(StoreError::Fenced)?;
         let path = segment_path(&self.settings.dir, number);
-        let file = OpenOptions::new()
-            .create(true)
+        let mut file = OpenOptions::new()
+            .create_new(true)
             .append(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        self.segments.insert(number, Segment::new(path, 0));
+        let header = format::segment_header(self.fence.epoch());
+        file.write_all(&header)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let bytes = header.len() as u64;
+        self.segments.insert(number, Segment::new(path, bytes));
         self.current = Some(Current {
             number,
             file,
-            bytes: 0,
+            bytes,
         });
         self.report_usage();
         Ok(())
@@ -274,7 +297,7 @@ impl WriterState {
     pub(super) fn delete_dead_prefix(&mut self) {
         let current = self.current.as_ref().map(|c| c.number);
         while let Some((&number, segment)) = self.segments.first_key_value() {
-            if segment.live > 0 || Some(number) == current {
+            if segment.live > 0 || Some(number) == current || self.fence.check().is_err() {
                 break;
             }
             if let Err(e) = std::fs::remove_file(&segment.path) {
@@ -419,7 +442,11 @@ impl WriterState {
             located.push(locations);
         }
         let sync = self.settings.fsync != FsyncMode::Never;
-        match self.write(&buf, sync) {
+        // Fenced while it was written (an fsync that stalled past the lock): not confirmed.
+        let written = self
+            .write(&buf, sync)
+            .and_then(|()| self.fence.check().map_err(StoreError::Fenced));
+        match written {
             Ok(()) => {
                 let retried = appends.first().is_some_and(|(_, done)| done.is_none())
                     && self.usage.unwritten.load(Ordering::Relaxed) > 0;
@@ -438,12 +465,14 @@ impl WriterState {
             Err(e) => {
                 let first_failure =
                     self.retry.is_empty() && self.usage.unwritten.load(Ordering::Relaxed) == 0;
+                let fenced = matches!(e, StoreError::Fenced(_));
                 for (records, done) in appends {
                     match done {
                         Some(done) => {
                             let _ = done.send(Err(e.clone()));
                         }
-                        None => self.retry.extend(records),
+                        None if !fenced => self.retry.extend(records),
+                        None => {}
                     }
                 }
                 if first_failure && !self.retry.is_empty() {
@@ -458,6 +487,7 @@ impl WriterState {
 
     /// Replaces a small file atomically: a copy is written and fsynced, then renamed.
     fn replace_file(&self, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+        self.fence.check().map_err(StoreError::Fenced)?;
         let path = self.settings.dir.join(name);
         let copy = self.settings.dir.join(format!("{name}.new"));
         let mut file = File::create(&copy).map_err(|e| StoreError::io(&copy, e))?;
@@ -476,7 +506,9 @@ impl WriterState {
         if buf.is_empty() {
             return Ok(());
         }
+        self.fence.check().map_err(StoreError::Fenced)?;
         let path = segment_path(&self.settings.dir, current.number);
+        self.fence.writing(true);
         let result = current
             .file
             .write_all(buf)
@@ -488,6 +520,7 @@ impl WriterState {
                 }
             })
             .map_err(|e| StoreError::io(&path, e));
+        self.fence.writing(false);
         match &result {
             Ok(()) => {
                 current.bytes += buf.len() as u64;
@@ -558,7 +591,7 @@ impl WriterState {
             }
         };
         let mut copies = Vec::new();
-        for (_, record) in format::decode_all(&bytes).records {
+        for (_, record) in format::read_segment(&bytes).decoded.records {
             for part in flat(std::slice::from_ref(&record)) {
                 if let Record::Enqueue { queue, id, .. } = part
                     && self

@@ -96,3 +96,81 @@ pub async fn assert_nothing_more(consumer: &mut actormq::client::Consumer) {
         "a message beyond those expected: {extra:?}"
     );
 }
+
+/// Sends persistent messages numbered `seq` = 0, 1, … below `count` to `queue`, in batches
+/// of 100 with 8 batches in flight, until they are all sent or a send fails. Reports the
+/// first number of each confirmed batch and when its confirmation came; the channel closes
+/// when the producer stops.
+pub fn produce_numbered(
+    connection: Connection,
+    queue: actormq::Destination,
+    count: i64,
+) -> tokio::sync::mpsc::UnboundedReceiver<(i64, Instant)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let producer = connection.session(AckMode::Auto).unwrap().producer(queue);
+        let mut in_flight = std::collections::VecDeque::new();
+        for start in (0..count).step_by(100) {
+            let batch = (start..start + 100)
+                .map(|n| {
+                    actormq::Message::new(vec![1u8; 64])
+                        .with_property("seq", actormq::Property::Int(n))
+                })
+                .collect();
+            let Ok(confirmation) = producer.begin_send(batch) else {
+                break;
+            };
+            in_flight.push_back((start, confirmation));
+            if in_flight.len() >= 8 {
+                let (start, confirmation) = in_flight.pop_front().unwrap();
+                if confirmation.await.is_err() || tx.send((start, Instant::now())).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Receives from `queue` at `url` until every message in `confirmed` has come and nothing
+/// more arrives; fails on a message delivered twice or a confirmed one missing.
+pub async fn drain_exactly_once(
+    url: &str,
+    queue: actormq::Destination,
+    confirmed: &std::collections::HashSet<i64>,
+) -> usize {
+    let connection = Connection::connect(url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session
+        .consumer_with(queue, actormq::client::ConsumerOptions::prefetch(5000))
+        .await
+        .unwrap();
+    let mut received = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let wait = if confirmed.is_subset(&received) {
+            Duration::from_secs(2)
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        let Some(m) = consumer.receive(wait).await.unwrap() else {
+            break;
+        };
+        assert!(
+            received.insert(seq_of(&m)),
+            "message {} delivered twice",
+            seq_of(&m)
+        );
+    }
+    let missing: Vec<&i64> = confirmed.difference(&received).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "confirmed messages lost, e.g. {missing:?} (of {} confirmed, {} received)",
+        confirmed.len(),
+        received.len()
+    );
+    drop(consumer);
+    drop(session);
+    connection.close().await.unwrap();
+    received.len()
+}

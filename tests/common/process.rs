@@ -61,13 +61,19 @@ impl BrokerProcess {
             let line = log
                 .recv_timeout(Duration::from_secs(20))
                 .unwrap_or_else(|_| panic!("no listen line; saw {startup:?}"));
-            if let Some(addr) = line.split("listening on ").nth(1)
-                && !line.contains("STOMP")
+            // A master/slave broker says first where it stands by (and will serve).
+            if let Some(addr) = line
+                .split("listening on ")
+                .nth(1)
+                .filter(|_| !line.contains("STOMP"))
+                .or_else(|| line.split("standby on ").nth(1))
             {
-                break format!(
+                let url = format!(
                     "tcp://{}",
                     addr.split_whitespace().next().expect("an address")
                 );
+                startup.push(line);
+                break url;
             }
             startup.push(line);
         };
@@ -82,7 +88,8 @@ impl BrokerProcess {
     /// The STOMP listener's address.
     pub fn stomp_addr(&self) -> std::net::SocketAddr {
         self.logged_addr("STOMP listening on ")
-            .and_then(|a| a.parse().ok())
+            .or_else(|| self.logged_addr("(STOMP "))
+            .and_then(|a| a.trim_end_matches([')', ':']).parse().ok())
             .expect("the broker logs its STOMP address")
     }
 

@@ -193,6 +193,7 @@ impl ConnectionActor {
                         destinations: stats.destinations,
                         store: stats.store,
                         members: stats.members,
+                        master: stats.master,
                     };
                     act.send(&reply, ctx);
                 }));

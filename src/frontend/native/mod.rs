@@ -14,6 +14,16 @@ use crate::net::writer::FrameSink;
 use crate::protocol::{Frame, encode_frame};
 use crate::session::SessionError;
 
+/// What a standby writes to a native client before closing: an `Error` frame with code
+/// `Standby` and the reason.
+pub fn standby_refusal(reason: &str) -> Bytes {
+    let frame = Frame::Error {
+        code: crate::protocol::ErrorCode::Standby,
+        message: reason.to_string(),
+    };
+    encode_frame(&frame, usize::MAX).unwrap_or_default()
+}
+
 /// Encodes `frame` and queues it on `sink`.
 pub(crate) fn write_frame(
     sink: &FrameSink,

@@ -14,3 +14,8 @@ mod subscriptions;
 
 pub use connection::StompConnectionActor;
 pub use subscriptions::{StompEvent, StompWire};
+
+/// What a standby writes to a STOMP client before closing: an ERROR frame with the reason.
+pub fn standby_refusal(reason: &str) -> bytes::Bytes {
+    frames::error_bytes(&frames::Failure::new(reason))
+}
