@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# The test command: installs the third-party clients the tests drive (stomp.py, from
-# PyPI), then runs every test. Safe to run again. ACTORMQ_SOAK=1 adds the soak test
+# The test command: installs the third-party clients and servers the tests drive (stomp.py
+# from PyPI, PostgreSQL from Debian's packages), then runs every test. Safe to run again. ACTORMQ_SOAK=1 adds the soak test
 # (tests/soak.rs; ACTORMQ_SOAK_SECS sets its length, 180 by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! python3 -c "import stomp" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "stomp.py==9.0.0"
+fi
+# PostgreSQL's server, for the master/slave tests on a database (each test starts a private
+# one with initdb in a temporary folder; see tests/common/postgres.rs).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
+  echo "installing PostgreSQL from Debian's packages for the tests" >&2
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends postgresql
 fi
 cargo test "$@"
 # The soak (minutes of mixed abuse and restarts) runs only when asked for.

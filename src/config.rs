@@ -99,6 +99,12 @@ impl HaSettings {
             reason,
         };
         if self.mode == HaMode::None {
+            if store == StoreKind::Postgres {
+                return Err(invalid(
+                    "store.kind",
+                    "\"postgres\" needs ha.mode = \"database\" (a broker on PostgreSQL holds its lease, even alone)".into(),
+                ));
+            }
             return Ok(());
         }
         if self.poll_ms == 0 {

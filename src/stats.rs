@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::message::{Destination, DestinationKind};
 
 /// The broker's store, as `stat` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreStat {
+    /// `journal` or `postgres`.
+    pub kind: String,
     /// Bytes in the journal's segment files.
     pub bytes: u64,
     pub segments: u64,

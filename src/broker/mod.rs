@@ -21,7 +21,9 @@ use crate::config::{Config, ConfigError, StoreKind};
 use crate::destination::{CollectStats, DestinationRegistry};
 use crate::runtime::ArbiterPool;
 use crate::stats::DestinationStat;
-use crate::store::{Journal, JournalSettings, MemoryStore, Recovered, SharedStore};
+use crate::store::{
+    Journal, JournalSettings, MemoryStore, PostgresSettings, PostgresStore, Recovered, SharedStore,
+};
 
 /// Errors of the broker module.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,7 @@ pub enum BrokerError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error("{0} is not available in this build")]
+    #[error("{0} is not a broker this can start")]
     Unsupported(&'static str),
     #[error("master/slave: {0}")]
     Ha(#[from] crate::ha::HaError),
@@ -127,7 +129,18 @@ impl Broker {
             }
             StoreKind::Memory => (Arc::new(MemoryStore), Recovered::default()),
             StoreKind::Postgres => {
-                return Err(BrokerError::Unsupported("store.kind = \"postgres\""));
+                // Validation saw to it that a broker on PostgreSQL holds the lease.
+                let Some(master) = master else {
+                    return Err(BrokerError::Unsupported(
+                        "store.kind = \"postgres\" without ha.mode = \"database\"",
+                    ));
+                };
+                let settings = PostgresSettings {
+                    url: config.store.url.clone(),
+                    write_timeout: config.ha.lease(),
+                };
+                let (store, recovered) = PostgresStore::open(settings, master.fence())?;
+                (Arc::new(store), recovered)
             }
         };
         let cluster = if config.cluster.enabled {

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use super::standby::{Reason, Standby};
 use super::{Broker, BrokerError, Listeners, journal_dir};
-use crate::config::{Config, HaMode};
-use crate::ha::{self, Attempt, Claim, Holder, Mastership};
+use crate::config::{Config, HaMode, StoreKind};
+use crate::ha::{Attempt, Claim, Contender, Holder, Mastership};
 use crate::store::{Journal, StoreError};
 
 /// Runs a broker as `config` says (alone, or as a master/slave member) until `shutdown`
@@ -36,6 +36,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
     let listeners = Listeners::bind(&config).await?;
     let reason: Reason = Default::default();
+    let mut contender = Contender::new(&config);
     tokio::pin!(shutdown);
     loop {
         let standby = Standby::serve(&listeners, reason.clone());
@@ -50,7 +51,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .unwrap_or_default()
         );
         let claim = tokio::select! {
-            claim = wait_for_lock(&config, &reason) => claim?,
+            claim = wait_for_lock(&config, &mut contender, &reason) => claim,
             () = &mut shutdown => {
                 tracing::info!("shutting down");
                 return Ok(());
@@ -103,40 +104,40 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 }
 
 /// Polls the lock every `ha.poll_ms` until it is ours; says once whom it waits for (and
-/// again when the master changes).
-async fn wait_for_lock(config: &Config, reason: &Reason) -> Result<Claim, BrokerError> {
-    let dir = config.broker.data_dir.clone();
-    let mut said: Option<Option<Holder>> = None;
+/// again when the master changes), and once what goes wrong while it cannot even look.
+async fn wait_for_lock(config: &Config, contender: &mut Contender, reason: &Reason) -> Claim {
+    let mut said: Option<Result<Option<(u64, u32)>, String>> = None;
     loop {
-        let attempt = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || ha::file_lock::try_lock(&dir))
-                .await
-                .map_err(|e| BrokerError::Thread(e.to_string()))??
+        let attempt = contender.attempt().await;
+        let now = match &attempt {
+            Ok(Attempt::Claimed(_)) => None,
+            Ok(Attempt::Held(holder)) => Some(Ok(holder.as_ref().map(|h| (h.epoch, h.pid)))),
+            Err(e) => Some(Err(e.to_string())),
         };
-        match attempt {
-            Attempt::Claimed(claim) => return Ok(claim),
-            Attempt::Held(holder) => {
-                let same = said.as_ref().is_some_and(|s| {
-                    s.as_ref().map(|h| (h.epoch, h.pid))
-                        == holder.as_ref().map(|h| (h.epoch, h.pid))
-                });
-                if !same {
-                    let whom = holder
+        if now.is_some() && now != said {
+            let text = match &attempt {
+                Ok(Attempt::Held(holder)) => format!(
+                    "standby: waiting for {} held by {}",
+                    contender.describe(),
+                    holder
                         .as_ref()
                         .map(Holder::describe)
-                        .unwrap_or_else(|| "another broker".into());
-                    let text = format!(
-                        "standby: waiting for the lock on {} held by {whom}",
-                        dir.display()
-                    );
-                    tracing::info!("{text}");
-                    if let Ok(mut reason) = reason.lock() {
-                        *reason = format!("broker {} is a {text}", config.broker.name);
-                    }
-                    said = Some(holder);
-                }
+                        .unwrap_or_else(|| "another broker".into())
+                ),
+                Err(e) => format!("standby: cannot look at {}: {e}", contender.describe()),
+                Ok(Attempt::Claimed(_)) => String::new(),
+            };
+            match &attempt {
+                Err(_) => tracing::warn!("{text}"),
+                _ => tracing::info!("{text}"),
             }
+            if let Ok(mut reason) = reason.lock() {
+                *reason = format!("broker {} is a {text}", config.broker.name);
+            }
+            said = now;
+        }
+        if let Ok(Attempt::Claimed(claim)) = attempt {
+            return claim;
         }
         tokio::time::sleep(config.ha.poll()).await;
     }
@@ -151,16 +152,18 @@ async fn take_over(
     standby: Standby,
 ) -> Result<(Broker, Mastership), BrokerError> {
     let started = Instant::now();
-    let journal = journal_dir(config);
-    let newest = tokio::task::spawn_blocking(move || Journal::newest_epoch(&journal))
-        .await
-        .map_err(|e| BrokerError::Thread(e.to_string()))??;
-    let epoch = claim.previous_epoch().max(newest) + 1;
-    let master = claim.promote(
-        Holder::me(&config.broker.name, epoch),
-        config.ha.keep_alive(),
-        config.ha.lease(),
-    )?;
+    // The newest epoch the journal has seen (a database lease counts its own).
+    let newest = match config.store.kind {
+        StoreKind::Journal => {
+            let journal = journal_dir(config);
+            tokio::task::spawn_blocking(move || Journal::newest_epoch(&journal))
+                .await
+                .map_err(|e| BrokerError::Thread(e.to_string()))??
+        }
+        _ => 0,
+    };
+    let master = claim.promote(&config.broker.name, newest, &config.ha)?;
+    let epoch = master.epoch();
     // Clients queue in the listen backlog while the store recovers.
     drop(standby);
     let mut waited = false;

@@ -57,6 +57,7 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         );
     }
     match store {
+        Some(store) if store.kind == "postgres" => println!("store: postgres"),
         Some(store) => {
             println!(
                 "store: journal, {} segments, {} bytes, {} paged messages, {} skipped records",

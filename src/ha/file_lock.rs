@@ -20,12 +20,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::watch;
-
-use super::{Attempt, Claim, ClaimKind, Gate, HaError, Holder, Keeper, Mastership};
+use super::{Attempt, Claim, ClaimKind, HaError, Holder, KeepAlive, Keeping, Mastership};
 
 /// The lock file, in the data dir.
 pub const LOCK_FILE: &str = "master.lock";
@@ -96,44 +93,49 @@ impl FileClaim {
         self.file.write_all(render(&me).as_bytes()).map_err(io)?;
         self.file.sync_all().map_err(io)?;
 
-        let (lost_tx, lost) = watch::channel(None);
         let (check_path, id) = (self.path.clone(), self.id);
-        let gate = Arc::new(Gate {
+        let check = LockFileCheck {
+            path: self.path.clone(),
             epoch: me.epoch,
-            closed: Mutex::new(None),
-            lost: lost_tx,
-            quick: Box::new(move || same_file(&check_path, id)),
-            writing_since: Default::default(),
-            base: Instant::now(),
-            stall,
-        });
-        let (epoch, keeper_path) = (me.epoch, self.path.clone());
-        let keeper = Keeper::start(gate.clone(), keep_alive, move || {
-            let mut file = File::open(&keeper_path)
-                .map_err(|e| format!("cannot read the lock file {}: {e}", keeper_path.display()))?;
-            match read_holder(&mut file) {
-                Some(holder) if holder.epoch == epoch => Ok(()),
-                Some(holder) => Err(format!(
-                    "the lock file {} now names epoch {} of {}, not this broker's epoch {epoch}",
-                    keeper_path.display(),
-                    holder.epoch,
-                    holder.name
-                )),
-                None => Err(format!(
-                    "the lock file {} no longer names this broker",
-                    keeper_path.display()
-                )),
-            }
-        })
-        .map_err(io)?;
-        Ok(Mastership {
+        };
+        Mastership::start(
             me,
             previous,
-            fence: gate,
-            lost,
-            _keeper: keeper,
-            _hold: Box::new(self.file),
-        })
+            Keeping {
+                every: keep_alive,
+                stall,
+                quick: Box::new(move || same_file(&check_path, id)),
+            },
+            check,
+            Box::new(self.file),
+        )
+    }
+}
+
+/// The keeper's check: the lock file still carries this master's epoch.
+struct LockFileCheck {
+    path: PathBuf,
+    epoch: u64,
+}
+
+impl KeepAlive for LockFileCheck {
+    fn renew(&mut self) -> Result<(), String> {
+        let (path, epoch) = (&self.path, self.epoch);
+        let mut file = File::open(path)
+            .map_err(|e| format!("cannot read the lock file {}: {e}", path.display()))?;
+        match read_holder(&mut file) {
+            Some(holder) if holder.epoch == epoch => Ok(()),
+            Some(holder) => Err(format!(
+                "the lock file {} now names epoch {} of {}, not this broker's epoch {epoch}",
+                path.display(),
+                holder.epoch,
+                holder.name
+            )),
+            None => Err(format!(
+                "the lock file {} no longer names this broker",
+                path.display()
+            )),
+        }
     }
 }
 
@@ -193,14 +195,11 @@ mod tests {
         let Ok(Attempt::Claimed(claim)) = try_lock(dir) else {
             panic!("the lock is free");
         };
-        let epoch = claim.previous_epoch() + 1;
-        claim
-            .promote(
-                Holder::me(name, epoch),
-                Duration::from_millis(20),
-                Duration::from_secs(5),
-            )
-            .expect("promoted")
+        let settings = crate::config::HaSettings {
+            keep_alive_ms: 20,
+            ..Default::default()
+        };
+        claim.promote(name, 0, &settings).expect("promoted")
     }
 
     #[test]

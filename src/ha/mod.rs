@@ -3,7 +3,9 @@
 //! lock, one shape:
 //!
 //! - [`file_lock`]: an exclusive OS lock on `data_dir/master.lock` (shared file system).
+//! - [`lease`]: a lease row in the PostgreSQL store, renewed on the database's clock.
 //!
+//! A standby tries its lock through a [`Contender`].
 //! Taking a lock yields a [`Claim`] (the lock is held; who held it before); a claim made
 //! into a [`Mastership`] has an **epoch** (one more than any before it, written beside the
 //! lock) and a [`Fence`](crate::store::Fence) the store asks before every write. The
@@ -13,6 +15,7 @@
 //! (stop serving, wait again) is `broker::node`'s.
 
 pub mod file_lock;
+pub mod lease;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+use crate::config::{Config, HaMode, HaSettings};
 use crate::store::Fence;
 
 /// Why a lock could not be taken or kept.
@@ -27,6 +31,10 @@ use crate::store::Fence;
 pub enum HaError {
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Database(#[from] crate::store::postgres::PgError),
+    #[error("{0}")]
+    Thread(String),
 }
 
 impl HaError {
@@ -81,24 +89,63 @@ pub struct Claim {
 
 enum ClaimKind {
     File(file_lock::FileClaim),
+    Lease(lease::LeaseClaim),
 }
 
 impl Claim {
-    /// The newest epoch recorded with the lock (0 for a new lock).
-    pub fn previous_epoch(&self) -> u64 {
-        self.previous.as_ref().map_or(0, |p| p.epoch)
-    }
-
-    /// Makes this broker the master in `epoch` (more than every epoch before it, in the
-    /// lock and in the store): records it beside the lock and starts the keeper.
+    /// Makes this broker (`name`) the master and starts the keeper. Its epoch is one more
+    /// than any before it: with a file lock, more than the lock's and `floor` (the newest
+    /// the store has seen); a lease counted its epoch when it was taken.
     pub fn promote(
         self,
-        me: Holder,
-        keep_alive: Duration,
-        stall: Duration,
+        name: &str,
+        floor: u64,
+        settings: &HaSettings,
     ) -> Result<Mastership, HaError> {
         match self.inner {
-            ClaimKind::File(claim) => claim.promote(me, self.previous, keep_alive, stall),
+            ClaimKind::File(claim) => {
+                let last = self.previous.as_ref().map_or(0, |p| p.epoch);
+                let me = Holder::me(name, last.max(floor) + 1);
+                claim.promote(me, self.previous, settings.keep_alive(), settings.lease())
+            }
+            ClaimKind::Lease(claim) => claim.promote(self.previous, settings),
+        }
+    }
+}
+
+/// A standby's way to its lock.
+pub enum Contender {
+    File(PathBuf),
+    Lease(Box<lease::Contender>),
+}
+
+impl Contender {
+    /// The lock `config` names (`ha.mode` is not `none`).
+    pub fn new(config: &Config) -> Contender {
+        match config.ha.mode {
+            HaMode::Database => Contender::Lease(Box::new(lease::Contender::new(config))),
+            _ => Contender::File(config.broker.data_dir.clone()),
+        }
+    }
+
+    /// Tries once to take the lock.
+    pub async fn attempt(&mut self) -> Result<Attempt, HaError> {
+        match self {
+            Contender::File(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || file_lock::try_lock(&dir))
+                    .await
+                    .map_err(|e| HaError::Thread(e.to_string()))?
+            }
+            Contender::Lease(contender) => contender.attempt().await,
+        }
+    }
+
+    /// `the lock on DIR` or `the lease in user@host:port/db`.
+    pub fn describe(&self) -> String {
+        match self {
+            Contender::File(dir) => format!("the lock on {}", dir.display()),
+            Contender::Lease(contender) => contender.describe(),
         }
     }
 }
@@ -122,7 +169,46 @@ pub struct Mastership {
     _hold: Box<dyn std::any::Any + Send>,
 }
 
+/// How a mastership is kept: how often, the longest a store write may take, and the quick
+/// check the store runs before each write.
+struct Keeping {
+    every: Duration,
+    stall: Duration,
+    quick: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
 impl Mastership {
+    /// The mastership of `me` over a lock just taken: its fence, and a keeper running
+    /// `keep` every `keeping.every`. `hold` is what holds the lock (dropped last).
+    fn start(
+        me: Holder,
+        previous: Option<Holder>,
+        keeping: Keeping,
+        keep: impl KeepAlive,
+        hold: Box<dyn std::any::Any + Send>,
+    ) -> Result<Mastership, HaError> {
+        let (lost_tx, lost) = watch::channel(None);
+        let gate = Arc::new(Gate {
+            epoch: me.epoch,
+            closed: Mutex::new(None),
+            lost: lost_tx,
+            quick: keeping.quick,
+            writing_since: Default::default(),
+            base: std::time::Instant::now(),
+            stall: keeping.stall,
+        });
+        let keeper = Keeper::start(gate.clone(), keeping.every, keep)
+            .map_err(|e| HaError::Thread(e.to_string()))?;
+        Ok(Mastership {
+            me,
+            previous,
+            fence: gate,
+            lost,
+            _keeper: keeper,
+            _hold: hold,
+        })
+    }
+
     pub fn epoch(&self) -> u64 {
         self.me.epoch
     }
@@ -156,12 +242,21 @@ struct Keeper {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What a keeper does every keep-alive: check (file) or renew (lease) the lock; and once,
+/// when the master stops, let it go.
+trait KeepAlive: Send + 'static {
+    /// `Err` with the reason once the lock is lost.
+    fn renew(&mut self) -> Result<(), String>;
+    /// The master stops (shutdown or demotion): give the lock up at once if it can be.
+    fn release(&mut self) {}
+}
+
 impl Keeper {
-    /// Runs `check` every `every` until it fails (closing `gate`) or this is dropped.
+    /// Runs `keep` every `every` until it fails (closing `gate`) or this is dropped.
     fn start(
         gate: Arc<Gate>,
         every: Duration,
-        mut check: impl FnMut() -> Result<(), String> + Send + 'static,
+        mut keep: impl KeepAlive,
     ) -> Result<Keeper, std::io::Error> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -173,12 +268,13 @@ impl Keeper {
                     let checked = gate
                         .check()
                         .and_then(|()| gate.stalled())
-                        .and_then(|()| check());
+                        .and_then(|()| keep.renew());
                     if let Err(reason) = checked {
                         gate.close(reason);
                         return;
                     }
                 }
+                keep.release();
             })?;
         Ok(Keeper {
             stop: Some(stop),

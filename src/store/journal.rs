@@ -127,6 +127,7 @@ impl Journal {
     /// holds the oldest segment.
     pub fn usage(&self) -> crate::stats::StoreStat {
         crate::stats::StoreStat {
+            kind: "journal".into(),
             bytes: self.usage.bytes.load(Ordering::Relaxed),
             segments: self.usage.segments.load(Ordering::Relaxed),
             skipped: self.usage.skipped.load(Ordering::Relaxed),

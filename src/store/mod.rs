@@ -7,6 +7,7 @@
 mod fence;
 pub mod format;
 mod journal;
+pub mod postgres;
 mod reader;
 pub mod record;
 mod segments;
@@ -23,6 +24,7 @@ use record::Record;
 
 pub use fence::{Fence, Unfenced};
 pub use journal::Journal;
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use segments::{
     DURABLES_FILE, FsyncMode, JournalSettings, Location, Recovered, RecoveredMessage,
 };
@@ -36,6 +38,8 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("the journal has stopped")]
     Closed,
+    #[error("{0}")]
+    Database(String),
     /// This broker may no longer write: another one is the master.
     #[error("fenced: {0}")]
     Fenced(String),

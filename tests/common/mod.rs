@@ -1,7 +1,9 @@
 //! Shared by the integration tests: real brokers on port 0, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod raw_stomp;
 pub mod small_disk;
 
@@ -105,7 +107,7 @@ pub fn produce_numbered(
     connection: Connection,
     queue: actormq::Destination,
     count: i64,
-) -> tokio::sync::mpsc::UnboundedReceiver<(i64, Instant)> {
+) -> tokio::sync::mpsc::UnboundedReceiver<(i64, std::time::SystemTime)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let producer = connection.session(AckMode::Auto).unwrap().producer(queue);
@@ -123,7 +125,9 @@ pub fn produce_numbered(
             in_flight.push_back((start, confirmation));
             if in_flight.len() >= 8 {
                 let (start, confirmation) = in_flight.pop_front().unwrap();
-                if confirmation.await.is_err() || tx.send((start, Instant::now())).is_err() {
+                if confirmation.await.is_err()
+                    || tx.send((start, std::time::SystemTime::now())).is_err()
+                {
                     break;
                 }
             }
