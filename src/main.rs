@@ -35,6 +35,9 @@ enum Command {
     Stat(cmd::stat::StatArgs),
     /// Measure throughput and latency against actormq, a STOMP broker or nats-server.
     Bench(cmd::bench::BenchArgs),
+    /// Set up the PostgreSQL store.
+    #[command(subcommand)]
+    Db(cmd::db::DbCommand),
 }
 
 #[derive(clap::Args)]
@@ -91,6 +94,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             init_logging("warn");
             cmd::client_runtime().and_then(|rt| rt.block_on(cmd::bench::run(args)))
+        }
+        Command::Db(command) => {
+            init_logging("warn");
+            cmd::client_runtime().and_then(|rt| rt.block_on(cmd::db::run(command)))
         }
     };
     match result {

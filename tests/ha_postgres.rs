@@ -250,3 +250,93 @@ async fn a_master_cut_off_from_the_database_stops_confirming_before_its_lease_en
     );
     drain_exactly_once(&b.url, queue, &confirmed).await;
 }
+
+/// Runs `actormq` with `args` and `env` until it exits (within 30 s): its status and
+/// everything it wrote.
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(common::process::BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("actormq runs");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("its status").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("actormq {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("its output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
+/// The settings of a lone broker on the PostgreSQL store at `url`.
+fn pg_env(url: &str) -> Vec<(&'static str, &str)> {
+    vec![
+        ("ACTORMQ__HA__MODE", "database"),
+        ("ACTORMQ__STORE__KIND", "postgres"),
+        ("ACTORMQ__STORE__URL", url),
+        ("ACTORMQ__BROKER__LISTEN", "127.0.0.1:0"),
+        ("ACTORMQ__STOMP__ENABLED", "false"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_problems_are_named() {
+    let pg = Postgres::start("errors");
+    let (status, text) = run_to_exit(&["db", "init", "--url", &pg.url()], &[]);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("schema version 1 is ready"), "{text}");
+
+    // Unreachable: the standby says so and keeps trying.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = pg.url_via(closed.local_addr().unwrap().port());
+    drop(closed);
+    let mut waiting = member(&nowhere, "a");
+    let said = waiting
+        .wait_for_log("standby: cannot look at the lease", WAIT)
+        .expect("the broker says it cannot reach the database");
+    assert!(
+        said.contains("cannot reach PostgreSQL at actormq@127.0.0.1:"),
+        "{said}"
+    );
+    match Connection::connect(&waiting.url).await {
+        Err(e) => assert!(e.to_string().contains("cannot reach PostgreSQL"), "{e}"),
+        Ok(_) => panic!("a broker without its database must not serve"),
+    }
+    drop(waiting);
+
+    // Refused credentials (no such role) and another schema version stop the broker.
+    let stranger = format!("postgres://nobody@127.0.0.1:{}/postgres", pg.port);
+    let (status, text) = run_to_exit(&["broker"], &pg_env(&stranger));
+    assert!(!status.success());
+    assert!(
+        text.contains("refused the credentials") && text.contains("nobody"),
+        "{text}"
+    );
+
+    let db = sql(&pg.url()).await;
+    db.execute("UPDATE actormq_schema SET version = 99", &[])
+        .await
+        .unwrap();
+    let url = pg.url();
+    let (status, text) = run_to_exit(&["broker"], &pg_env(&url));
+    assert!(!status.success());
+    assert!(
+        text.contains("holds actormq schema version 99; this build uses version 1"),
+        "{text}"
+    );
+    let (status, text) = run_to_exit(&["db", "init", "--url", &url], &[]);
+    assert!(
+        !status.success() && text.contains("schema version 99"),
+        "{text}"
+    );
+}

@@ -51,7 +51,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .unwrap_or_default()
         );
         let claim = tokio::select! {
-            claim = wait_for_lock(&config, &mut contender, &reason) => claim,
+            claim = wait_for_lock(&config, &mut contender, &reason) => claim?,
             () = &mut shutdown => {
                 tracing::info!("shutting down");
                 return Ok(());
@@ -60,9 +60,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         let (broker, mut master) = tokio::select! {
             taken = take_over(&config, claim, &listeners, standby) => match taken {
                 Ok(taken) => taken,
-                // Another broker took over while this one was starting.
-                Err(BrokerError::Store(StoreError::Fenced(reason))) => {
-                    tracing::warn!("cannot become the master: {reason}");
+                // Another broker took over while this one was starting, or the database
+                // went away: stand by again.
+                Err(BrokerError::Store(e @ (StoreError::Fenced(_) | StoreError::Database(_)))) => {
+                    tracing::warn!("cannot become the master: {e}");
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -104,11 +105,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 }
 
 /// Polls the lock every `ha.poll_ms` until it is ours; says once whom it waits for (and
-/// again when the master changes), and once what goes wrong while it cannot even look.
-async fn wait_for_lock(config: &Config, contender: &mut Contender, reason: &Reason) -> Claim {
+/// again when the master changes), and once what goes wrong while it cannot even look; stops
+/// on an error that waiting cannot mend.
+async fn wait_for_lock(
+    config: &Config,
+    contender: &mut Contender,
+    reason: &Reason,
+) -> Result<Claim, BrokerError> {
     let mut said: Option<Result<Option<(u64, u32)>, String>> = None;
     loop {
-        let attempt = contender.attempt().await;
+        let attempt = match contender.attempt().await {
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            attempt => attempt,
+        };
         let now = match &attempt {
             Ok(Attempt::Claimed(_)) => None,
             Ok(Attempt::Held(holder)) => Some(Ok(holder.as_ref().map(|h| (h.epoch, h.pid)))),
@@ -137,7 +146,7 @@ async fn wait_for_lock(config: &Config, contender: &mut Contender, reason: &Reas
             said = now;
         }
         if let Ok(Attempt::Claimed(claim)) = attempt {
-            return claim;
+            return Ok(claim);
         }
         tokio::time::sleep(config.ha.poll()).await;
     }

@@ -1,6 +1,7 @@
 //! The client-side subcommands of the `actormq` binary.
 
 pub mod bench;
+pub mod db;
 pub mod receive;
 pub mod send;
 pub mod stat;

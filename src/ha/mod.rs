@@ -38,6 +38,21 @@ pub enum HaError {
 }
 
 impl HaError {
+    /// Waiting will not help (bad credentials, another schema version, no such database):
+    /// the broker should stop and say so rather than poll.
+    pub fn is_fatal(&self) -> bool {
+        use crate::store::postgres::PgError;
+        matches!(
+            self,
+            HaError::Database(
+                PgError::Url(_)
+                    | PgError::Credentials { .. }
+                    | PgError::NoDatabase { .. }
+                    | PgError::SchemaVersion { .. }
+            )
+        )
+    }
+
     fn io(path: &std::path::Path, e: std::io::Error) -> HaError {
         HaError::Io {
             path: path.to_path_buf(),
