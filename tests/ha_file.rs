@@ -27,18 +27,6 @@ fn member(dir: &Path, name: &str) -> BrokerProcess {
     )
 }
 
-/// Polls until a client is served at `url` (not refused as a standby).
-async fn served(url: &str) -> Connection {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match Connection::connect(url).await {
-            Ok(connection) => return connection,
-            Err(e) => assert!(Instant::now() < deadline, "{url} never served: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slave_takes_over_from_a_killed_master_with_every_confirmed_message_once() {
     let dir = data_dir("ha-file-sigkill");
@@ -81,7 +69,7 @@ async fn the_slave_takes_over_from_a_killed_master_with_every_confirmed_message_
     let took_over = b
         .wait_for_log("master: epoch 2, took over from a after", WAIT)
         .expect("the standby takes over");
-    let connection = served(&b.url).await;
+    let connection = common::served(&b.url).await;
     let takeover = killed.elapsed();
     eprintln!("takeover after SIGKILL (file lock): {takeover:?} ({took_over})");
     assert!(
@@ -148,7 +136,7 @@ async fn lock_file_lost(name: &str, pull: impl FnOnce(&Path)) {
 
     b.wait_for_log("master: epoch 2", WAIT)
         .expect("the standby takes over");
-    served(&b.url).await.close().await.unwrap();
+    common::served(&b.url).await.close().await.unwrap();
     common::drain_exactly_once(&b.url, queue, &confirmed).await;
     a.wait_for_log("standby: waiting for the lock", WAIT)
         .expect("the demoted master waits as a standby");
@@ -170,4 +158,54 @@ async fn a_master_whose_lock_file_is_replaced_demotes() {
         std::fs::rename(&other, lock).unwrap();
     })
     .await;
+}
+
+/// The repository's profiles.
+fn config_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_string()
+}
+
+#[test]
+fn the_master_and_slave_profiles_make_a_pair_and_stat_shows_the_role() {
+    let dir = data_dir("ha-profiles");
+    let config = config_dir();
+    let mut a = BrokerProcess::start(&dir, &["--config-dir", &config, "--profile", "master"]);
+    a.wait_for_log("master: epoch 1", WAIT).expect("a master");
+    let mut b = BrokerProcess::start(&dir, &["--config-dir", &config, "--profile", "slave"]);
+    let waiting = b
+        .wait_for_log("standby: waiting for the lock", WAIT)
+        .expect("a standby");
+    assert!(waiting.contains("held by ha-a"), "{waiting}");
+
+    let stat = |url: &str| {
+        let out = std::process::Command::new(common::process::BIN)
+            .args(["stat", "--url", url])
+            .output()
+            .expect("stat runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = stat(&a.url);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("role: master, epoch 1, since ")
+            && text.contains(&format!(
+                "holding the shared-file lock on {}",
+                dir.display()
+            )),
+        "{text}"
+    );
+    let (ok, text) = stat(&b.url);
+    assert!(!ok);
+    assert!(
+        text.contains("broker ha-b is a standby: waiting for the lock")
+            && text.contains("held by ha-a"),
+        "{text}"
+    );
 }

@@ -33,18 +33,6 @@ fn member(url: &str, name: &str) -> BrokerProcess {
     )
 }
 
-/// Polls until a client is served at `url` (not refused as a standby).
-async fn served(url: &str) -> Connection {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match Connection::connect(url).await {
-            Ok(connection) => return connection,
-            Err(e) => assert!(Instant::now() < deadline, "{url} never served: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A connection of the test's own to the database.
 async fn sql(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -106,7 +94,7 @@ async fn the_slave_takes_over_from_a_killed_master_within_the_lease() {
     }
     b.wait_for_log("master: epoch 2, took over from a", WAIT)
         .expect("the standby takes over");
-    served(&b.url).await.close().await.unwrap();
+    common::served(&b.url).await.close().await.unwrap();
     let takeover = killed.elapsed();
     eprintln!("takeover after SIGKILL (PostgreSQL lease): {takeover:?}");
     assert!(
@@ -141,7 +129,7 @@ async fn a_frozen_master_is_fenced_and_writes_nothing_once_thawed() {
     let frozen = Instant::now();
     b.wait_for_log("master: epoch 2, took over from a", WAIT)
         .expect("the standby takes over from a frozen master");
-    served(&b.url).await.close().await.unwrap();
+    common::served(&b.url).await.close().await.unwrap();
     let takeover = frozen.elapsed();
     eprintln!("takeover after SIGSTOP (PostgreSQL lease): {takeover:?}");
     assert!(
@@ -211,7 +199,7 @@ async fn a_master_cut_off_from_the_database_stops_confirming_before_its_lease_en
 
     b.wait_for_log("master: epoch 2, took over from a", WAIT)
         .expect("the standby takes over");
-    let connection = served(&b.url).await;
+    let connection = common::served(&b.url).await;
     let mut from_b = produce_numbered(connection, Destination::queue("ha.pg.after"), 1_000);
     let (_, first_from_b) = from_b.recv().await.expect("the new master confirms");
     assert!(
@@ -339,4 +327,34 @@ async fn database_problems_are_named() {
         !status.success() && text.contains("schema version 99"),
         "{text}"
     );
+}
+
+#[test]
+fn the_master_pg_and_slave_pg_profiles_make_a_pair() {
+    let pg = Postgres::start("profiles");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let url = pg.url();
+    let env = [("ACTORMQ__STORE__URL", url.as_str())];
+    let start = |profile: &str| {
+        BrokerProcess::start_with_env(
+            &data_dir(profile),
+            &["--config-dir", config, "--profile", profile],
+            &env,
+        )
+    };
+    let mut a = start("master-pg");
+    a.wait_for_log("master: epoch 1", WAIT).expect("a master");
+    let mut b = start("slave-pg");
+    let waiting = b
+        .wait_for_log("standby: waiting for the lease", WAIT)
+        .expect("a standby");
+    assert!(waiting.contains("held by ha-pg-a"), "{waiting}");
+    // A clean stop gives the lease up: the standby takes over within a poll.
+    a.signal("TERM");
+    let stopped = Instant::now();
+    b.wait_for_log("master: epoch 2, took over from ha-pg-a", WAIT)
+        .expect("the standby takes over");
+    let took = stopped.elapsed();
+    eprintln!("takeover after SIGTERM (PostgreSQL lease): {took:?}");
+    assert!(took < LEASE, "a clean stop gives the lease up: {took:?}");
 }

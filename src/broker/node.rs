@@ -15,7 +15,7 @@
 //! be what failed).
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::standby::{Reason, Standby};
 use super::{Broker, BrokerError, Listeners, journal_dir};
@@ -201,17 +201,12 @@ async fn take_over(
         Some(previous) => tracing::info!(
             "master: epoch {epoch}, took over from {} after {} ms",
             previous.name,
-            millis(took)
+            took.as_millis()
         ),
         None => tracing::info!(
-            "master: epoch {epoch}, the first master of {}, serving after {} ms",
-            config.broker.data_dir.display(),
-            millis(took)
+            "master: epoch {epoch}, the first master, serving after {} ms",
+            took.as_millis()
         ),
     }
     Ok((broker, master))
-}
-
-fn millis(d: Duration) -> u128 {
-    d.as_millis()
 }

@@ -312,8 +312,7 @@ impl KeepAlive for Renewal {
 
     fn release(&mut self) {
         let released = self.run(
-            "UPDATE actormq_lease SET holder = NULL, expires_at = now()
-             WHERE id = 1 AND epoch = $1",
+            "UPDATE actormq_lease SET expires_at = now() WHERE id = 1 AND epoch = $1",
             None,
         );
         if let Err(e) = released {

@@ -178,3 +178,15 @@ pub async fn drain_exactly_once(
     connection.close().await.unwrap();
     received.len()
 }
+
+/// Polls (for up to 30 s) until a client is served at `url`, not refused as a standby.
+pub async fn served(url: &str) -> Connection {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Connection::connect(url).await {
+            Ok(connection) => return connection,
+            Err(e) => assert!(Instant::now() < deadline, "{url} never served: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
