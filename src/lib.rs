@@ -8,6 +8,8 @@
 //!
 //! ```text
 //! actix System (main thread)
+//! ├── broker::node::serve ─ the broker's life: alone, or (with `[ha]`) standby → master →
+//! │                         standby; a standby's listeners refuse clients (broker::standby)
 //! ├── listener tasks ─ (broker) native and STOMP: accept, set TCP_NODELAY, hand each
 //! │                   socket to the next arbiter
 //! ├── DestinationRegistry ─ name → DestinationRef; creates destinations on first use;
@@ -43,6 +45,10 @@
 //!                       local TopicActor fed by one subscription to the home topic
 //! journal threads (std::thread) ─ the Journal's writer (group commit, segments, LOCK,
 //!                                  retried removals, compaction) and reader (paging in)
+//! postgres thread (std::thread + a current-thread tokio runtime) ─ (store::postgres) the
+//!                                  PostgresStore's writer and reader connections
+//! keeper thread (std::thread) ─ (ha) a master's lock: checks the lock file or renews the
+//!                                lease every ha.keep_alive_ms; closes the fence when it fails
 //! ```
 //!
 //! A connection and its sessions and consumers live on one arbiter; a destination lives
@@ -68,14 +74,17 @@
 //! no circle, between folders or inside one):
 //!
 //! ```text
-//! broker ─ composes: store, arbiters, registry, cluster, one listener per front-end
+//! broker ─ composes: store, arbiters, registry, cluster, one listener per front-end;
+//! │        node (standby ⇄ master), standby (refusing clients)
 //! frontend::{native, stomp} ─ sockets and a protocol, mapped onto sessions; neither knows
 //! │                           the other
 //! cluster ─ membership, the bridge, placement; implements destination::Homes
+//! ha ─ the master's lock (file or lease), its epoch and keeper; implements store::Fence
 //! session ─ SessionActor, ConsumerActor, ClientWire (what a front-end implements)
 //! destination ─ queues, topics, the registry, DestinationRef, Homes (what a cluster is
 //! │             to the registry)
-//! store ─ the Store trait, the journal and its on-disk format, the memory store
+//! store ─ the Store trait, the Fence it writes behind, the journal and its on-disk
+//! │       format, the PostgreSQL store, the memory store
 //! client ─ the native client (protocol, net)
 //! protocol ─ native frames, protocol::stomp; pure codecs, no I/O
 //! net ─ the bounded socket reader and writer
@@ -145,9 +154,10 @@
 //!   points the registry wires to every topic they match, which forward what they publish.
 //!   A durable subscription is a queue (`durable:<client>/<name>@<topic>`) its topic forwards
 //!   to, so it is stored, recovered and redelivered like any queue.
-//! - The store is a `Store` trait object (`Journal` or `MemoryStore`) held by the registry,
-//!   queues and sessions, not an actor: the journal's writer and reader are plain threads,
-//!   so no fsync or read ever runs on an arbiter. A queue past half its memory limit keeps
+//! - The store is a `Store` trait object (`Journal`, `PostgresStore` or `MemoryStore`)
+//!   held by the registry, queues and sessions, not an actor: the journal's writer and
+//!   reader are plain threads (the PostgreSQL store's, one thread with its own runtime),
+//!   so no fsync, query or read ever runs on an arbiter. A queue past half its memory limit keeps
 //!   new stored messages as journal locations only (paging) and reads them back in batches.
 //! - Producer flow control lives in the queue: a send that does not fit its memory limit
 //!   (or the broker's, a `MemoryBudget` counter shared by all queues) is parked and answered
@@ -166,7 +176,12 @@
 //! - Journal records have a versioned on-disk format of their own (`store::format`), read
 //!   back in every version written so far; golden journals in `tests/fixtures/` hold it to
 //!   that.
-//! - Failover (master/slave) is a later issue.
+//! - Master/slave is a loop around the broker, not a state inside it: `broker::node` runs
+//!   a standby (listeners bound, clients refused) until the lock is taken, then starts a
+//!   whole broker behind the lock's fence, and stops it when the lock is lost. The store
+//!   knows only the [`store::Fence`] (may I write, in which epoch); the lock knows nothing
+//!   of actors. Journal segments carry the epoch they were written in; the PostgreSQL
+//!   store checks its lease row in every group commit's transaction.
 //!
 //! ## Where each part lives
 //!
@@ -179,12 +194,13 @@
 //! | [`runtime`] | the arbiter pool and the memory-trim hook |
 //! | [`net`] | the bounded socket writer (broker and client) and the bounded frame reader of a client connection (send window, partial-frame budget, frame deadline) |
 //! | [`protocol`] | native frames and the length-prefixed MessagePack codec; [`protocol::stomp`], STOMP frames and codec (no I/O) |
-//! | [`store`] | the `Store` trait; the journal (versioned record format, group-committing writer with retries and compaction, reader, recovery) and the memory store |
+//! | [`store`] | the `Store` trait and the `Fence` it writes behind; the journal (versioned record and segment format, group-committing writer with retries and compaction, reader, recovery), the PostgreSQL store (schema, group commit fenced by the lease) and the memory store |
+//! | [`ha`] | master/slave: the file lock and the database lease, epochs, the keeper that checks the lock and closes the fence, `Mastership` |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef`, `Homes` |
 //! | [`session`] | session and consumer actors, `ClientWire` |
 //! | [`frontend`] | [`frontend::native`] (`ConnectionActor`, `NativeWire`) and [`frontend::stomp`] (`StompConnectionActor`, its subscriptions and `StompWire`) |
 //! | [`cluster`] | membership (foca) and the member table, the bridge (links) and what a link serves (`home`), the envelope codec, placement, remote destinations and topic mirrors; implements `Homes` |
-//! | [`broker`] | broker start-up: store, arbiters, registry, cluster, listeners |
+//! | [`broker`] | broker start-up: store, arbiters, registry, cluster, listeners; `node::serve` (a lone broker, or the standby ⇄ master loop) and the standby's refusals |
 //! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
 
 pub mod broker;

@@ -1,7 +1,7 @@
 //! The broker process, composed: the store, the arbiters, the destination registry, the
 //! cluster, and a listener per front-end. [`Broker::start`] wires them up inside a running
 //! actix system; [`serve`] runs a broker until shutdown, as a master/slave pair's member
-//! when `[ha]` says so ([`node`]); [`BrokerThread`] runs a whole broker on its own thread
+//! when `[ha]` says so (`node`); [`BrokerThread`] runs a whole broker on its own thread
 //! (for tests and for embedding in another program). Nothing below depends on this module.
 
 mod listener;

@@ -8,7 +8,7 @@
 //! A standby tries its lock through a [`Contender`].
 //! Taking a lock yields a [`Claim`] (the lock is held; who held it before); a claim made
 //! into a [`Mastership`] has an **epoch** (one more than any before it, written beside the
-//! lock) and a [`Fence`](crate::store::Fence) the store asks before every write. The
+//! lock) and a [`Fence`] the store asks before every write. The
 //! mastership's keeper checks the lock every `ha.keep_alive_ms`; when a check fails it
 //! closes the fence at once (nothing more is written or confirmed) and [`Mastership::lost`]
 //! resolves with the reason, so the broker demotes itself. What a master does with all this

@@ -1,5 +1,5 @@
 //! [`Fence`]: what lets a store write only while its broker may. A master/slave broker's
-//! lock (`crate::ha`) implements it; a lone broker's journal is [`Unfenced`].
+//! lock (the `ha` module, above this one) implements it; a lone broker's journal is [`Unfenced`].
 //!
 //! The journal asks the fence before every write (and before it answers one: a write that
 //! was fenced while it was being fsynced is not confirmed), starts each segment with the
