@@ -47,6 +47,7 @@ fn frame(c: &mut Criterion) {
         destination: Destination::queue("bench"),
         receipt: None,
         messages: messages(BATCH),
+        origin: None,
     };
     let encoded = encode_frame(&send, MAX_FRAME).expect("a frame within the limit");
     let mut group = c.benchmark_group("frame");
@@ -155,6 +156,7 @@ fn queue_dispatch(c: &mut Criterion) {
                             .send(Enqueue {
                                 messages: batch.clone(),
                                 stored: Vec::new(),
+                                mark: None,
                             })
                             .await
                             .expect("the queue is running")

@@ -48,6 +48,20 @@ pub const JOURNAL_HOLDER_EVERY: Duration = Duration::from_secs(2);
 /// How long closing the journal (at shutdown) waits for its writer to finish.
 pub const JOURNAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+// --- Duplicate detection (store::producers)
+
+/// A producer that has stored nothing for this long is forgotten: a send it makes again
+/// after that is taken as new. An hour outlasts any failover client's reconnect.
+pub const PRODUCER_IDLE: Duration = Duration::from_secs(3600);
+/// Producers remembered at most (the one idle longest goes first): ~100 bytes each, plus
+/// 8 bytes per send in flight.
+pub const MAX_PRODUCERS: usize = 100_000;
+/// Sends in flight remembered per producer (the oldest go first). A failover client
+/// keeps fewer unconfirmed sends than this (`client::FailoverOptions`).
+pub const MAX_SENDS_PER_PRODUCER: usize = 65_536;
+/// How often the PostgreSQL store deletes the rows of idle producers.
+pub const PRODUCER_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 // --- Threads
 
 /// How often each arbiter gives the memory it freed back to the OS.

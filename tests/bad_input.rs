@@ -139,6 +139,7 @@ async fn a_frame_before_the_handshake() {
         destination: Destination::queue("q"),
         receipt: None,
         messages: vec![Message::new("sneaky")],
+        origin: None,
     };
     let bytes = encode_frame(&frame, 1 << 20).unwrap();
     let (code, message) = error_for(&broker, &bytes).await;
@@ -159,6 +160,7 @@ async fn a_frame_for_a_session_that_is_not_open() {
         destination: Destination::queue("q"),
         receipt: Some(1),
         messages: vec![Message::new("x")],
+        origin: None,
     };
     bytes.extend_from_slice(&encode_frame(&frame, 1 << 20).unwrap());
     let (code, message) = error_for(&broker, &bytes).await;

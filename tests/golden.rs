@@ -11,6 +11,8 @@
 //! - `tests/fixtures/journal-v1-epoch`: record format version 1 in segments that start
 //!   with a segment header (epoch 1), as written since master/slave landed
 //!   (`write_the_epoch_fixture`).
+//! - `tests/fixtures/journal-v2`: record format version 2, whose transaction also holds a
+//!   producer's mark (`Record::Sent`, for duplicate detection) (`write_the_v2_fixture`).
 //!
 //! Each holds: three messages on `orders` (every field set on the first), a committed
 //! transaction putting two on `billing` and removing the second `orders` message, one
@@ -23,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actormq::protocol::{Frame, FrameCodec, PROTOCOL_VERSION, WireDelivery, encode_frame};
-use actormq::store::record::Record;
+use actormq::store::record::{Record, SendMark};
 use actormq::store::{
     DURABLES_FILE, FsyncMode, Journal, JournalSettings, Recovered, StoreError, Unfenced,
 };
@@ -90,8 +92,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Opens a copy of the fixture `name` and checks it holds exactly [`survivors`].
-async fn recovers_exactly(name: &str) {
+/// The producer's mark the version-2 fixture's transaction holds.
+fn mark() -> SendMark {
+    SendMark {
+        producer: "0123456789abcdef:1".into(),
+        seq: 4,
+        confirmed_below: 3,
+        // Recent enough not to be forgotten as idle for years.
+        at_ms: 4_000_000_000_000,
+    }
+}
+
+/// Opens a copy of the fixture `name` and checks it holds exactly [`survivors`] (and the
+/// producers' marks `marks`).
+async fn recovers_exactly(name: &str, marks: Vec<SendMark>) {
     let dir = common::data_dir(name).join("journal");
     copy_dir(&fixture(name).join("journal"), &dir);
     let (journal, recovered) = Journal::open(JournalSettings {
@@ -104,8 +118,10 @@ async fn recovers_exactly(name: &str) {
         queues,
         skipped,
         durables,
+        sends,
     } = recovered;
     assert_eq!(durables, vec![DURABLE.to_string()]);
+    assert_eq!(sends, marks);
     assert_eq!(skipped.len(), 1, "the torn tail, and only it: {skipped:?}");
     let mut found = Vec::new();
     for (queue, messages) in &queues {
@@ -128,17 +144,22 @@ async fn recovers_exactly(name: &str) {
 
 #[tokio::test]
 async fn a_version_0_journal_recovers_exactly() {
-    recovers_exactly("journal-v0").await;
+    recovers_exactly("journal-v0", Vec::new()).await;
 }
 
 #[tokio::test]
 async fn a_version_1_journal_recovers_exactly() {
-    recovers_exactly("journal-v1").await;
+    recovers_exactly("journal-v1", Vec::new()).await;
+}
+
+#[tokio::test]
+async fn a_version_2_journal_recovers_exactly_with_its_producer_marks() {
+    recovers_exactly("journal-v2", vec![mark()]).await;
 }
 
 #[tokio::test]
 async fn a_journal_with_segment_headers_recovers_exactly_and_knows_its_epoch() {
-    recovers_exactly("journal-v1-epoch").await;
+    recovers_exactly("journal-v1-epoch", Vec::new()).await;
     let dir = fixture("journal-v1-epoch").join("journal");
     assert_eq!(Journal::newest_epoch(&dir).unwrap(), 1);
     // A broker of an older epoch may not open it: another has taken over since.
@@ -167,7 +188,16 @@ async fn a_journal_with_segment_headers_recovers_exactly_and_knows_its_epoch() {
 async fn write_the_epoch_fixture() {
     let dir = fixture("journal-v1-epoch").join("journal");
     let _ = std::fs::remove_dir_all(&dir);
-    write_fixture(&dir).await;
+    write_fixture(&dir, None).await;
+}
+
+/// Writes the version-2 fixture with the current code (run by hand, see the module doc).
+#[tokio::test]
+#[ignore = "writes tests/fixtures/journal-v2; run only when adding a format version"]
+async fn write_the_v2_fixture() {
+    let dir = fixture("journal-v2").join("journal");
+    let _ = std::fs::remove_dir_all(&dir);
+    write_fixture(&dir, Some(mark())).await;
 }
 
 /// Writes the version-1 fixture with the current code (run by hand, see the module doc).
@@ -176,11 +206,11 @@ async fn write_the_epoch_fixture() {
 async fn write_the_v1_fixture() {
     let dir = fixture("journal-v1").join("journal");
     let _ = std::fs::remove_dir_all(&dir);
-    write_fixture(&dir).await;
+    write_fixture(&dir, None).await;
 }
 
-/// The fixture's contents, through the journal's own API.
-async fn write_fixture(dir: &Path) {
+/// The fixture's contents, through the journal's own API; `mark` goes in the transaction.
+async fn write_fixture(dir: &Path, mark: Option<SendMark>) {
     let (journal, _) = Journal::open(JournalSettings {
         dir: dir.to_path_buf(),
         fsync: FsyncMode::Batch,
@@ -204,6 +234,7 @@ async fn write_fixture(dir: &Path) {
         queue: "orders".into(),
         id: 2,
     });
+    transaction.extend(mark.map(Record::Sent));
     journal
         .append(vec![Record::Transaction {
             records: transaction,
@@ -249,7 +280,7 @@ fn native_frames_are_byte_for_byte_stable() {
                 version: PROTOCOL_VERSION,
                 client_id: "c".into(),
             },
-            "0000000b 81 a5 48656c6c6f 92 04 a1 63",
+            "0000000b 81 a5 48656c6c6f 92 05 a1 63",
         ),
         (
             Frame::OpenSession {
@@ -264,8 +295,9 @@ fn native_frames_are_byte_for_byte_stable() {
                 destination: Destination::queue("q"),
                 receipt: Some(7),
                 messages: vec![message.clone()],
+                origin: None,
             },
-            "0000003a 81 a4 53656e64 94 01 a7 71756575653a71 07 91 9b a5 633a313a31 c0 c4 02 6869 81 a1 68 a1 76 81 a1 6e 81 a3 496e74 01 cf 000001a229f12800 c0 c0 05 00 c3",
+            "0000003b 81 a4 53656e64 95 01 a7 71756575653a71 07 91 9b a5 633a313a31 c0 c4 02 6869 81 a1 68 a1 76 81 a1 6e 81 a3 496e74 01 cf 000001a229f12800 c0 c0 05 00 c3 c0",
         ),
         (
             Frame::Deliver {

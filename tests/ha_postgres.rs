@@ -282,7 +282,22 @@ async fn database_problems_are_named() {
     let pg = Postgres::start("errors");
     let (status, text) = run_to_exit(&["db", "init", "--url", &pg.url()], &[]);
     assert!(status.success(), "{text}");
-    assert!(text.contains("schema version 1 is ready"), "{text}");
+    assert!(text.contains("schema version 2 is ready"), "{text}");
+
+    // A database of schema version 1 (before duplicate detection) is brought up to 2.
+    let db = sql(&pg.url()).await;
+    db.batch_execute("DROP TABLE actormq_sends; UPDATE actormq_schema SET version = 1")
+        .await
+        .unwrap();
+    let (status, text) = run_to_exit(&["db", "init", "--url", &pg.url()], &[]);
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("brought actormq schema version 1 up to 2"),
+        "{text}"
+    );
+    db.execute("SELECT count(*) FROM actormq_sends", &[])
+        .await
+        .expect("the new table exists");
 
     // Unreachable: the standby says so and keeps trying.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -311,7 +326,6 @@ async fn database_problems_are_named() {
         "{text}"
     );
 
-    let db = sql(&pg.url()).await;
     db.execute("UPDATE actormq_schema SET version = 99", &[])
         .await
         .unwrap();
@@ -319,7 +333,7 @@ async fn database_problems_are_named() {
     let (status, text) = run_to_exit(&["broker"], &pg_env(&url));
     assert!(!status.success());
     assert!(
-        text.contains("holds actormq schema version 99; this build uses version 1"),
+        text.contains("holds actormq schema version 99; this build uses version 2"),
         "{text}"
     );
     let (status, text) = run_to_exit(&["db", "init", "--url", &url], &[]);

@@ -248,6 +248,7 @@ async fn a_native_one_way_flood_is_pushed_back_and_told_why() {
         destination: Destination::queue("flooded"),
         receipt: None,
         messages: vec![Message::new(vec![b'x'; 4096]).with_persistent(false)],
+        origin: None,
     };
     let said = flooded(
         BrokerProcess::addr,

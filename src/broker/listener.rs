@@ -4,55 +4,34 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
 use crate::constants::ACCEPT_BACKOFF;
-use crate::destination::DestinationRegistry;
+use crate::frontend::Services;
 use crate::frontend::native::ConnectionActor;
 use crate::frontend::stomp::StompConnectionActor;
-use crate::net::reader::ReadBudget;
 use crate::runtime::ArbiterPool;
 
 /// Starts the connection actor for one accepted socket; runs on the arbiter that will own it.
-pub(super) type StartConnection =
-    fn(TcpStream, SocketAddr, Addr<DestinationRegistry>, Config, Arc<ReadBudget>);
+pub(super) type StartConnection = fn(TcpStream, SocketAddr, Services);
 
 /// The native protocol's connection actor.
-pub(super) fn native(
-    stream: TcpStream,
-    peer: SocketAddr,
-    registry: Addr<DestinationRegistry>,
-    config: Config,
-    budget: Arc<ReadBudget>,
-) {
-    ConnectionActor::create(move |ctx| {
-        ConnectionActor::new(stream, peer, registry, config, budget, ctx)
-    });
+pub(super) fn native(stream: TcpStream, peer: SocketAddr, services: Services) {
+    ConnectionActor::create(move |ctx| ConnectionActor::new(stream, peer, services, ctx));
 }
 
 /// The STOMP listener's connection actor.
-pub(super) fn stomp(
-    stream: TcpStream,
-    peer: SocketAddr,
-    registry: Addr<DestinationRegistry>,
-    config: Config,
-    budget: Arc<ReadBudget>,
-) {
-    StompConnectionActor::create(move |ctx| {
-        StompConnectionActor::new(stream, peer, registry, config, budget, ctx)
-    });
+pub(super) fn stomp(stream: TcpStream, peer: SocketAddr, services: Services) {
+    StompConnectionActor::create(move |ctx| StompConnectionActor::new(stream, peer, services, ctx));
 }
 
 /// Runs the accept loop as a task of the current arbiter; abort the handle to stop it.
 pub(super) fn spawn(
     socket: Arc<TcpListener>,
     arbiters: ArbiterPool,
-    registry: Addr<DestinationRegistry>,
-    config: Config,
-    budget: Arc<ReadBudget>,
+    services: Services,
     start: StartConnection,
 ) -> JoinHandle<()> {
     actix::spawn(async move {
@@ -77,13 +56,11 @@ pub(super) fn spawn(
                     continue;
                 }
             };
-            let registry = registry.clone();
-            let config = config.clone();
-            let budget = budget.clone();
+            let services = services.clone();
             arbiters
                 .next()
                 .spawn_fn(move || match TcpStream::from_std(stream) {
-                    Ok(stream) => start(stream, peer, registry, config, budget),
+                    Ok(stream) => start(stream, peer, services),
                     Err(e) => tracing::warn!(%peer, "cannot adopt connection: {e}"),
                 });
         }

@@ -149,6 +149,7 @@ impl Broker {
             None
         };
         let arbiters = ArbiterPool::start(config.broker.arbiter_count());
+        let resends = crate::session::Resends::new(&recovered.sends);
         let registry = DestinationRegistry::new(
             arbiters.clone(),
             &config,
@@ -163,14 +164,17 @@ impl Broker {
         if let Some(cluster) = &cluster {
             cluster.serve(registry.clone());
         }
-        // Frames still arriving, across both listeners.
-        let budget = crate::net::reader::ReadBudget::new(config.limits.max_partial_frame_bytes);
+        let services = crate::frontend::Services {
+            registry: registry.clone(),
+            config: config.clone(),
+            // Frames still arriving, across both listeners.
+            budget: crate::net::reader::ReadBudget::new(config.limits.max_partial_frame_bytes),
+            resends,
+        };
         let mut accept = vec![listener::spawn(
             listeners.native.clone(),
             arbiters.clone(),
-            registry.clone(),
-            config.clone(),
-            budget.clone(),
+            services.clone(),
             listener::native,
         )];
         let mut stomp_addr = None;
@@ -178,9 +182,7 @@ impl Broker {
             accept.push(listener::spawn(
                 socket,
                 arbiters.clone(),
-                registry.clone(),
-                config.clone(),
-                budget,
+                services,
                 listener::stomp,
             ));
             tracing::info!("STOMP listening on {addr}");

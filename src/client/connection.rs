@@ -1,25 +1,44 @@
-//! [`Connection`]: one socket to a broker, its handshake, and the driver task that routes
-//! what the broker sends.
+//! [`Connection`]: a socket to a broker, its handshake, and the driver task that routes
+//! what the broker sends. With a `failover:` URL the driver also reconnects: when the
+//! socket is lost it tries the list (with back-off) and gives the new socket the
+//! connection's sessions, consumers and unanswered requests again (see [`super::shared`]).
+//!
+//! What a reconnect restores, and how:
+//! - **Sends** not yet confirmed are written again. Each carries its producer's origin
+//!   (`<connection instance>:<session>`, a sequence number), so a broker that had kept one
+//!   — the same broker, or a new master that recovered it — confirms it without keeping
+//!   it twice.
+//! - **Commits** whose confirmation was lost: the driver asks the broker (`Resolve`)
+//!   whether it was kept. Kept: `commit` returns `Ok`. Not kept: written again, unless it
+//!   acknowledged deliveries of the old socket — those come again, marked redelivered, so
+//!   the commit fails with [`ClientError::TransactionRolledBack`].
+//! - **Consumers** subscribe again; what they had buffered from the old socket is dropped
+//!   (the broker delivers it again, marked redelivered), and acknowledgements of old
+//!   deliveries are never written to the new socket (their tags mean nothing there).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
 use super::ClientError;
 use super::session::Session;
-use super::shared::{Command, ConsumerRoute, SessionInner, Shared, StatReply};
+use super::shared::{
+    Command, ConnectionEvent, Core, Link, Pending, Replay, Reply, Routed, SessionInner, Shared,
+    StatReply, State,
+};
+use super::url::{BrokerUrl, FailoverOptions};
 use crate::config::Limits;
 use crate::message::{AckMode, Destination};
 use crate::net::writer::{FrameSink, WriterLimits, writer};
 use crate::protocol::{
-    DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, encode_frame,
+    DestinationStat, Frame, FrameCodec, MemberStat, PROTOCOL_VERSION, ProtocolError, encode_frame,
 };
 
 /// Settings of a connection.
@@ -54,22 +73,136 @@ impl Default for ConnectOptions {
     }
 }
 
-/// A connection to one broker. Cheap to clone; the socket closes when `close` is called or
-/// every clone, session, producer and consumer is dropped.
+/// A connection to a broker (or, with a `failover:` URL, to whichever broker of a list
+/// serves). Cheap to clone; the socket closes when `close` is called or every clone,
+/// session, producer and consumer is dropped.
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
-    broker: String,
     close_timeout: Duration,
 }
 
-/// `tcp://host:port` (or `host:port`) → `host:port`.
-fn parse_url(url: &str) -> Result<&str, ClientError> {
-    let addr = url.strip_prefix("tcp://").unwrap_or(url);
-    match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr),
-        _ => Err(ClientError::InvalidUrl(url.to_string())),
+/// A socket after its handshake.
+struct Opened {
+    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    sink: FrameSink,
+    writer: JoinHandle<()>,
+    broker: String,
+    connection_id: String,
+    max_frame_bytes: usize,
+}
+
+/// Connects to `addr` and says hello.
+async fn open(addr: &str, options: &ConnectOptions) -> Result<Opened, ClientError> {
+    let connect_error = |reason: String| ClientError::Connect {
+        addr: addr.to_string(),
+        reason,
+    };
+    let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| connect_error("timed out".into()))?
+        .map_err(|e| connect_error(e.to_string()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| connect_error(e.to_string()))?;
+    let (read, write) = stream.into_split();
+    let max_frame_bytes = options.max_frame_bytes as usize;
+    let (sink, run_writer) = writer(
+        write,
+        WriterLimits {
+            max_pending_bytes: options.max_pending_write_bytes,
+            batch_bytes: Limits::default().write_batch_bytes,
+            write_timeout: options.write_timeout,
+            slow_consumer_frame: None,
+        },
+    );
+    let writer_task = tokio::spawn(async move {
+        run_writer.await;
+    });
+    let mut reader = FramedRead::new(read, FrameCodec::new(max_frame_bytes));
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        client_id: options.client_id.clone(),
+    };
+    sink.send(encode_frame(&hello, max_frame_bytes)?)?;
+    let welcome = tokio::time::timeout(options.connect_timeout, reader.next())
+        .await
+        .map_err(|_| ClientError::Handshake("no answer to Hello".into()))?;
+    // Frames the broker would refuse are refused here, before they cost the connection.
+    match welcome {
+        Some(Ok(Frame::Welcome {
+            broker,
+            connection_id,
+            max_frame_bytes: broker_max,
+            ..
+        })) => Ok(Opened {
+            reader,
+            sink,
+            writer: writer_task,
+            broker,
+            connection_id,
+            max_frame_bytes: max_frame_bytes.min(broker_max as usize),
+        }),
+        Some(Ok(Frame::Error { code, message })) => Err(ClientError::Broker { code, message }),
+        Some(Ok(other)) => Err(ClientError::Handshake(format!(
+            "expected Welcome, got {}",
+            other.name()
+        ))),
+        Some(Err(e)) => Err(ClientError::Handshake(e.to_string())),
+        None => Err(ClientError::Handshake(
+            "the broker closed the connection".into(),
+        )),
     }
+}
+
+/// A number no other connection object of any process is likely to draw.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+/// The order to try `addrs` in, this round.
+fn order(addrs: &[String], randomize: bool, round: u32) -> Vec<String> {
+    let mut order = addrs.to_vec();
+    if randomize && order.len() > 1 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(round);
+        let mut seed = hasher.finish();
+        for i in (1..order.len()).rev() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+    }
+    order
+}
+
+/// Tries each address of the list once; the first that serves wins.
+async fn round(
+    addrs: &[String],
+    options: &ConnectOptions,
+    failover: &FailoverOptions,
+    round_no: u32,
+) -> Result<(String, Opened), ClientError> {
+    let mut last = None;
+    for addr in order(addrs, failover.randomize, round_no) {
+        match open(&addr, options).await {
+            Ok(opened) => return Ok((addr, opened)),
+            Err(e) => {
+                tracing::debug!(%addr, "failover: cannot connect: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ClientError::InvalidUrl("an empty list".into())))
 }
 
 impl Connection {
@@ -78,112 +211,77 @@ impl Connection {
         Connection::connect_with(url, ConnectOptions::default()).await
     }
 
+    /// Connects to `url`: `tcp://HOST:PORT`, or `failover:(tcp://…,tcp://…)?OPTIONS`
+    /// (ActiveMQ's options, see [`FailoverOptions`]), which connects to the first broker of
+    /// the list that serves and reconnects by itself when it is lost.
     pub async fn connect_with(
         url: &str,
         options: ConnectOptions,
     ) -> Result<Connection, ClientError> {
-        let addr = parse_url(url)?;
-        let connect_error = |reason: String| ClientError::Connect {
-            addr: addr.to_string(),
-            reason,
-        };
-        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| connect_error("timed out".into()))?
-            .map_err(|e| connect_error(e.to_string()))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| connect_error(e.to_string()))?;
-        let (read, write) = stream.into_split();
-        let max_frame_bytes = options.max_frame_bytes as usize;
-        let (sink, run_writer) = writer(
-            write,
-            WriterLimits {
-                max_pending_bytes: options.max_pending_write_bytes,
-                batch_bytes: Limits::default().write_batch_bytes,
-                write_timeout: options.write_timeout,
-                slow_consumer_frame: None,
-            },
-        );
-        let writer_task = tokio::spawn(run_writer);
-        let mut reader = FramedRead::new(read, FrameCodec::new(max_frame_bytes));
-
-        let hello = Frame::Hello {
-            version: PROTOCOL_VERSION,
-            client_id: options.client_id.clone(),
-        };
-        sink.send(encode_frame(&hello, max_frame_bytes)?)?;
-        let welcome = tokio::time::timeout(options.connect_timeout, reader.next())
-            .await
-            .map_err(|_| ClientError::Handshake("no answer to Hello".into()))?;
-        // Frames the broker would refuse are refused here, before they cost the connection.
-        let (broker, connection_id, max_frame_bytes) = match welcome {
-            Some(Ok(Frame::Welcome {
-                broker,
-                connection_id,
-                max_frame_bytes: broker_max,
-                ..
-            })) => (
-                broker,
-                connection_id,
-                max_frame_bytes.min(broker_max as usize),
-            ),
-            Some(Ok(Frame::Error { code, message })) => {
-                return Err(ClientError::Broker { code, message });
-            }
-            Some(Ok(other)) => {
-                return Err(ClientError::Handshake(format!(
-                    "expected Welcome, got {}",
-                    other.name()
-                )));
-            }
-            Some(Err(e)) => return Err(ClientError::Handshake(e.to_string())),
+        let target = BrokerUrl::parse(url)?;
+        let (addr, opened) = match &target.failover {
             None => {
-                return Err(ClientError::Handshake(
-                    "the broker closed the connection".into(),
-                ));
+                let addr = target.addrs[0].clone();
+                let opened = open(&addr, &options).await?;
+                (addr, opened)
+            }
+            Some(failover) => {
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    match round(&target.addrs, &options, failover, attempt).await {
+                        Ok(found) => break found,
+                        Err(e) => {
+                            let limit = failover.startup_max_reconnect_attempts;
+                            if limit >= 0 && i64::from(attempt) > limit {
+                                return Err(e);
+                            }
+                            if attempt == 1 {
+                                tracing::warn!(
+                                    "failover: no broker of {url} serves yet ({e}); trying again"
+                                );
+                            }
+                            tokio::time::sleep(failover.delay(attempt)).await;
+                        }
+                    }
+                }
             }
         };
-
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let failure = Arc::new(Mutex::new(None));
-        let shared = Arc::new(Shared {
-            commands,
-            sink: sink.clone(),
-            max_frame_bytes,
-            client_id: options.client_id,
-            connection_id,
+        let core = Arc::new(Core {
+            link: RwLock::new(Link {
+                sink: opened.sink.clone(),
+                generation: 1,
+                up: true,
+                url: addr,
+                broker: opened.broker.clone(),
+            }),
+            state: Mutex::new(State::default()),
+            max_frame_bytes: opened.max_frame_bytes,
+            client_id: options.client_id.clone(),
+            connection_id: opened.connection_id.clone(),
             next_id: AtomicU32::new(1),
             next_request: AtomicU64::new(1),
-            failure: failure.clone(),
+            failure: Mutex::new(None),
+            failover: target.failover.clone(),
+            instance: instance_id(),
+            events: broadcast::channel(64).0,
         });
         let driver = Driver {
-            reader,
+            core: core.clone(),
             commands: command_rx,
-            sink,
-            max_frame_bytes,
-            receipts: HashMap::new(),
-            stats: HashMap::new(),
-            located: HashMap::new(),
-            consumers: HashMap::new(),
-            deferred: VecDeque::new(),
-            close_timeout: options.close_timeout,
+            reader: opened.reader,
+            writer: opened.writer,
+            addrs: target.addrs,
+            options: options.clone(),
         };
-        tokio::spawn(async move {
-            let error = driver.run().await;
-            if let Ok(mut slot) = failure.lock() {
-                *slot = Some(error);
-            }
-            let _ = writer_task.await;
-        });
+        tokio::spawn(driver.run());
         Ok(Connection {
-            shared,
-            broker,
+            shared: Arc::new(Shared { core, commands }),
             close_timeout: options.close_timeout,
         })
     }
 
-    /// The broker's name, from its `Welcome`.
     /// Connects to the broker `destination` lives on, as Kafka clients go to a partition's
     /// leader: asks the broker at `url` (any member of the cluster) and connects to the
     /// home directly, which saves each message a hop over the bridge. On a lone broker, or
@@ -201,8 +299,14 @@ impl Connection {
         Connection::connect(&format!("tcp://{}", home.client_addr)).await
     }
 
-    pub fn broker_name(&self) -> &str {
-        &self.broker
+    /// The name of the broker this connection is connected to now (from its `Welcome`).
+    pub fn broker_name(&self) -> String {
+        self.shared.broker()
+    }
+
+    /// The address (`host:port`) of the broker this connection is connected to now.
+    pub fn broker_addr(&self) -> String {
+        self.shared.link().url.clone()
     }
 
     /// The largest frame this connection sends: the smaller of this client's and the
@@ -215,14 +319,27 @@ impl Connection {
         &self.shared.client_id
     }
 
+    /// What happens to a failover connection: `Disconnected`, `Reconnected`, `GaveUp`
+    /// (also logged). A plain connection has none. Events before the call are not seen;
+    /// a receiver that falls more than 64 behind misses the oldest.
+    pub fn events(&self) -> impl Stream<Item = ConnectionEvent> + Send + 'static {
+        let rx = self.shared.events.subscribe();
+        futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
     /// Opens a session. With `Client` or `Individual` acknowledgement the application
     /// acknowledges with [`Session::acknowledge`].
     pub fn session(&self, ack_mode: AckMode) -> Result<Session, ClientError> {
         let id = self.shared.next_id();
-        self.shared.write(&Frame::OpenSession {
-            session: id,
-            ack_mode,
-        })?;
+        self.shared.open_session(id, ack_mode)?;
         Ok(Session::new(Arc::new(SessionInner::new(
             id,
             ack_mode,
@@ -248,12 +365,12 @@ impl Connection {
     ) -> Result<Option<MemberStat>, ClientError> {
         let request = self.shared.next_request();
         let (reply, rx) = oneshot::channel();
-        self.shared
-            .command(Command::ExpectLocated { request, reply })?;
-        self.shared.write(&Frame::Locate {
+        let frame = Frame::Locate {
             request,
             destination: destination.clone(),
-        })?;
+        };
+        self.shared
+            .register(request, &frame, Replay::Resend, Reply::Located(reply), None)?;
         rx.await.map_err(|_| self.shared.failure())
     }
 
@@ -261,9 +378,9 @@ impl Connection {
     pub async fn stat_with_store(&self) -> Result<StatReply, ClientError> {
         let request = self.shared.next_request();
         let (reply, rx) = oneshot::channel();
+        let frame = Frame::StatRequest { request };
         self.shared
-            .command(Command::ExpectStat { request, reply })?;
-        self.shared.write(&Frame::StatRequest { request })?;
+            .register(request, &frame, Replay::Resend, Reply::Stat(reply), None)?;
         rx.await.map_err(|_| self.shared.failure())
     }
 
@@ -271,7 +388,7 @@ impl Connection {
     /// redelivers what was not acknowledged) and waits for the broker to close the socket.
     pub async fn close(&self) -> Result<(), ClientError> {
         let (done, rx) = oneshot::channel();
-        if self.shared.command(Command::Close { done }).is_err() {
+        if self.shared.commands.send(Command::Close { done }).is_err() {
             return Ok(()); // already closed
         }
         tokio::time::timeout(self.close_timeout + Duration::from_secs(1), rx)
@@ -282,123 +399,237 @@ impl Connection {
     }
 }
 
-/// The task that owns a connection's read half and routing tables.
+/// The task that reads the current socket, routes what arrives, and (failover) reconnects.
 struct Driver {
-    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    core: Arc<Core>,
     commands: mpsc::UnboundedReceiver<Command>,
-    sink: FrameSink,
-    max_frame_bytes: usize,
-    receipts: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
-    stats: HashMap<u64, oneshot::Sender<StatReply>>,
-    located: HashMap<u64, oneshot::Sender<Option<MemberStat>>>,
-    consumers: HashMap<u32, ConsumerRoute>,
-    /// Commands taken from the channel early by `drain_commands`, oldest first.
-    deferred: VecDeque<Command>,
-    close_timeout: Duration,
+    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    writer: JoinHandle<()>,
+    addrs: Vec<String>,
+    options: ConnectOptions,
 }
 
-/// What the driver does after an event.
-enum Next {
-    Continue,
-    Stop(ClientError),
+/// How the socket's life ended.
+enum Ended {
+    /// The socket failed, or the broker ended it.
+    Lost(ClientError),
+    /// The application closed the connection (or dropped every handle).
+    Closed,
 }
 
 impl Driver {
-    /// Runs until the connection ends; returns why.
-    async fn run(mut self) -> ClientError {
+    async fn run(mut self) {
         let error = loop {
-            if let Some(command) = self.deferred.pop_front() {
-                if let Next::Stop(error) = self.on_command(command).await {
-                    break error;
+            let lost = match self.serve().await {
+                Ended::Closed => {
+                    break ClientError::ConnectionClosed("the connection was closed".into());
                 }
-                continue;
-            }
-            let next = tokio::select! {
-                // Commands first: a reply is never read before the command that expects it.
-                biased;
-                command = self.commands.recv() => match command {
-                    Some(command) => self.on_command(command).await,
-                    None => {
-                        self.goodbye().await;
-                        Next::Stop(ClientError::ConnectionClosed("the connection was closed".into()))
-                    }
-                },
-                frame = self.reader.next() => self.on_frame(frame),
+                Ended::Lost(error) => error,
             };
-            if let Next::Stop(error) = next {
-                break error;
+            let Some(failover) = self.core.failover.clone() else {
+                break lost;
+            };
+            match self.reconnect(&failover, lost).await {
+                Ok(()) => continue,
+                Err(error) => break error,
             }
         };
-        for (_, reply) in self.receipts.drain() {
-            let _ = reply.send(Err(error.clone()));
+        if let Ok(mut slot) = self.core.failure.lock() {
+            *slot = Some(error.clone());
         }
-        self.sink.close(None);
-        error
+        let link = self.core.link.write().unwrap_or_else(|e| e.into_inner());
+        let pending = std::mem::take(&mut self.core.state().pending);
+        for (_, request) in pending {
+            request.answer(Err(error.clone()));
+        }
+        for (_, route) in self.core.state().consumers.drain() {
+            let _ = route.deliveries.send(Routed::Failed(error.clone()));
+        }
+        link.sink.close(None);
     }
 
-    /// Takes in a registration (something a later frame will be routed to); hands any
-    /// other command back.
-    fn register(&mut self, command: Command) -> Option<Command> {
-        match command {
-            Command::Expect { receipt, reply } => {
-                self.receipts.insert(receipt, reply);
+    /// Reads the current socket until it ends.
+    async fn serve(&mut self) -> Ended {
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let done = command.map(|Command::Close { done }| done);
+                    self.goodbye().await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return Ended::Closed;
+                }
+                frame = self.reader.next() => {
+                    if let Err(error) = self.on_frame(frame) {
+                        return Ended::Lost(error);
+                    }
+                }
             }
-            Command::ExpectStat { request, reply } => {
-                self.stats.insert(request, reply);
-            }
-            Command::ExpectLocated { request, reply } => {
-                self.located.insert(request, reply);
-            }
-            Command::AddConsumer { consumer, route } => {
-                self.consumers.insert(consumer, route);
-            }
-            other => return Some(other),
         }
-        None
     }
 
-    async fn on_command(&mut self, command: Command) -> Next {
-        let Some(command) = self.register(command) else {
-            return Next::Continue;
+    /// Finds a broker again, with back-off; `Err` once the connection is given up.
+    async fn reconnect(
+        &mut self,
+        failover: &FailoverOptions,
+        lost: ClientError,
+    ) -> Result<(), ClientError> {
+        let url = {
+            let mut link = self.core.link.write().unwrap_or_else(|e| e.into_inner());
+            link.up = false;
+            link.sink.close(None);
+            link.url.clone()
         };
-        match command {
-            Command::Expect { .. }
-            | Command::ExpectStat { .. }
-            | Command::ExpectLocated { .. }
-            | Command::AddConsumer { .. } => {}
-            Command::RemoveConsumer { consumer } => {
-                if let Some(route) = self.consumers.remove(&consumer) {
-                    self.flush_acks(consumer, &route);
-                    self.write(&Frame::Unsubscribe {
-                        session: route.session,
-                        consumer,
+        self.writer.abort();
+        tracing::warn!(%url, "failover: connection lost ({lost}); reconnecting");
+        let _ = self.core.events.send(ConnectionEvent::Disconnected {
+            url: url.clone(),
+            reason: lost.to_string(),
+        });
+        let since = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.expire(failover, since);
+            let found = tokio::select! {
+                found = round(&self.addrs, &self.options, failover, attempt) => found,
+                command = self.commands.recv() => {
+                    if let Some(Command::Close { done }) = command {
+                        let _ = done.send(());
+                    }
+                    return Err(ClientError::ConnectionClosed("the connection was closed".into()));
+                }
+            };
+            match found {
+                Ok((addr, opened)) => {
+                    self.switch(addr.clone(), opened);
+                    tracing::info!(url = %addr, after_ms = since.elapsed().as_millis() as u64, "failover: reconnected");
+                    let _ = self
+                        .core
+                        .events
+                        .send(ConnectionEvent::Reconnected { url: addr });
+                    return Ok(());
+                }
+                Err(e) => {
+                    let limit = failover.max_reconnect_attempts;
+                    if limit >= 0 && i64::from(attempt) > limit {
+                        let reason = format!(
+                            "no broker of {} could be reached in {attempt} attempts: {e}",
+                            self.addrs.join(", ")
+                        );
+                        tracing::error!("failover: giving up: {reason}");
+                        let _ = self.core.events.send(ConnectionEvent::GaveUp {
+                            reason: reason.clone(),
+                        });
+                        return Err(ClientError::GaveUp(reason));
+                    }
+                    let wait = failover.delay(attempt);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        command = self.commands.recv() => {
+                            if let Some(Command::Close { done }) = command {
+                                let _ = done.send(());
+                            }
+                            return Err(ClientError::ConnectionClosed("the connection was closed".into()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends that have waited longer than `timeout` while disconnected fail.
+    fn expire(&self, failover: &FailoverOptions, since: Instant) {
+        let Some(timeout) = failover.timeout else {
+            return;
+        };
+        if since.elapsed() < timeout {
+            return;
+        }
+        let expired: Vec<Pending> = {
+            let mut state = self.core.state();
+            let ids: Vec<u64> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| !matches!(p.replay, Replay::Subscription))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| state.pending.remove(id))
+                .collect()
+        };
+        for request in expired {
+            request.answer(Err(ClientError::Timeout(format!(
+                "a broker to reconnect to (failover timeout {} ms)",
+                timeout.as_millis()
+            ))));
+        }
+    }
+
+    /// Makes `opened` the connection's socket and gives it the connection's state again.
+    fn switch(&mut self, addr: String, opened: Opened) {
+        let mut link = self.core.link.write().unwrap_or_else(|e| e.into_inner());
+        link.generation += 1;
+        link.up = true;
+        link.url = addr;
+        link.broker = opened.broker;
+        link.sink = opened.sink;
+        self.reader = opened.reader;
+        self.writer = opened.writer;
+        let generation = link.generation;
+        let mut state = self.core.state();
+        let state = &mut *state;
+        let write = |frame: &Frame| {
+            if let Ok(bytes) = encode_frame(frame, self.core.max_frame_bytes) {
+                let _ = link.sink.send(bytes);
+            }
+        };
+        for (&session, &ack_mode) in &state.sessions {
+            write(&Frame::OpenSession { session, ack_mode });
+        }
+        state.resubscribing.clear();
+        let mut consumers: Vec<_> = state.consumers.iter().collect();
+        consumers.sort_by_key(|(id, _)| **id);
+        for (&consumer, route) in consumers {
+            let _ = route.deliveries.send(Routed::Reconnected(generation));
+            let _ = route.acks.lock().map(|mut acks| acks.clear());
+            let _ = link.sink.send(route.subscribe.clone());
+            state.resubscribing.insert(route.receipt, consumer);
+        }
+        state.resolving.clear();
+        for (&id, pending) in &state.pending {
+            match &pending.replay {
+                Replay::Resend => {
+                    let _ = link.sink.send(pending.bytes.clone());
+                }
+                Replay::Subscription => {}
+                Replay::Commit { producer, seq, .. } => {
+                    let request = self.core.next_request();
+                    state.resolving.insert(request, id);
+                    write(&Frame::Resolve {
+                        request,
+                        producer: producer.clone(),
+                        seq: *seq,
                     });
                 }
             }
-            Command::CloseSession { session } => self.write(&Frame::CloseSession { session }),
-            Command::Close { done } => {
-                self.goodbye().await;
-                let _ = done.send(());
-                return Next::Stop(ClientError::ConnectionClosed(
-                    "the connection was closed".into(),
-                ));
-            }
         }
-        Next::Continue
     }
 
-    fn on_frame(&mut self, frame: Option<Result<Frame, crate::protocol::ProtocolError>>) -> Next {
+    fn on_frame(&mut self, frame: Option<Result<Frame, ProtocolError>>) -> Result<(), ClientError> {
         let frame = match frame {
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Next::Stop(e.into()),
+            Some(Err(e)) => return Err(e.into()),
             None => {
-                return Next::Stop(ClientError::ConnectionClosed(
+                return Err(ClientError::ConnectionClosed(
                     "the broker closed the connection".into(),
                 ));
             }
         };
         match frame {
             Frame::Deliver { mut deliveries } => {
+                let state = self.core.state();
                 // A frame's deliveries are usually all for one consumer: one send each run.
                 while !deliveries.is_empty() {
                     let consumer = deliveries[0].consumer;
@@ -407,26 +638,38 @@ impl Driver {
                         .position(|d| d.consumer != consumer)
                         .unwrap_or(deliveries.len());
                     let rest = deliveries.split_off(run);
-                    if !self.consumers.contains_key(&consumer) {
-                        self.drain_commands();
-                    }
                     // Deliveries for a consumer that is gone are dropped: they were never
                     // acknowledged, so the broker delivers them again elsewhere.
-                    if let Some(route) = self.consumers.get(&consumer) {
-                        let _ = route.deliveries.send(deliveries);
+                    if let Some(route) = state.consumers.get(&consumer) {
+                        let _ = route.deliveries.send(Routed::Deliveries(deliveries));
                     }
                     deliveries = rest;
                 }
             }
             Frame::Receipt { receipt, error } => {
-                if !self.receipts.contains_key(&receipt) {
-                    self.drain_commands();
+                let result = match error {
+                    None => Ok(()),
+                    Some(refusal) => Err(ClientError::from(refusal)),
+                };
+                let mut state = self.core.state();
+                if let Some(consumer) = state.resubscribing.remove(&receipt)
+                    && !state.pending.contains_key(&receipt)
+                {
+                    if let Err(e) = result {
+                        tracing::warn!(
+                            consumer,
+                            "failover: a consumer could not subscribe again: {e}"
+                        );
+                        if let Some(route) = state.consumers.remove(&consumer) {
+                            let _ = route.deliveries.send(Routed::Failed(e));
+                        }
+                    }
+                    return Ok(());
                 }
-                if let Some(reply) = self.receipts.remove(&receipt) {
-                    let _ = reply.send(match error {
-                        None => Ok(()),
-                        Some(refusal) => Err(refusal.into()),
-                    });
+                let pending = state.pending.remove(&receipt);
+                drop(state);
+                if let Some(pending) = pending {
+                    pending.answer(result);
                 }
             }
             Frame::StatReply {
@@ -436,10 +679,12 @@ impl Driver {
                 members,
                 master,
             } => {
-                if !self.stats.contains_key(&request) {
-                    self.drain_commands();
-                }
-                if let Some(reply) = self.stats.remove(&request) {
+                let pending = self.core.state().pending.remove(&request);
+                if let Some(Pending {
+                    reply: Reply::Stat(reply),
+                    ..
+                }) = pending
+                {
                     let _ = reply.send(StatReply {
                         destinations,
                         store,
@@ -449,76 +694,79 @@ impl Driver {
                 }
             }
             Frame::Located { request, home } => {
-                if !self.located.contains_key(&request) {
-                    self.drain_commands();
-                }
-                if let Some(reply) = self.located.remove(&request) {
+                let pending = self.core.state().pending.remove(&request);
+                if let Some(Pending {
+                    reply: Reply::Located(reply),
+                    ..
+                }) = pending
+                {
                     let _ = reply.send(home);
                 }
             }
-            Frame::Error { code, message } => {
-                return Next::Stop(ClientError::Broker { code, message });
-            }
+            Frame::Resolved { request, kept } => self.on_resolved(request, kept),
+            Frame::Error { code, message } => return Err(ClientError::Broker { code, message }),
             other => {
-                return Next::Stop(ClientError::Protocol(format!(
+                return Err(ClientError::Protocol(format!(
                     "unexpected {} frame from the broker",
                     other.name()
                 )));
             }
         }
-        Next::Continue
+        Ok(())
     }
 
-    /// Takes in the registrations already queued (a reply can race the command that
-    /// expects it); any other command is kept, in order, for the main loop.
-    fn drain_commands(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
-            if let Some(other) = self.register(command) {
-                self.deferred.push_back(other);
-            }
-        }
-    }
-
-    fn write(&self, frame: &Frame) {
-        if let Ok(bytes) = encode_frame(frame, self.max_frame_bytes) {
-            let _ = self.sink.send(bytes);
-        }
-    }
-
-    fn flush_acks(&self, consumer: u32, route: &ConsumerRoute) {
-        let tags = match route.acks.lock() {
-            Ok(mut acks) => std::mem::take(&mut *acks),
-            Err(_) => return,
+    /// The broker's answer about a commit whose confirmation was lost.
+    fn on_resolved(&mut self, request: u64, kept: bool) {
+        let link = self.core.link();
+        let mut state = self.core.state();
+        let Some(receipt) = state.resolving.remove(&request) else {
+            return;
         };
-        if !tags.is_empty() {
-            self.write(&Frame::Ack {
-                session: route.session,
-                acks: tags.into_iter().map(|tag| (consumer, tag)).collect(),
-            });
+        let has_acks = match state.pending.get(&receipt).map(|p| &p.replay) {
+            Some(Replay::Commit { has_acks, .. }) => *has_acks,
+            _ => return,
+        };
+        if !kept && !has_acks {
+            // Not kept, and nothing in it depends on the old socket: commit it now.
+            if let Some(pending) = state.pending.get(&receipt) {
+                let _ = link.sink.send(pending.bytes.clone());
+            }
+            return;
         }
+        let Some(pending) = state.pending.remove(&receipt) else {
+            return;
+        };
+        drop(state);
+        drop(link);
+        pending.answer(if kept {
+            Ok(())
+        } else {
+            Err(ClientError::TransactionRolledBack(
+                "the connection was lost before the commit was confirmed, and the broker \
+                 had not kept it: its messages are not sent, and the messages it received \
+                 come again, marked redelivered"
+                    .into(),
+            ))
+        });
     }
 
     /// Flushes acknowledgements, sends `Disconnect`, and waits (bounded) for the broker to
     /// close its side, so that everything before it has been processed.
     async fn goodbye(&mut self) {
-        for (consumer, route) in &self.consumers {
-            self.flush_acks(*consumer, route);
+        {
+            let link = self.core.link();
+            if !link.up {
+                return;
+            }
+            let state = self.core.state();
+            for (&consumer, route) in &state.consumers {
+                self.core.flush_acks(&link, consumer, route);
+            }
+            if let Ok(bytes) = encode_frame(&Frame::Disconnect, self.core.max_frame_bytes) {
+                let _ = link.sink.send(bytes);
+            }
         }
-        self.write(&Frame::Disconnect);
         let drain = async { while let Some(Ok(_)) = self.reader.next().await {} };
-        let _ = tokio::time::timeout(self.close_timeout, drain).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(parse_url("tcp://127.0.0.1:7670").unwrap(), "127.0.0.1:7670");
-        assert_eq!(parse_url("localhost:1").unwrap(), "localhost:1");
-        assert!(parse_url("tcp://nowhere").is_err());
-        assert!(parse_url("tcp://:80").is_err());
+        let _ = tokio::time::timeout(self.options.close_timeout, drain).await;
     }
 }

@@ -9,11 +9,10 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::ClientError;
-use super::shared::SessionInner;
-use super::shared::{Command, ConsumerRoute};
+use super::shared::{ConsumerRoute, Routed, SessionInner, Tag, ack_frame};
 use crate::config::Limits;
 use crate::message::{AckMode, Destination, Message};
-use crate::protocol::{Frame, WireDelivery};
+use crate::protocol::{Frame, WireDelivery, encode_frame};
 
 /// Settings of one consumer.
 #[derive(Clone, Debug)]
@@ -54,10 +53,12 @@ pub struct Consumer {
     id: u32,
     destination: Destination,
     prefetch: u32,
-    deliveries: mpsc::UnboundedReceiver<Vec<WireDelivery>>,
-    /// Deliveries received and not yet taken, oldest first.
+    deliveries: mpsc::UnboundedReceiver<Routed>,
+    /// Deliveries received and not yet taken, oldest first, all over the socket of
+    /// `generation`.
     buffered: std::collections::VecDeque<WireDelivery>,
-    acks: Arc<Mutex<Vec<u64>>>,
+    generation: u64,
+    acks: Arc<Mutex<Vec<Tag>>>,
     /// Acknowledgements are sent once this many have gathered.
     ack_batch: usize,
     /// Pull mode: one message has been asked for and not yet arrived.
@@ -74,20 +75,22 @@ impl Consumer {
         let id = shared.next_id();
         let (tx, deliveries) = mpsc::unbounded_channel();
         let acks = Arc::new(Mutex::new(Vec::new()));
-        shared.command(Command::AddConsumer {
-            consumer: id,
-            route: ConsumerRoute {
-                session: session.id,
-                deliveries: tx,
-                acks: acks.clone(),
-            },
-        })?;
         let receipt = shared.next_request();
-        let frame = Frame::Subscribe {
+        let subscribe = encode_frame(
+            &Frame::Subscribe {
+                session: session.id,
+                consumer: id,
+                destination: destination.clone(),
+                prefetch: options.prefetch,
+                receipt,
+            },
+            shared.max_frame_bytes,
+        )?;
+        let route = ConsumerRoute {
             session: session.id,
-            consumer: id,
-            destination: destination.clone(),
-            prefetch: options.prefetch,
+            deliveries: tx,
+            acks: acks.clone(),
+            subscribe,
             receipt,
         };
         let consumer = Consumer {
@@ -97,12 +100,13 @@ impl Consumer {
             prefetch: options.prefetch,
             deliveries,
             buffered: std::collections::VecDeque::new(),
+            generation: shared.generation(),
             acks,
             ack_batch: (options.prefetch as usize / 2).max(1),
             pull_outstanding: false,
         };
         // From here on, dropping `consumer` unsubscribes.
-        let confirmed = shared.request(receipt, &frame)?;
+        let confirmed = shared.subscribe(id, route)?;
         confirmed.await.map_err(|_| shared.failure())??;
         Ok(consumer)
     }
@@ -135,34 +139,29 @@ impl Consumer {
     }
 
     /// The next delivery and its tag; it counts as taken only once `done(tag)` is called.
-    pub(super) async fn next_pending(&mut self) -> Result<(Delivery, u64), ClientError> {
+    pub(super) async fn next_pending(&mut self) -> Result<(Delivery, Tag), ClientError> {
         if self.buffered.is_empty()
-            && let Ok(batch) = self.deliveries.try_recv()
+            && let Ok(routed) = self.deliveries.try_recv()
         {
-            self.buffered.extend(batch);
+            self.take(routed)?;
         }
-        let delivery = match self.buffered.pop_front() {
-            Some(delivery) => delivery,
-            None => {
-                // Caught up: acknowledge everything taken before waiting.
-                self.flush_acks()?;
-                if self.prefetch == 0 && !self.pull_outstanding {
-                    self.session.shared.write(&Frame::Pull {
-                        session: self.session.id,
-                        consumer: self.id,
-                        count: 1,
-                    })?;
-                    self.pull_outstanding = true;
-                }
-                let mut batch = match self.deliveries.recv().await {
-                    Some(batch) => batch.into_iter(),
-                    None => return Err(self.session.shared.failure()),
-                };
-                let Some(first) = batch.next() else {
-                    return Err(ClientError::Protocol("an empty delivery batch".into()));
-                };
-                self.buffered.extend(batch);
-                first
+        let delivery = loop {
+            if let Some(delivery) = self.buffered.pop_front() {
+                break delivery;
+            }
+            // Caught up: acknowledge everything taken before waiting.
+            self.flush_acks()?;
+            if self.prefetch == 0 && !self.pull_outstanding {
+                self.session.shared.write(&Frame::Pull {
+                    session: self.session.id,
+                    consumer: self.id,
+                    count: 1,
+                })?;
+                self.pull_outstanding = true;
+            }
+            match self.deliveries.recv().await {
+                Some(routed) => self.take(routed)?,
+                None => return Err(self.session.shared.failure()),
             }
         };
         self.pull_outstanding = false;
@@ -172,11 +171,30 @@ impl Consumer {
             redelivered: delivery.redelivered,
             delivery_count: delivery.delivery_count,
         };
-        Ok((taken, delivery.tag))
+        let tag = Tag {
+            generation: self.generation,
+            tag: delivery.tag,
+        };
+        Ok((taken, tag))
+    }
+
+    /// Takes in what the driver routed here.
+    fn take(&mut self, routed: Routed) -> Result<(), ClientError> {
+        match routed {
+            Routed::Deliveries(batch) => self.buffered.extend(batch),
+            Routed::Reconnected(generation) => {
+                // Delivered again by the broker, marked redelivered.
+                self.buffered.clear();
+                self.generation = generation;
+                self.pull_outstanding = false;
+            }
+            Routed::Failed(e) => return Err(e),
+        }
+        Ok(())
     }
 
     /// The application is done with the delivery `tag`: acknowledge it (in a batch).
-    pub(super) fn done(&mut self, tag: u64) -> Result<(), ClientError> {
+    pub(super) fn done(&mut self, tag: Tag) -> Result<(), ClientError> {
         let full = match self.acks.lock() {
             Ok(mut acks) => {
                 acks.push(tag);
@@ -195,10 +213,10 @@ impl Consumer {
             Ok(mut acks) if !acks.is_empty() => std::mem::take(&mut *acks),
             _ => return Ok(()),
         };
-        self.session.shared.write(&Frame::Ack {
-            session: self.session.id,
-            acks: tags.into_iter().map(|tag| (self.id, tag)).collect(),
-        })
+        let acks = tags.into_iter().map(|tag| (self.id, tag)).collect();
+        self.session
+            .shared
+            .write_tagged(self.session.id, acks, ack_frame)
     }
 
     /// The consumer as a stream of messages. It ends after yielding the error that closed
@@ -236,10 +254,7 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         // The driver flushes our acknowledgements, then unsubscribes; the broker redelivers
         // whatever was prefetched and not taken.
-        let _ = self
-            .session
-            .shared
-            .command(Command::RemoveConsumer { consumer: self.id });
+        self.session.shared.unsubscribe(self.id);
     }
 }
 

@@ -37,12 +37,14 @@ mod consumer;
 mod request;
 mod session;
 mod shared;
+mod url;
 
 pub use connection::{ConnectOptions, Connection};
 pub use consumer::{Consumer, ConsumerOptions, Delivery, TaskHandle};
 pub use request::{CallbackEndpoint, Reply, Request, Requestor, Responder};
 pub use session::{Producer, SendConfirmation, Session};
-pub use shared::StatReply;
+pub use shared::{ConnectionEvent, StatReply};
+pub use url::{BrokerUrl, FailoverOptions};
 
 pub use crate::message::{AckMode, Destination, DestinationKind, Message, Property};
 pub use crate::protocol::{DestinationStat, ErrorCode, StoreStat};
@@ -51,7 +53,7 @@ pub use crate::protocol::{DestinationStat, ErrorCode, StoreStat};
 /// to every call waiting on the connection.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ClientError {
-    #[error("invalid broker url `{0}`: expected tcp://HOST:PORT")]
+    #[error("invalid broker url {0}")]
     InvalidUrl(String),
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
@@ -76,6 +78,12 @@ pub enum ClientError {
     Timeout(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A failover connection found no broker within `maxReconnectAttempts`.
+    #[error("failover gave up: {0}")]
+    GaveUp(String),
+    /// A transaction whose outcome a lost connection made unknown was not committed.
+    #[error("transaction rolled back: {0}")]
+    TransactionRolledBack(String),
 }
 
 impl From<crate::protocol::ProtocolError> for ClientError {

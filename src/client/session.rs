@@ -9,9 +9,9 @@ use tokio::sync::oneshot;
 
 use super::ClientError;
 use super::consumer::{Consumer, ConsumerOptions};
-use super::shared::{SessionInner, Shared};
+use super::shared::{Replay, Reply, SessionInner, Shared, Tag, ack_frame, release_frame};
 use crate::message::{AckMode, Destination, DestinationKind, Message, now_millis};
-use crate::protocol::{Frame, TransactedSend};
+use crate::protocol::{Frame, SendOrigin, TransactedSend};
 
 /// A single-threaded context for producing and consuming, with one acknowledgement mode.
 /// Closed on the broker when it and all its producers and consumers are dropped.
@@ -62,7 +62,7 @@ impl Session {
     /// to do. Acknowledging twice is harmless; what is never acknowledged is redelivered
     /// once its consumer closes.
     pub fn acknowledge(&self, message: &Message) -> Result<(), ClientError> {
-        let taken: Vec<(u32, u64, String)> = {
+        let taken: Vec<(u32, Tag, String)> = {
             let Ok(mut unacked) = self.inner.unacked.lock() else {
                 return Ok(());
             };
@@ -75,18 +75,23 @@ impl Session {
                 AckMode::Auto | AckMode::DupsOk | AckMode::Transacted => return Ok(()),
             }
         };
-        self.inner.shared.write(&Frame::Ack {
-            session: self.inner.id,
-            acks: taken
-                .into_iter()
-                .map(|(consumer, tag, _)| (consumer, tag))
-                .collect(),
-        })
+        let acks = taken
+            .into_iter()
+            .map(|(consumer, tag, _)| (consumer, tag))
+            .collect();
+        self.inner
+            .shared
+            .write_tagged(self.inner.id, acks, ack_frame)
     }
 
     /// Transacted sessions: applies every send and acknowledgement since the last commit
     /// or rollback at once, and returns when the broker has (persistent messages stored as
     /// one journal record: after a crash, all or none of them exist).
+    ///
+    /// On a failover connection a commit survives a reconnect: `Ok` means its messages
+    /// exist exactly once. It fails with [`ClientError::TransactionRolledBack`] when it
+    /// acknowledged messages received before a reconnect that the broker had not kept
+    /// (they come again, marked redelivered; its sends are dropped).
     pub async fn commit(&self) -> Result<(), ClientError> {
         let shared = &self.inner.shared;
         let sends = self
@@ -95,18 +100,39 @@ impl Session {
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default();
-        let acks = self.inner.take_unacked();
+        let taken = self.inner.take_unacked();
+        let generation = shared.generation();
+        if taken.iter().any(|(_, tag)| tag.generation != generation) {
+            return Err(ClientError::TransactionRolledBack(
+                "the connection was replaced since this transaction received messages: they                  come again, marked redelivered, and its sends are dropped"
+                    .into(),
+            ));
+        }
+        let acks: Vec<(u32, u64)> = taken.into_iter().map(|(c, t)| (c, t.tag)).collect();
+        let has_acks = !acks.is_empty();
         let receipt = shared.next_request();
+        let origin = self.inner.origin()?;
+        let (replay, settle) = match &origin {
+            Some((origin, seq)) => (
+                Replay::Commit {
+                    producer: origin.producer.clone(),
+                    seq: origin.seq,
+                    has_acks,
+                },
+                Some((self.inner.in_flight.clone(), *seq)),
+            ),
+            None => (Replay::Resend, None),
+        };
         let frame = Frame::Commit {
             session: self.inner.id,
             receipt,
             sends,
             acks,
+            origin: origin.map(|(origin, _)| origin),
         };
-        shared
-            .request(receipt, &frame)?
-            .await
-            .map_err(|_| shared.failure())?
+        let (reply, rx) = oneshot::channel();
+        shared.register(receipt, &frame, replay, Reply::Receipt(reply), settle)?;
+        rx.await.map_err(|_| shared.failure())?
     }
 
     /// Transacted sessions: drops the sends since the last commit and gives every message
@@ -116,13 +142,9 @@ impl Session {
             pending.clear();
         }
         let releases = self.inner.take_unacked();
-        if releases.is_empty() {
-            return Ok(());
-        }
-        self.inner.shared.write(&Frame::Release {
-            session: self.inner.id,
-            releases,
-        })
+        self.inner
+            .shared
+            .write_tagged(self.inner.id, releases, release_frame)
     }
 
     /// A durable subscription `name` to `topic`, under this connection's client id: the
@@ -229,17 +251,28 @@ impl Producer {
             });
         }
         let receipt = shared.next_request();
-        let frame = self.frame(messages, Some(receipt));
-        let reply = shared.request(receipt, &frame)?;
+        let origin = self.session.origin()?;
+        let settle = origin
+            .as_ref()
+            .map(|(_, seq)| (self.session.in_flight.clone(), *seq));
+        let frame = self.frame(messages, Some(receipt), origin.map(|(o, _)| o));
+        let (reply, rx) = oneshot::channel();
+        shared.register(
+            receipt,
+            &frame,
+            Replay::Resend,
+            Reply::Receipt(reply),
+            settle,
+        )?;
         Ok(SendConfirmation {
-            reply,
+            reply: rx,
             shared: shared.clone(),
         })
     }
 
     /// In a transacted session, keeps messages for the commit.
     fn hold(&self, messages: Vec<Message>) {
-        let Frame::Send { messages, .. } = self.frame(messages, None) else {
+        let Frame::Send { messages, .. } = self.frame(messages, None, None) else {
             return;
         };
         if let Ok(mut pending) = self.session.pending_sends.lock() {
@@ -251,13 +284,18 @@ impl Producer {
     }
 
     /// Writes one message and returns as soon as it is written, awaiting no confirmation.
-    /// (In a transacted session it is held for the commit.)
+    /// (In a transacted session it is held for the commit.) On a failover connection it is
+    /// still tracked until the broker confirms it, so a reconnect sends it again rather
+    /// than losing it (what ActiveMQ calls `trackMessages`, always on).
     pub fn send_oneway(&self, message: Message) -> Result<(), ClientError> {
         if self.session.ack_mode == AckMode::Transacted {
             self.hold(vec![message]);
             return Ok(());
         }
-        let frame = self.frame(vec![message], None);
+        if self.session.shared.failover.is_some() {
+            return self.begin_send(vec![message]).map(drop);
+        }
+        let frame = self.frame(vec![message], None, None);
         self.session.shared.write(&frame)
     }
 
@@ -280,7 +318,12 @@ impl Producer {
         Ok(correlation_id)
     }
 
-    fn frame(&self, mut messages: Vec<Message>, receipt: Option<u64>) -> Frame {
+    fn frame(
+        &self,
+        mut messages: Vec<Message>,
+        receipt: Option<u64>,
+        origin: Option<SendOrigin>,
+    ) -> Frame {
         let now = now_millis();
         for message in &mut messages {
             if message.id.is_empty() {
@@ -299,6 +342,7 @@ impl Producer {
             destination: self.destination.clone(),
             receipt,
             messages,
+            origin,
         }
     }
 }

@@ -213,6 +213,7 @@ impl Handler<Dispatch> for TopicMirror {
                 let taken = self.local.send(Enqueue {
                     messages,
                     stored: Vec::new(),
+                    mark: None,
                 });
                 // In order, one batch at a time: the next waits until this one is taken.
                 ctx.wait(taken.into_actor(self).map(move |_, act, _| {

@@ -22,7 +22,13 @@ pub async fn run(command: DbCommand) -> anyhow::Result<ExitCode> {
     match command {
         DbCommand::Init(args) => {
             let mut client = schema::connect(&args.url).await?;
-            schema::init(&mut client, &args.url).await?;
+            if let schema::Schema::Upgraded { from } = schema::init(&mut client, &args.url).await? {
+                println!(
+                    "{}: brought actormq schema version {from} up to {}",
+                    schema::describe(&args.url),
+                    schema::SCHEMA_VERSION
+                );
+            }
             println!(
                 "{}: actormq schema version {} is ready",
                 schema::describe(&args.url),

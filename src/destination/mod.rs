@@ -31,6 +31,7 @@ use crate::message::{Destination, Message};
 use crate::protocol::{ErrorCode, Refusal, WireDelivery};
 use crate::stats::DestinationStat;
 use crate::store::SharedStore;
+use crate::store::record::SendMark;
 
 /// Why a destination could not do what was asked. (It crosses the cluster bridge.)
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,6 +99,9 @@ pub struct Enqueue {
     /// Journal ids of messages a transaction has already stored (one per message; `None`
     /// for one not stored). Empty: the destination stores what it must itself.
     pub stored: Vec<Option<u64>>,
+    /// The producer's mark of this send (failover clients): a queue that stores the
+    /// messages stores it in the same record. Other destinations ignore it.
+    pub mark: Option<SendMark>,
 }
 
 /// Start delivering to `sink`, `prefetch` deliveries ahead of acknowledgements
@@ -281,7 +285,22 @@ impl DestinationRef {
         &self,
         messages: Vec<Arc<Message>>,
     ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
-        self.enqueue_stored(messages, Vec::new())
+        self.enqueue_marked(messages, None)
+    }
+
+    /// Puts messages on the destination, storing the producer's mark with them.
+    pub fn enqueue_marked(
+        &self,
+        messages: Vec<Arc<Message>>,
+        mark: Option<SendMark>,
+    ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
+        let request = self.enqueue.send(Enqueue {
+            messages,
+            stored: Vec::new(),
+            mark,
+        });
+        let unavailable = self.unavailable();
+        async move { request.await.unwrap_or(Err(unavailable)) }
     }
 
     /// Puts messages already in the journal (a committed transaction's) on the destination.
@@ -290,7 +309,11 @@ impl DestinationRef {
         messages: Vec<Arc<Message>>,
         stored: Vec<Option<u64>>,
     ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
-        let request = self.enqueue.send(Enqueue { messages, stored });
+        let request = self.enqueue.send(Enqueue {
+            messages,
+            stored,
+            mark: None,
+        });
         let unavailable = self.unavailable();
         async move { request.await.unwrap_or(Err(unavailable)) }
     }

@@ -171,6 +171,7 @@ impl Handler<Enqueue> for TopicActor {
                 forward.send(Enqueue {
                     messages: msg.messages.clone(),
                     stored: Vec::new(),
+                    mark: None,
                 })
             })
             .collect();

@@ -6,11 +6,27 @@
 pub mod native;
 pub mod stomp;
 
-use actix::Message as ActixMessage;
+use std::sync::Arc;
+
+use actix::{Addr, Message as ActixMessage};
 use bytes::Bytes;
 
-use crate::config::Limits;
+use crate::config::{Config, Limits};
+use crate::destination::DestinationRegistry;
+use crate::net::reader::ReadBudget;
 use crate::net::writer::{CloseReason, FrameSink, WriterLimits};
+use crate::session::Resends;
+
+/// What every connection of a broker is given: where destinations are, the settings, the
+/// budget of frames still arriving (shared by every listener), and the memory of
+/// producers' sends.
+#[derive(Clone)]
+pub struct Services {
+    pub registry: Addr<DestinationRegistry>,
+    pub config: Config,
+    pub budget: Arc<ReadBudget>,
+    pub resends: Arc<Resends>,
+}
 
 /// A connection's writer stopped, and why.
 #[derive(ActixMessage)]

@@ -162,6 +162,20 @@ mod tests {
             destination: Destination::topic("t"),
             receipt: Some(9),
             messages: vec![message.clone(), Message::new("two")],
+            origin: Some(crate::protocol::SendOrigin {
+                producer: "p:1".into(),
+                seq: 3,
+                confirmed_below: 2,
+            }),
+        });
+        round_trip(Frame::Resolve {
+            request: 4,
+            producer: "p:1".into(),
+            seq: 3,
+        });
+        round_trip(Frame::Resolved {
+            request: 4,
+            kept: true,
         });
         round_trip(Frame::Deliver {
             deliveries: vec![WireDelivery {
@@ -215,6 +229,7 @@ mod tests {
             destination: Destination::queue("q"),
             receipt: None,
             messages: vec![Message::new(vec![0u8; 200])],
+            origin: None,
         };
         let mut buf = BytesMut::from(&b"keep"[..]);
         assert!(matches!(

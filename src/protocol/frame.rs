@@ -9,7 +9,7 @@ use crate::message::{AckMode, Destination, Message};
 use crate::stats::{DestinationStat, MasterStat, MemberStat, StoreStat};
 
 /// The protocol version this build speaks. A `Hello` with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Why the broker refused something, so a client can tell errors apart without parsing text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,19 @@ pub struct WireDelivery {
     /// 1 on the first delivery.
     pub delivery_count: u32,
     pub message: Arc<Message>,
+}
+
+/// Who made a send or commit and where it is in that producer's sequence (failover
+/// clients): the broker keeps one such send once, however often it arrives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendOrigin {
+    /// Unique per producer instance, the same across its connections.
+    pub producer: String,
+    /// 1, 2, 3, … for each send or commit of the producer.
+    pub seq: u64,
+    /// Every send numbered below this has been confirmed to the producer (the broker may
+    /// forget them).
+    pub confirmed_below: u64,
 }
 
 /// The messages a transaction sends to one destination.
@@ -103,12 +116,14 @@ pub enum Frame {
         consumer: u32,
     },
     /// Messages for one destination. With a receipt, the broker confirms with `Receipt`
-    /// once every message is enqueued.
+    /// once every message is enqueued. With an origin, a send the broker already kept is
+    /// confirmed without being kept again.
     Send {
         session: u32,
         destination: Destination,
         receipt: Option<u64>,
         messages: Vec<Message>,
+        origin: Option<SendOrigin>,
     },
     /// Creates a temporary queue or topic owned by this connection (the client picks a
     /// name starting with its `connection_id`).
@@ -143,6 +158,19 @@ pub enum Frame {
         receipt: u64,
         sends: Vec<TransactedSend>,
         acks: Vec<(u32, u64)>,
+        origin: Option<SendOrigin>,
+    },
+    /// Client → broker: was the send or commit `seq` of `producer` kept? (A failover
+    /// client asks about a commit whose confirmation it never got.)
+    Resolve {
+        request: u64,
+        producer: String,
+        seq: u64,
+    },
+    /// Broker → client: the answer to `Resolve`.
+    Resolved {
+        request: u64,
+        kept: bool,
     },
     /// Deletes a durable subscription and the messages kept for it.
     DeleteDurable {
@@ -209,6 +237,8 @@ impl Frame {
             Frame::StatRequest { .. } => "StatRequest",
             Frame::StatReply { .. } => "StatReply",
             Frame::Locate { .. } => "Locate",
+            Frame::Resolve { .. } => "Resolve",
+            Frame::Resolved { .. } => "Resolved",
             Frame::Located { .. } => "Located",
             Frame::Error { .. } => "Error",
             Frame::Disconnect => "Disconnect",

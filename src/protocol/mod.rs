@@ -17,6 +17,8 @@ pub mod stomp;
 pub use codec::{
     FrameCodec, ProtocolError, encode_frame, encode_frame_into, put_framed, take_framed,
 };
-pub use frame::{ErrorCode, Frame, PROTOCOL_VERSION, Refusal, TransactedSend, WireDelivery};
+pub use frame::{
+    ErrorCode, Frame, PROTOCOL_VERSION, Refusal, SendOrigin, TransactedSend, WireDelivery,
+};
 // Carried in `StatReply` and `Located`.
 pub use crate::stats::{DestinationStat, MasterStat, MemberStat, MemberState, StoreStat};

@@ -10,6 +10,11 @@
 //! because its connection closed behind it. A send to a composite destination or a
 //! group is resolved to all its members before anything is enqueued, and confirmed once
 //! every member has accepted it.
+//!
+//! A send or commit with an origin (a failover client's) is looked up in [`Resends`]
+//! first: one already kept is confirmed without being kept again, one being kept through
+//! another connection waits for that, and a new one is stored with its producer's mark in
+//! the same record as its messages.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use actix::prelude::*;
 
 use super::Shutdown;
 use super::consumer::ConsumerActor;
+use super::resends::{Begin, Resends, Token};
 use super::wire::ClientWire;
 use crate::config::Limits;
 use crate::destination::{
@@ -26,8 +32,8 @@ use crate::destination::{
 };
 use crate::message::{AckMode, Destination, Message};
 use crate::net::reader::WindowPermit;
-use crate::protocol::TransactedSend;
-use crate::store::record::Record;
+use crate::protocol::{SendOrigin, TransactedSend};
+use crate::store::record::{Record, SendMark};
 
 /// One copy of `messages` per target, each naming the destination it was sent to (bodies
 /// are shared). The last target takes the originals, so the usual single destination costs
@@ -64,6 +70,7 @@ pub enum SessionCommand {
         /// The messages' bytes in the connection's send window, given back once they are
         /// accepted or refused.
         permit: WindowPermit,
+        origin: Option<SendOrigin>,
     },
     Subscribe {
         consumer: u32,
@@ -87,6 +94,7 @@ pub enum SessionCommand {
         sends: Vec<TransactedSend>,
         acks: Vec<(u32, u64)>,
         permit: WindowPermit,
+        origin: Option<SendOrigin>,
     },
     Pull {
         consumer: u32,
@@ -101,6 +109,7 @@ pub struct SessionActor<W: ClientWire> {
     wire: W,
     registry: Addr<DestinationRegistry>,
     limits: Limits,
+    resends: Arc<Resends>,
     /// Where a send to each destination this session has used goes (one reference, or
     /// the parts of a composite or group).
     targets: HashMap<Destination, Vec<DestinationRef>>,
@@ -119,6 +128,7 @@ impl<W: ClientWire> SessionActor<W> {
         wire: W,
         registry: Addr<DestinationRegistry>,
         limits: Limits,
+        resends: Arc<Resends>,
     ) -> SessionActor<W> {
         SessionActor {
             id,
@@ -127,6 +137,7 @@ impl<W: ClientWire> SessionActor<W> {
             wire,
             registry,
             limits,
+            resends,
             targets: HashMap::new(),
             consumers: HashMap::new(),
             sending: 0,
@@ -164,11 +175,12 @@ impl<W: ClientWire> SessionActor<W> {
         receipt: Option<u64>,
         messages: Vec<Message>,
         permit: WindowPermit,
+        token: Option<Token>,
         ctx: &mut Context<Self>,
     ) {
         if let Some(targets) = self.targets.get(&destination) {
             let targets = targets.clone();
-            return self.enqueue(destination, targets, receipt, messages, permit, ctx);
+            return self.enqueue(destination, targets, receipt, messages, permit, token, ctx);
         }
         let resolve = self.registry.send(Resolve(destination.clone()));
         ctx.wait(resolve.into_actor(self).map(move |result, act, ctx| {
@@ -177,7 +189,7 @@ impl<W: ClientWire> SessionActor<W> {
             match result {
                 Ok(targets) => {
                     act.targets.insert(destination.clone(), targets.clone());
-                    act.enqueue(destination, targets, receipt, messages, permit, ctx);
+                    act.enqueue(destination, targets, receipt, messages, permit, token, ctx);
                 }
                 Err(e) => {
                     tracing::debug!(session = act.id, "send to {destination} refused: {e}");
@@ -187,6 +199,7 @@ impl<W: ClientWire> SessionActor<W> {
         }));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
         destination: Destination,
@@ -194,12 +207,31 @@ impl<W: ClientWire> SessionActor<W> {
         receipt: Option<u64>,
         messages: Vec<Message>,
         permit: WindowPermit,
+        token: Option<Token>,
         ctx: &mut Context<Self>,
     ) {
+        if token.is_some() && targets.len() > 1 {
+            // A marked send to several destinations: one record for all of them, as a
+            // transaction is.
+            let send = TransactedSend {
+                destination: destination.clone(),
+                messages,
+            };
+            let stored = self.store_all(vec![send], token.as_ref().map(|t| t.mark().clone()));
+            return self.apply(
+                stored,
+                Vec::new(),
+                permit,
+                token,
+                move |act, result| act.answer_send(&destination, receipt, result),
+                ctx,
+            );
+        }
+        let mark = token.as_ref().map(|t| t.mark().clone());
         let enqueued: Vec<_> = addressed(messages, &targets)
             .into_iter()
             .zip(&targets)
-            .map(|(copies, target)| target.enqueue(copies))
+            .map(|(copies, target)| target.enqueue_marked(copies, mark.clone()))
             .collect();
         let all = futures::future::join_all(enqueued);
         self.sending += 1;
@@ -213,6 +245,9 @@ impl<W: ClientWire> SessionActor<W> {
                 .into_iter()
                 .collect::<Result<Vec<()>, _>>()
                 .map(|_| ());
+            if let Some(token) = token {
+                token.finish(result.is_ok());
+            }
             if let Err(e) = &result {
                 tracing::debug!(session = act.id, "send to {destination} failed: {e}");
                 // Look it up afresh next time (a temporary destination may be gone).
@@ -292,10 +327,30 @@ impl<W: ClientWire> SessionActor<W> {
         sends: Vec<TransactedSend>,
         acks: Vec<(u32, u64)>,
         permit: WindowPermit,
+        token: Option<Token>,
         ctx: &mut Context<Self>,
     ) {
+        let stored = self.store_all(sends, token.as_ref().map(|t| t.mark().clone()));
+        self.apply(
+            stored,
+            acks,
+            permit,
+            token,
+            move |act, result| act.receipt(receipt, result),
+            ctx,
+        );
+    }
+
+    /// Resolves every destination of `sends`, stores their persistent messages bound for
+    /// stored queues (and the producer's mark, if any) as one record, then enqueues
+    /// everything.
+    fn store_all(
+        &self,
+        sends: Vec<TransactedSend>,
+        mark: Option<SendMark>,
+    ) -> impl Future<Output = Result<(), DestinationError>> + 'static {
         let registry = self.registry.clone();
-        let resolve = async move {
+        async move {
             let mut resolved = Vec::with_capacity(sends.len());
             for send in sends {
                 let targets = registry
@@ -332,6 +387,7 @@ impl<W: ClientWire> SessionActor<W> {
                 }
             }
             if let Some(journal) = store {
+                records.extend(mark.map(Record::Sent));
                 journal
                     .append(vec![Record::Transaction { records }])
                     .await
@@ -350,14 +406,77 @@ impl<W: ClientWire> SessionActor<W> {
                 target.enqueue_stored(copies, stored).await?;
             }
             Ok::<_, DestinationError>(())
-        };
-        ctx.wait(resolve.into_actor(self).map(move |result, act, _ctx| {
+        }
+    }
+
+    /// Waits (holding back the session's later commands) for `stored`; then settles `acks`
+    /// if it succeeded, says whether the producer's send was kept, and `answer`s.
+    fn apply(
+        &mut self,
+        stored: impl Future<Output = Result<(), DestinationError>> + 'static,
+        acks: Vec<(u32, u64)>,
+        permit: WindowPermit,
+        token: Option<Token>,
+        answer: impl FnOnce(&mut Self, Result<(), DestinationError>) + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.wait(stored.into_actor(self).map(move |result, act, _ctx| {
             drop(permit);
             if result.is_ok() {
                 act.per_consumer(acks, ConsumerControl::Settle);
             }
-            act.receipt(receipt, result);
+            if let Some(token) = token {
+                token.finish(result.is_ok());
+            }
+            answer(act, result);
         }));
+    }
+
+    /// Runs `work` for a send or commit — with a token to store its producer's mark, if it
+    /// has an origin — unless that origin's send was kept already: then `kept` answers it
+    /// at once. If the same send is being stored through another connection, waits for
+    /// that first.
+    fn once(
+        &mut self,
+        origin: Option<SendOrigin>,
+        work: impl FnOnce(&mut Self, Option<Token>, &mut Context<Self>) + 'static,
+        kept: impl FnOnce(&mut Self) + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(origin) = origin else {
+            return work(self, None, ctx);
+        };
+        let SendOrigin {
+            producer,
+            seq,
+            confirmed_below,
+        } = origin.clone();
+        match self.resends.begin(producer, seq, confirmed_below) {
+            Begin::New(token) => work(self, Some(token), ctx),
+            Begin::Kept => {
+                tracing::debug!(
+                    session = self.id,
+                    producer = %origin.producer,
+                    seq = origin.seq,
+                    "a send kept before was sent again: confirmed without keeping it twice"
+                );
+                kept(self);
+            }
+            Begin::Pending(outcome) => {
+                ctx.wait(
+                    outcome
+                        .kept()
+                        .into_actor(self)
+                        .map(move |was_kept, act, ctx| {
+                            if was_kept {
+                                kept(act);
+                            } else {
+                                act.once(Some(origin), work, kept, ctx);
+                            }
+                        }),
+                );
+            }
+        }
     }
 
     /// Groups `(consumer, tag)` pairs by consumer and sends each consumer its tags.
@@ -404,7 +523,18 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
                 receipt,
                 messages,
                 permit,
-            } => self.send(destination, receipt, messages, permit, ctx),
+                origin,
+            } => {
+                let again = destination.clone();
+                self.once(
+                    origin,
+                    move |act, token, ctx| {
+                        act.send(destination, receipt, messages, permit, token, ctx)
+                    },
+                    move |act| act.answer_send(&again, receipt, Ok(())),
+                    ctx,
+                );
+            }
             SessionCommand::Subscribe {
                 consumer,
                 destination,
@@ -425,7 +555,13 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
                 sends,
                 acks,
                 permit,
-            } => self.commit(receipt, sends, acks, permit, ctx),
+                origin,
+            } => self.once(
+                origin,
+                move |act, token, ctx| act.commit(receipt, sends, acks, permit, token, ctx),
+                move |act| act.receipt(receipt, Ok(())),
+                ctx,
+            ),
             SessionCommand::Pull { consumer, count } => {
                 if let Some(addr) = self.consumers.get(&consumer) {
                     addr.do_send(ConsumerControl::Grant(count));

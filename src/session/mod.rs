@@ -6,12 +6,14 @@
 
 mod actor;
 mod consumer;
+pub mod resends;
 mod wire;
 
 use actix::Message as ActixMessage;
 
 pub use actor::{SessionActor, SessionCommand};
 pub use consumer::ConsumerActor;
+pub use resends::Resends;
 pub use wire::ClientWire;
 
 use crate::net::writer::WriterError;

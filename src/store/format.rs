@@ -12,11 +12,16 @@
 //!
 //! - **Version 0** (journals written until 2026-12-02): no version byte; the payload is the
 //!   `Record` of that time as named MessagePack (`rmp_serde::to_vec_named`). Read only.
-//! - **Version 1** (written now): the byte `1`, then [`RecordV1`] as positional MessagePack
-//!   (fields in declaration order). A version-0 payload always starts with a MessagePack
-//!   map (`0x80..=0x8f`, `0xde`, `0xdf`), never with `1`, so the first byte tells them apart.
+//! - **Version 1** (journals written until failover clients landed): the byte `1`, then
+//!   [`RecordV1`] as positional MessagePack (fields in declaration order). A version-0
+//!   payload always starts with a MessagePack map (`0x80..=0x8f`, `0xde`, `0xdf`), never
+//!   with a small version byte, so the first byte tells them apart.
+//! - **Version 2** (written now): the byte `2`, then [`RecordV2`]: version 1 and one more
+//!   kind of record, `Sent` (a producer's send was stored, for duplicate detection). Every
+//!   record is written as version 2, so a build that knows only version 1 reports
+//!   "unknown record format version 2" instead of misreading one.
 //!
-//! Rules for a new version: add `RecordV2` beside these, write it, keep reading V1 and V0.
+//! Rules for a new version: add `RecordV3` beside these, write it, keep reading V2, V1, V0.
 //! Never edit a frozen type: field order is the format.
 //!
 //! **Segment header.** A segment file started since high availability landed begins with
@@ -31,11 +36,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::record::Record;
+use super::record::{Record, SendMark};
 use crate::message::{Destination, Message, Property};
 
 /// The version every record is written in.
-pub const CURRENT: u8 = 1;
+pub const CURRENT: u8 = 2;
 
 /// Why a payload does not read back as a record.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,14 @@ pub fn decode_payload(payload: &[u8]) -> Result<Record, FormatError> {
                 })?;
             Ok(record.into())
         }
+        Some(&2) => {
+            let record: RecordV2 =
+                rmp_serde::from_slice(&payload[1..]).map_err(|e| FormatError::Decode {
+                    version: 2,
+                    reason: e.to_string(),
+                })?;
+            Ok(record.into())
+        }
         // A MessagePack map: version 0.
         Some(0x80..=0x8f | 0xde | 0xdf) => {
             let record: v0::Record =
@@ -238,7 +251,30 @@ pub enum RecordV1 {
     },
 }
 
-/// Version 1 of a stored message. Destinations are their `kind:name` text.
+/// Version 2 of a record, as read: version 1's records, and `Sent`.
+#[derive(Debug, Deserialize)]
+pub enum RecordV2 {
+    Enqueue {
+        queue: String,
+        id: u64,
+        message: MessageV1,
+    },
+    Remove {
+        queue: String,
+        id: u64,
+    },
+    Transaction {
+        records: Vec<RecordV2>,
+    },
+    Sent {
+        producer: String,
+        seq: u64,
+        confirmed_below: u64,
+        at_ms: u64,
+    },
+}
+
+/// Version 1 of a stored message (unchanged in version 2). Destinations are their `kind:name` text.
 #[derive(Debug, Deserialize)]
 pub struct MessageV1 {
     id: String,
@@ -264,7 +300,7 @@ pub enum PropertyV1 {
     Bytes(Bytes),
 }
 
-/// [`RecordV1`] for writing, borrowing the record.
+/// [`RecordV2`] for writing, borrowing the record.
 #[derive(Serialize)]
 enum RecordOut<'a> {
     Enqueue {
@@ -278,6 +314,12 @@ enum RecordOut<'a> {
     },
     Transaction {
         records: Vec<RecordOut<'a>>,
+    },
+    Sent {
+        producer: &'a str,
+        seq: u64,
+        confirmed_below: u64,
+        at_ms: u64,
     },
 }
 
@@ -318,6 +360,12 @@ impl<'a> From<&'a Record> for RecordOut<'a> {
             Record::Remove { queue, id } => RecordOut::Remove { queue, id: *id },
             Record::Transaction { records } => RecordOut::Transaction {
                 records: records.iter().map(RecordOut::from).collect(),
+            },
+            Record::Sent(mark) => RecordOut::Sent {
+                producer: &mark.producer,
+                seq: mark.seq,
+                confirmed_below: mark.confirmed_below,
+                at_ms: mark.at_ms,
             },
         }
     }
@@ -406,6 +454,33 @@ impl From<RecordV1> for Record {
             RecordV1::Transaction { records } => Record::Transaction {
                 records: records.into_iter().map(Record::from).collect(),
             },
+        }
+    }
+}
+
+impl From<RecordV2> for Record {
+    fn from(r: RecordV2) -> Self {
+        match r {
+            RecordV2::Enqueue { queue, id, message } => Record::Enqueue {
+                queue,
+                id,
+                message: Arc::new(message.into()),
+            },
+            RecordV2::Remove { queue, id } => Record::Remove { queue, id },
+            RecordV2::Transaction { records } => Record::Transaction {
+                records: records.into_iter().map(Record::from).collect(),
+            },
+            RecordV2::Sent {
+                producer,
+                seq,
+                confirmed_below,
+                at_ms,
+            } => Record::Sent(SendMark {
+                producer,
+                seq,
+                confirmed_below,
+                at_ms,
+            }),
         }
     }
 }
@@ -610,7 +685,7 @@ mod tests {
             .map(|(_, r)| match r {
                 Record::Enqueue { id, .. } => *id,
                 Record::Remove { id, .. } => *id,
-                Record::Transaction { .. } => u64::MAX,
+                Record::Transaction { .. } | Record::Sent(_) => u64::MAX,
             })
             .collect();
         assert_eq!(ids, vec![0, 1, 3]);

@@ -8,6 +8,7 @@ mod fence;
 pub mod format;
 mod journal;
 pub mod postgres;
+pub mod producers;
 mod reader;
 pub mod record;
 mod segments;

@@ -20,6 +20,25 @@ pub enum Record {
     /// A committed transaction: one checksummed record, so after a crash either all of its
     /// records exist or none do.
     Transaction { records: Vec<Record> },
+    /// A producer's send (or commit) was stored: written in the same transaction as its
+    /// messages, so that a broker that recovers them also knows a resend of it is a
+    /// duplicate (see [`super::producers`]).
+    Sent(SendMark),
+}
+
+/// One send of a producer that says who it is (a failover client): which producer, its
+/// place in that producer's sequence, and what it had been told was stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SendMark {
+    /// Chosen by the client, unique per producer instance (not per connection).
+    pub producer: String,
+    /// This send's number; a producer numbers its sends 1, 2, 3, …
+    pub seq: u64,
+    /// Every send numbered below this has been confirmed to the producer, which will
+    /// never send it again: the broker may forget them.
+    pub confirmed_below: u64,
+    /// When it was stored (ms since the Unix epoch), to forget idle producers.
+    pub at_ms: u64,
 }
 
 impl Record {

@@ -26,6 +26,8 @@ pub struct Recovered {
     pub skipped: Vec<(PathBuf, usize)>,
     /// Durable subscriptions, as `Journal::write_file(DURABLES_FILE, …)` last wrote them.
     pub durables: Vec<String>,
+    /// Producers' stored sends still remembered (duplicate detection).
+    pub sends: Vec<super::record::SendMark>,
 }
 
 /// A live message found at start.

@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 use super::StoreError;
 use super::fence::Fence;
 use super::format;
+use super::producers::ProducerWindows;
 use super::record::Record;
 use super::segments::{
     FsyncMode, JournalSettings, Location, Moved, Recovered, RecoveredMessage, segment_path,
@@ -120,6 +121,9 @@ pub(super) struct WriterState {
     /// Changes since then wait for the next look.
     holder_stale: bool,
     fence: Arc<dyn Fence>,
+    /// Producers' stored sends, written forward at the head of every new segment so that
+    /// deleting old segments never forgets them (see `store::producers`).
+    producers: ProducerWindows,
     _lock: File,
 }
 
@@ -150,6 +154,7 @@ impl WriterState {
             holder_at: None,
             holder_stale: false,
             fence,
+            producers: ProducerWindows::default(),
             _lock: lock,
         }
     }
@@ -182,6 +187,7 @@ impl WriterState {
                     self.count(record, segment);
                 }
             }
+            Record::Sent(mark) => self.producers.note(mark),
         }
     }
 
@@ -241,7 +247,7 @@ impl WriterState {
                             max_id = max_id.max(*id);
                             messages.remove(&(queue.clone(), *id));
                         }
-                        Record::Transaction { .. } => {}
+                        Record::Transaction { .. } | Record::Sent(_) => {}
                     }
                 }
                 self.count(&record, number);
@@ -257,6 +263,8 @@ impl WriterState {
         for list in recovered.queues.values_mut() {
             list.sort_unstable_by_key(|m| m.id);
         }
+        self.producers.forget_idle(crate::message::now_millis());
+        recovered.sends = self.producers.marks();
         let restored: usize = recovered.queues.values().map(Vec::len).sum();
         tracing::info!(
             segments = numbers.len(),
@@ -279,10 +287,23 @@ impl WriterState {
             .append(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        let header = format::segment_header(self.fence.epoch());
-        file.write_all(&header)
+        // The header, then what older segments know of producers (made durable with the
+        // first group written here).
+        let mut head = format::segment_header(self.fence.epoch()).to_vec();
+        self.producers.forget_idle(crate::message::now_millis());
+        let marks = self.producers.marks();
+        if !marks.is_empty() {
+            let checkpoint = Record::Transaction {
+                records: marks.into_iter().map(Record::Sent).collect(),
+            };
+            format::encode(&checkpoint, &mut head).map_err(|e| StoreError::Io {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        file.write_all(&head)
             .map_err(|e| StoreError::io(&path, e))?;
-        let bytes = header.len() as u64;
+        let bytes = head.len() as u64;
         self.segments.insert(number, Segment::new(path, bytes));
         self.current = Some(Current {
             number,

@@ -41,7 +41,7 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum, default_value = "queue")]
     workload: Workload,
-    /// tcp://HOST:PORT (actormq), stomp://[LOGIN:PASSCODE@]HOST:PORT[/VHOST] (any STOMP
+    /// tcp://HOST:PORT or failover:(tcp://…,tcp://…)?OPTIONS (actormq), stomp://[LOGIN:PASSCODE@]HOST:PORT[/VHOST] (any STOMP
     /// broker; login defaults to guest:guest) or nats://HOST:PORT. Default: an embedded
     /// actormq broker started for the run.
     #[arg(long)]

@@ -42,9 +42,10 @@ fn resolve(hostport: &str) -> anyhow::Result<SocketAddr> {
 }
 
 impl Target {
-    /// `tcp://HOST:PORT`, `stomp://[LOGIN:PASSCODE@]HOST:PORT[/VHOST]` or `nats://HOST:PORT`.
+    /// `tcp://HOST:PORT` or `failover:(…)` (actormq), `stomp://[LOGIN:PASSCODE@]HOST:PORT[/VHOST]`
+    /// or `nats://HOST:PORT`.
     pub fn parse(url: &str) -> anyhow::Result<Target> {
-        if url.starts_with("tcp://") {
+        if url.starts_with("tcp://") || url.starts_with("failover:") {
             return Ok(Target::Native(url.to_string()));
         }
         if let Some(rest) = url.strip_prefix("nats://") {
@@ -69,7 +70,7 @@ impl Target {
                 passcode: passcode.to_string(),
             }));
         }
-        bail!("unknown URL `{url}`: use tcp://, stomp:// or nats://")
+        bail!("unknown URL `{url}`: use tcp://, failover:(…), stomp:// or nats://")
     }
 }
 

@@ -118,6 +118,7 @@ impl QueueActor {
         self.enqueued += count;
         let mut records = Vec::new();
         let stored = msg.stored;
+        let mark = msg.mark;
         let messages: Vec<Queued> = msg
             .messages
             .into_iter()
@@ -153,6 +154,13 @@ impl QueueActor {
             self.release_durable();
             return Box::pin(fut::ready(Ok(())));
         };
+        // A producer's mark goes in one record with the messages: after a crash, both or
+        // neither exist. The transaction's one location is every message's.
+        let wrapped = mark.as_ref().map(|_| records.len());
+        if let Some(mark) = mark {
+            records.push(Record::Sent(mark));
+            records = vec![Record::Transaction { records }];
+        }
         let append = store.append(records);
         self.unconfirmed.push_back(Unconfirmed {
             seq,
@@ -165,7 +173,10 @@ impl QueueActor {
                 Ok(locations) => {
                     if let Some(batch) = act.unconfirmed.iter_mut().find(|b| b.seq == seq) {
                         batch.durable = true;
-                        batch.locations = locations.clone();
+                        batch.locations = match (wrapped, locations.first()) {
+                            (Some(count), Some(at)) => vec![*at; count],
+                            _ => locations.clone(),
+                        };
                     }
                 }
                 Err(e) => {

@@ -19,19 +19,19 @@ use tokio::net::TcpStream;
 
 use super::wire::NativeWire;
 use super::write_frame;
-use crate::config::{Config, Limits};
+use crate::config::Limits;
 use crate::destination::{
     CollectStats, ConnectionId, CreateTemporary, DeleteDurable, DestinationError,
     DestinationRegistry, DropTemporaries, Locate, footprint,
 };
-use crate::frontend::{WriterStopped, slow_consumer_reason, start_writer, writer_limits};
+use crate::frontend::{Services, WriterStopped, slow_consumer_reason, start_writer, writer_limits};
 use crate::message::{Destination, Message};
-use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow};
+use crate::net::reader::{FrameReader, ReadError, SendWindow};
 use crate::net::writer::{CloseReason, FrameSink};
 use crate::protocol::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, ProtocolError, encode_frame,
 };
-use crate::session::{ClientWire, SessionActor, SessionCommand, Shutdown};
+use crate::session::{ClientWire, Resends, SessionActor, SessionCommand, Shutdown};
 
 enum State {
     AwaitingHello,
@@ -47,6 +47,7 @@ pub struct ConnectionActor {
     /// The same writer, as sessions and consumers use it.
     wire: NativeWire,
     registry: Addr<DestinationRegistry>,
+    resends: Arc<Resends>,
     state: State,
     sessions: HashMap<u32, Addr<SessionActor<NativeWire>>>,
     /// Sends read and not yet accepted.
@@ -57,11 +58,15 @@ impl ConnectionActor {
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        registry: Addr<DestinationRegistry>,
-        config: Config,
-        budget: Arc<ReadBudget>,
+        services: Services,
         ctx: &mut Context<Self>,
     ) -> ConnectionActor {
+        let Services {
+            registry,
+            config,
+            budget,
+            resends,
+        } = services;
         let limits = config.limits;
         let (read, write) = stream.into_split();
         let last_words = Frame::Error {
@@ -103,6 +108,7 @@ impl ConnectionActor {
             limits,
             sink,
             registry,
+            resends,
             state: State::AwaitingHello,
             sessions: HashMap::new(),
             window,
@@ -175,6 +181,7 @@ impl ConnectionActor {
                     self.wire.clone(),
                     self.registry.clone(),
                     self.limits.clone(),
+                    self.resends.clone(),
                 )
                 .start();
                 self.sessions.insert(session, addr);
@@ -206,6 +213,17 @@ impl ConnectionActor {
                 ctx.spawn(located.into_actor(self).map(move |result, act, ctx| {
                     let home = result.ok().flatten();
                     act.send(&Frame::Located { request, home }, ctx);
+                }));
+            }
+            Frame::Resolve {
+                request,
+                producer,
+                seq,
+            } => {
+                let resends = self.resends.clone();
+                let kept = async move { resends.was_kept(&producer, seq).await };
+                ctx.spawn(kept.into_actor(self).map(move |kept, act, ctx| {
+                    act.send(&Frame::Resolved { request, kept }, ctx);
                 }));
             }
             Frame::CreateTemporary {
@@ -259,6 +277,7 @@ impl ConnectionActor {
                 destination,
                 receipt,
                 messages,
+                origin,
             } => {
                 let bytes = self.check_bodies(&messages).map_err(refused)?;
                 let permit = self.window.take(bytes);
@@ -267,6 +286,7 @@ impl ConnectionActor {
                     receipt,
                     messages,
                     permit,
+                    origin,
                 };
                 (session, send)
             }
@@ -295,6 +315,7 @@ impl ConnectionActor {
                 receipt,
                 sends,
                 acks,
+                origin,
             } => {
                 let messages = sends.iter().flat_map(|s| &s.messages);
                 let bytes = self.check_bodies(messages).map_err(refused)?;
@@ -304,6 +325,7 @@ impl ConnectionActor {
                     sends,
                     acks,
                     permit,
+                    origin,
                 };
                 (session, commit)
             }

@@ -37,24 +37,24 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use super::frames::{
-    Failure, error_bytes, message_from, parse_ack_id, parse_heartbeat, receipt_frame,
+    Failure, error_bytes, message_from, origin_from, parse_ack_id, parse_heartbeat, receipt_frame,
     transaction_name,
 };
 use super::receipts::Receipts;
 use super::subscriptions::{AckKind, SharedSubscriptions, StompEvent, StompWire};
-use crate::config::{Config, Limits};
+use crate::config::Limits;
 use crate::destination::{
     ConnectionId, CreateTemporary, DestinationError, DestinationRegistry, DropTemporaries,
     footprint,
 };
-use crate::frontend::{WriterStopped, slow_consumer_reason, start_writer, writer_limits};
+use crate::frontend::{Services, WriterStopped, slow_consumer_reason, start_writer, writer_limits};
 use crate::message::{AckMode, Destination, DestinationKind, Message};
-use crate::net::reader::{FrameReader, ReadBudget, ReadError, SendWindow, WindowPermit};
+use crate::net::reader::{FrameReader, ReadError, SendWindow, WindowPermit};
 use crate::net::writer::{CloseReason, FrameSink};
 use crate::protocol::stomp::{
     Command, Inbound, StompCodec, StompError, StompFrame, StompLimits, encode_into,
 };
-use crate::session::{SessionActor, SessionCommand, Shutdown};
+use crate::session::{Resends, SessionActor, SessionCommand, Shutdown};
 
 /// Versions this listener speaks, oldest first.
 const VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
@@ -98,6 +98,7 @@ pub struct StompConnectionActor {
     limits: Limits,
     sink: FrameSink,
     registry: Addr<DestinationRegistry>,
+    resends: Arc<Resends>,
     session: Option<Addr<SessionActor<StompWire>>>,
     /// Shared with the session's wire, which records deliveries in it.
     subscriptions: SharedSubscriptions,
@@ -124,11 +125,15 @@ impl StompConnectionActor {
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        registry: Addr<DestinationRegistry>,
-        config: Config,
-        budget: Arc<ReadBudget>,
+        services: Services,
         ctx: &mut Context<Self>,
     ) -> StompConnectionActor {
+        let Services {
+            registry,
+            config,
+            budget,
+            resends,
+        } = services;
         let limits = config.limits;
         let (read, write) = stream.into_split();
         let last_words = error_bytes(&Failure::new(slow_consumer_reason(&limits)));
@@ -169,6 +174,7 @@ impl StompConnectionActor {
             limits,
             sink,
             registry,
+            resends,
             session: None,
             subscriptions: SharedSubscriptions::default(),
             window,
@@ -262,6 +268,7 @@ impl StompConnectionActor {
             wire,
             self.registry.clone(),
             self.limits.clone(),
+            self.resends.clone(),
         )
         .start();
         self.session = Some(session);
@@ -514,17 +521,32 @@ impl StompConnectionActor {
         let n = self.next();
         message.id = format!("{}:{n}", self.connection_id);
         let permit = self.window.take(footprint(&message));
-        if commit.is_none() {
+        // Inside a transaction the COMMIT is what is confirmed: no duplicate detection.
+        let origin = match commit {
+            None => origin_from(&frame)?,
+            Some(_) => None,
+        };
+        if commit.is_none() && origin.is_none() {
             return self.batch_send(destination, message, permit, frame.get("receipt"), ctx);
         }
+        // Alone: a send with an origin is kept once, whatever else is batched.
         self.flush_sends()?;
         let receipt = self.next();
         self.pending.insert(receipt, Pending { commit });
+        if commit.is_none() {
+            let receipts = frame
+                .get("receipt")
+                .map(str::to_string)
+                .into_iter()
+                .collect();
+            self.receipt_later(receipt, receipts);
+        }
         self.session()?.do_send(SessionCommand::Send {
             destination,
             receipt: Some(receipt),
             messages: vec![message],
             permit,
+            origin,
         });
         Ok(())
     }
@@ -574,6 +596,7 @@ impl StompConnectionActor {
             receipt: Some(receipt),
             messages: batch.messages,
             permit: batch.permit,
+            origin: None,
         });
         Ok(())
     }

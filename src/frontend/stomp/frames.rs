@@ -5,6 +5,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::message::{Destination, Message};
+use crate::protocol::SendOrigin;
 use crate::protocol::stomp::{Command, StompFrame, encode_into};
 
 /// A STOMP-level failure: becomes an ERROR frame (with these extra headers) and closes the
@@ -72,7 +73,7 @@ pub(super) fn error_bytes(failure: &Failure) -> Bytes {
 }
 
 /// SEND headers that are not carried as user headers.
-const SEND_HEADERS: [&str; 10] = [
+const SEND_HEADERS: [&str; 14] = [
     "destination",
     "content-length",
     "transaction",
@@ -83,7 +84,52 @@ const SEND_HEADERS: [&str; 10] = [
     "expires",
     "priority",
     "message-id",
+    DEDUP_ID,
+    PRODUCER,
+    SEQ,
+    CONFIRMED_BELOW,
 ];
+
+/// Duplicate detection for a SEND: a unique id of the client's choosing (a send with an id
+/// the broker kept in the last hour is confirmed and not kept again)...
+pub(super) const DEDUP_ID: &str = "actormq.dedup-id";
+/// ...or the producer/sequence pair the native failover client uses: `actormq.producer`
+/// (unique per producer), `actormq.seq` (1, 2, 3, …) and optionally
+/// `actormq.confirmed-below` (every seq below it was confirmed: the broker forgets them).
+pub(super) const PRODUCER: &str = "actormq.producer";
+pub(super) const SEQ: &str = "actormq.seq";
+pub(super) const CONFIRMED_BELOW: &str = "actormq.confirmed-below";
+
+/// The origin a SEND's duplicate-detection headers name, if any.
+pub(super) fn origin_from(frame: &StompFrame) -> Result<Option<SendOrigin>, Failure> {
+    if let Some(id) = frame.get(DEDUP_ID) {
+        return Ok(Some(SendOrigin {
+            producer: format!("dedup-id:{id}"),
+            seq: 0,
+            confirmed_below: 0,
+        }));
+    }
+    let Some(producer) = frame.get(PRODUCER) else {
+        return Ok(None);
+    };
+    let number = |name: &str| -> Result<u64, Failure> {
+        match frame.get(name) {
+            None => Ok(0),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| Failure::new(format!("{name} `{v}` is not a number"))),
+        }
+    };
+    if frame.get(SEQ).is_none() {
+        return Err(Failure::new(format!("{PRODUCER} needs {SEQ}")));
+    }
+    Ok(Some(SendOrigin {
+        producer: format!("stomp:{producer}"),
+        seq: number(SEQ)?,
+        confirmed_below: number(CONFIRMED_BELOW)?,
+    }))
+}
 
 pub(super) fn message_from(
     frame: &StompFrame,

@@ -40,8 +40,10 @@ use tokio_postgres::Client;
 use super::StoreError;
 use super::fence::Fence;
 use super::format;
-use super::record::Record;
+use super::producers::ProducerWindows;
+use super::record::{Record, SendMark};
 use super::segments::{DURABLES_FILE, Location, Recovered, RecoveredMessage};
+use crate::constants::{PRODUCER_IDLE, PRODUCER_SWEEP_EVERY};
 use crate::message::Message;
 use crate::stats::StoreStat;
 pub use schema::PgError;
@@ -135,6 +137,7 @@ impl PostgresStore {
                         settings,
                         fence,
                         retry: Vec::new(),
+                        swept_at: std::time::Instant::now(),
                     }
                     .run(op_rx)
                     .await;
@@ -191,6 +194,20 @@ async fn recover(client: &Client) -> Result<(Recovered, u64), PgError> {
             });
     }
     recovered.queues = queues;
+    let mut windows = ProducerWindows::default();
+    for row in client
+        .query("SELECT producer, seq, at_ms FROM actormq_sends", &[])
+        .await?
+    {
+        windows.note(&SendMark {
+            producer: row.get(0),
+            seq: row.get::<_, i64>(1) as u64,
+            confirmed_below: 0,
+            at_ms: row.get::<_, i64>(2) as u64,
+        });
+    }
+    windows.forget_idle(crate::message::now_millis());
+    recovered.sends = windows.marks();
     if let Some(row) = client
         .query_opt(
             "SELECT contents FROM actormq_files WHERE name = $1",
@@ -254,6 +271,8 @@ struct Writer {
     fence: Arc<dyn Fence>,
     /// Removals a failed write left over, oldest first.
     retry: Vec<Record>,
+    /// When the rows of idle producers were last deleted.
+    swept_at: std::time::Instant,
 }
 
 /// What one transaction writes.
@@ -265,6 +284,14 @@ struct Group {
     records: Vec<Vec<u8>>,
     removes: Vec<i64>,
     files: Vec<(String, Vec<u8>)>,
+    /// Producers' stored sends: producer, seq, when.
+    sent_by: Vec<String>,
+    sent_seqs: Vec<i64>,
+    sent_at: Vec<i64>,
+    /// Per producer, the lowest seq it may still send again (rows below it go).
+    confirmed: BTreeMap<String, i64>,
+    /// Forget producers idle since before this (ms since the Unix epoch), now and then.
+    forget_before: Option<i64>,
 }
 
 impl Group {
@@ -283,6 +310,13 @@ impl Group {
                 for record in records {
                     self.add(record)?;
                 }
+            }
+            Record::Sent(mark) => {
+                self.sent_by.push(mark.producer.clone());
+                self.sent_seqs.push(mark.seq as i64);
+                self.sent_at.push(mark.at_ms as i64);
+                let below = self.confirmed.entry(mark.producer.clone()).or_default();
+                *below = (*below).max(mark.confirmed_below as i64);
             }
         }
         Ok(())
@@ -325,6 +359,12 @@ impl Writer {
             files,
             ..Group::default()
         };
+        if self.swept_at.elapsed() >= PRODUCER_SWEEP_EVERY {
+            self.swept_at = std::time::Instant::now();
+            let cutoff =
+                crate::message::now_millis().saturating_sub(PRODUCER_IDLE.as_millis() as u64);
+            group.forget_before = Some(cutoff as i64);
+        }
         let mut encoded = Ok(());
         for (records, _) in &appends {
             for record in records {
@@ -405,6 +445,29 @@ async fn write_group(client: &mut Client, epoch: u64, group: &Group) -> Result<(
         )
         .await
         .map_err(pg)?;
+    }
+    if !group.sent_by.is_empty() {
+        tx.execute(
+            "INSERT INTO actormq_sends (producer, seq, at_ms)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&group.sent_by, &group.sent_seqs, &group.sent_at],
+        )
+        .await
+        .map_err(pg)?;
+        let (producers, below): (Vec<&String>, Vec<i64>) = group.confirmed.iter().unzip();
+        tx.execute(
+            "DELETE FROM actormq_sends s USING UNNEST($1::text[], $2::bigint[]) AS c(producer, below)
+             WHERE s.producer = c.producer AND s.seq < c.below",
+            &[&producers, &below],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    if let Some(cutoff) = group.forget_before {
+        tx.execute("DELETE FROM actormq_sends WHERE at_ms < $1", &[&cutoff])
+            .await
+            .map_err(pg)?;
     }
     if !group.removes.is_empty() {
         tx.execute(

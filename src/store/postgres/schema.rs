@@ -3,7 +3,8 @@
 //! with errors that say what is wrong: unreachable, credentials refused, no such database,
 //! another schema version.
 //!
-//! Version 1:
+//! Version 2 (version 1 lacked `actormq_sends`; a database of version 1 is brought up to
+//! version 2 when a broker of this build starts on it):
 //!
 //! | table | holds |
 //! |---|---|
@@ -12,6 +13,7 @@
 //! | `actormq_epochs` | one row per epoch: who became the master, when (the lease's history) |
 //! | `actormq_messages` | one row per stored queue message: id, queue, priority, and the journal record (`store::format`, versioned) |
 //! | `actormq_files` | small named files (the list of durable subscriptions) |
+//! | `actormq_sends` | producers' stored sends they may send again (`store::producers`): producer, seq, when |
 
 use std::time::Duration;
 
@@ -19,7 +21,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 /// The schema version this build creates and uses.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// The table of producers' stored sends (new in version 2).
+const SENDS_TABLE: &str = "CREATE TABLE actormq_sends (
+     producer text NOT NULL,
+     seq bigint NOT NULL,
+     at_ms bigint NOT NULL,
+     PRIMARY KEY (producer, seq))";
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,9 +126,21 @@ fn classify(target: &str, e: tokio_postgres::Error) -> PgError {
     }
 }
 
-/// Creates the tables if the database has none, or checks their version. Safe to run from
-/// several brokers at once (one transaction under an advisory lock).
-pub async fn init(client: &mut Client, url: &str) -> Result<(), PgError> {
+/// What [`init`] found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// The tables were there, of this version.
+    Ready,
+    /// There were none: created.
+    Created,
+    /// They were of the older version `from`: brought up to this one.
+    Upgraded { from: i32 },
+}
+
+/// Creates the tables if the database has none, brings an older version up to this one,
+/// or checks their version. Safe to run from several brokers at once (one transaction
+/// under an advisory lock).
+pub async fn init(client: &mut Client, url: &str) -> Result<Schema, PgError> {
     let tx = client.transaction().await?;
     // Any constant will do, as long as every actormq uses the same.
     tx.execute("SELECT pg_advisory_xact_lock(7670)", &[])
@@ -130,8 +151,19 @@ pub async fn init(client: &mut Client, url: &str) -> Result<(), PgError> {
         .query_opt("SELECT version FROM actormq_schema", &[])
         .await?
         .map(|row| row.get(0));
-    match found {
-        Some(SCHEMA_VERSION) => {}
+    let done = match found {
+        Some(SCHEMA_VERSION) => Schema::Ready,
+        Some(1) => {
+            tx.batch_execute(&format!(
+                "{SENDS_TABLE}; UPDATE actormq_schema SET version = {SCHEMA_VERSION};"
+            ))
+            .await?;
+            tracing::info!(
+                "brought actormq schema version 1 up to {SCHEMA_VERSION} in {}",
+                describe(url)
+            );
+            Schema::Upgraded { from: 1 }
+        }
         Some(found) => {
             return Err(PgError::SchemaVersion {
                 target: describe(url),
@@ -139,7 +171,7 @@ pub async fn init(client: &mut Client, url: &str) -> Result<(), PgError> {
             });
         }
         None => {
-            tx.batch_execute(
+            tx.batch_execute(&format!(
                 "CREATE TABLE actormq_lease (
                      id integer PRIMARY KEY CHECK (id = 1),
                      epoch bigint NOT NULL,
@@ -158,12 +190,17 @@ pub async fn init(client: &mut Client, url: &str) -> Result<(), PgError> {
                  CREATE TABLE actormq_files (
                      name text PRIMARY KEY,
                      contents bytea NOT NULL);
-                 INSERT INTO actormq_schema (version) VALUES (1);",
-            )
+                 {SENDS_TABLE};
+                 INSERT INTO actormq_schema (version) VALUES ({SCHEMA_VERSION});"
+            ))
             .await?;
-            tracing::info!("created actormq schema version 1 in {}", describe(url));
+            tracing::info!(
+                "created actormq schema version {SCHEMA_VERSION} in {}",
+                describe(url)
+            );
+            Schema::Created
         }
-    }
+    };
     tx.commit().await?;
-    Ok(())
+    Ok(done)
 }

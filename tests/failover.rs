@@ -1,0 +1,261 @@
+//! Failover clients against real master/slave pairs (broker processes): a `failover:` URL
+//! reconnects by itself when the master is killed, resends what was not confirmed, and the
+//! new master keeps each send once.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use actormq::client::{AckMode, ClientError, Connection, ConnectionEvent};
+use actormq::{Destination, Message, Property};
+use common::postgres::Postgres;
+use common::process::BrokerProcess;
+use common::{data_dir, drain_exactly_once};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A member of a shared-file pair named `name`, on `dir`.
+fn file_member(dir: &Path, name: &str) -> BrokerProcess {
+    BrokerProcess::start_with_env(
+        dir,
+        &[],
+        &[
+            ("ACTORMQ__HA__MODE", "shared-file"),
+            ("ACTORMQ__BROKER__NAME", name),
+        ],
+    )
+}
+
+/// A member of a PostgreSQL pair named `name`.
+fn pg_member(url: &str, name: &str) -> BrokerProcess {
+    BrokerProcess::start_with_env(
+        &data_dir(&format!("failover-pg-{name}")),
+        &[],
+        &[
+            ("ACTORMQ__HA__MODE", "database"),
+            ("ACTORMQ__STORE__KIND", "postgres"),
+            ("ACTORMQ__STORE__URL", url),
+            ("ACTORMQ__BROKER__NAME", name),
+        ],
+    )
+}
+
+/// A pair: the master (`a`, serving) and the standby (`b`, waiting).
+fn pair(start: impl Fn(&str) -> BrokerProcess) -> (BrokerProcess, BrokerProcess) {
+    let mut a = start("a");
+    a.wait_for_log("master: epoch 1", WAIT)
+        .expect("the first broker becomes the master");
+    let mut b = start("b");
+    b.wait_for_log("standby: waiting for the", WAIT)
+        .expect("the second broker waits");
+    (a, b)
+}
+
+/// The failover URL of a pair, master first, retrying quickly.
+fn failover_url(a: &BrokerProcess, b: &BrokerProcess) -> String {
+    format!(
+        "failover:({},{})?initialReconnectDelay=10&maxReconnectDelay=200",
+        a.url, b.url
+    )
+}
+
+fn numbered(range: std::ops::Range<i64>) -> Vec<Message> {
+    range
+        .map(|n| Message::new(vec![1u8; 64]).with_property("seq", Property::Int(n)))
+        .collect()
+}
+
+/// Sends `count` persistent messages numbered from 0, in batches of 100 with `window`
+/// batches in flight, over a failover connection; reports each confirmed batch (its first
+/// number, when) and fails the test on any error: a failover producer never sees one.
+fn produce(
+    connection: Connection,
+    queue: Destination,
+    count: i64,
+    window: usize,
+) -> mpsc::UnboundedReceiver<(i64, SystemTime)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let producer = connection.session(AckMode::Auto).unwrap().producer(queue);
+        let mut in_flight = std::collections::VecDeque::new();
+        for start in (0..count).step_by(100) {
+            let confirmation = producer
+                .begin_send(numbered(start..start + 100))
+                .expect("a failover producer can always send");
+            in_flight.push_back((start, confirmation));
+            while in_flight.len() >= window || (start + 100 >= count && !in_flight.is_empty()) {
+                let (start, confirmation) = in_flight.pop_front().unwrap();
+                confirmation.await.expect("confirmed, across the failover");
+                let _ = tx.send((start, SystemTime::now()));
+            }
+        }
+        connection.close().await.unwrap();
+    });
+    rx
+}
+
+/// When the connection reports `Reconnected`, and to where.
+fn reconnected(connection: &Connection) -> tokio::task::JoinHandle<(SystemTime, String)> {
+    let mut events = Box::pin(connection.events());
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let ConnectionEvent::Reconnected { url } = event {
+                return (SystemTime::now(), url);
+            }
+        }
+        panic!("the connection ended without reconnecting");
+    })
+}
+
+/// Kills the master of a pair while a failover producer sends 50,000 persistent messages;
+/// checks each arrives exactly once at a failover consumer. Returns the time from the kill
+/// to the first confirmation the new master gave.
+async fn producer_survives_a_killed_master(
+    a: BrokerProcess,
+    mut b: BrokerProcess,
+    name: &str,
+) -> Duration {
+    let url = failover_url(&a, &b);
+    let queue = Destination::queue(name);
+    let connection = Connection::connect(&url).await.unwrap();
+    assert_eq!(connection.broker_name(), "a");
+    let switched = reconnected(&connection);
+    let mut confirmations = produce(connection, queue.clone(), 50_000, 8);
+    let mut confirmed = HashSet::new();
+    while confirmed.len() < 20_000 {
+        let (start, _) = confirmations.recv().await.expect("the master confirms");
+        confirmed.extend(start..start + 100);
+    }
+    let killed = SystemTime::now();
+    a.kill();
+    b.wait_for_log("master: epoch 2, took over from a", WAIT)
+        .expect("the standby takes over");
+    let (back, to) = switched.await.unwrap();
+    assert_eq!(to, b.url.trim_start_matches("tcp://"));
+    let mut first_after = None;
+    while let Some((start, at)) = confirmations.recv().await {
+        confirmed.extend(start..start + 100);
+        if at >= back && first_after.is_none() {
+            first_after = Some(at);
+        }
+    }
+    assert_eq!(confirmed.len(), 50_000, "every send is confirmed");
+    let resumed = first_after
+        .expect("the new master confirmed sends")
+        .duration_since(killed)
+        .unwrap_or_default();
+    let received = drain_exactly_once(&url, queue, &confirmed).await;
+    assert_eq!(received, 50_000, "nothing kept twice");
+    resumed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_producer_loses_nothing_and_duplicates_nothing_on_a_shared_file_pair() {
+    let dir = data_dir("failover-file");
+    let (a, b) = pair(|name| file_member(&dir, name));
+    let resumed = producer_survives_a_killed_master(a, b, "fo.file").await;
+    eprintln!("shared file: first send confirmed by the new master {resumed:?} after SIGKILL");
+    assert!(resumed < Duration::from_secs(6), "{resumed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_producer_loses_nothing_and_duplicates_nothing_on_a_postgres_pair() {
+    let pg = Postgres::start("failover");
+    let (a, b) = pair(|name| pg_member(&pg.url(), name));
+    let resumed = producer_survives_a_killed_master(a, b, "fo.pg").await;
+    eprintln!("PostgreSQL: first send confirmed by the new master {resumed:?} after SIGKILL");
+    assert!(resumed < Duration::from_secs(7), "{resumed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_flight_when_the_master_dies_is_resolved_not_thrown() {
+    let dir = data_dir("failover-commit");
+    let (a, mut b) = pair(|name| file_member(&dir, name));
+    let url = failover_url(&a, &b);
+    let queue = Destination::queue("fo.tx");
+    let connection = Connection::connect(&url).await.unwrap();
+    // Transactions of 10 messages, one after another; each commit says when it starts
+    // and, once it returns Ok, when it ended.
+    let (started_tx, mut started) = mpsc::unbounded_channel::<Instant>();
+    let producing = {
+        let queue = queue.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            let session = connection.session(AckMode::Transacted).unwrap();
+            let producer = session.producer(queue);
+            let mut done = Vec::new();
+            for first in (0..4_000i64).step_by(10) {
+                for m in numbered(first..first + 10) {
+                    producer.send(m).await.unwrap();
+                }
+                let start = Instant::now();
+                let _ = started_tx.send(start);
+                session
+                    .commit()
+                    .await
+                    .expect("a commit is resolved, not thrown");
+                done.push((first, start, Instant::now()));
+            }
+            done
+        })
+    };
+    // The kill lands right after the 100th commit was written.
+    for _ in 0..100 {
+        started.recv().await.expect("commits");
+    }
+    a.kill();
+    let killed = Instant::now();
+    b.wait_for_log("master: epoch 2", WAIT)
+        .expect("the standby took over");
+    let done = producing.await.unwrap();
+    let spanning = done
+        .iter()
+        .filter(|(_, start, end)| *start <= killed && *end > killed)
+        .count();
+    assert_eq!(spanning, 1, "one commit was in flight when the master died");
+    let committed: HashSet<i64> = done
+        .iter()
+        .flat_map(|(first, _, _)| *first..*first + 10)
+        .collect();
+    connection.close().await.unwrap();
+    let received = drain_exactly_once(&url, queue, &committed).await;
+    assert_eq!(received, 4_000, "every transaction kept exactly once");
+}
+
+#[tokio::test]
+async fn bad_failover_urls_fail_at_once_naming_the_problem() {
+    for (url, says) in [
+        ("failover:(", "no `)` closes the list"),
+        (
+            "failover:(tcp://127.0.0.1:1)?nonsense=1",
+            "unknown option `nonsense`",
+        ),
+        (
+            "failover:(tcp://127.0.0.1:1)?maxReconnectAttempts=many",
+            "`many` is not a whole number",
+        ),
+        ("failover:(http://127.0.0.1:1)", "unknown scheme `http://`"),
+    ] {
+        let started = Instant::now();
+        match Connection::connect(url).await {
+            Err(ClientError::InvalidUrl(reason)) => {
+                assert!(reason.contains(says), "{url}: {reason}")
+            }
+            other => panic!("{url}: expected InvalidUrl, got {:?}", other.map(|_| ())),
+        }
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+    // Nobody listening and two rounds allowed: the connection gives up, naming the list.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("failover:(tcp://127.0.0.1:{port})?startupMaxReconnectAttempts=1");
+    match Connection::connect(&url).await {
+        Err(ClientError::Connect { addr, .. }) => assert_eq!(addr, format!("127.0.0.1:{port}")),
+        other => panic!("expected a connect error, got {:?}", other.map(|_| ())),
+    }
+}
