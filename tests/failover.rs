@@ -12,7 +12,7 @@ use actormq::client::{AckMode, ClientError, Connection, ConnectionEvent};
 use actormq::{Destination, Message, Property};
 use common::postgres::Postgres;
 use common::process::BrokerProcess;
-use common::{data_dir, drain_exactly_once};
+use common::{data_dir, drain_exactly_once, seq_of};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -258,4 +258,149 @@ async fn bad_failover_urls_fail_at_once_naming_the_problem() {
         Err(ClientError::Connect { addr, .. }) => assert_eq!(addr, format!("127.0.0.1:{port}")),
         other => panic!("expected a connect error, got {:?}", other.map(|_| ())),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ack_consumer_killed_over_mid_batch_gets_back_only_what_it_had_not_acknowledged() {
+    let dir = data_dir("failover-client-ack");
+    let (a, mut b) = pair(|name| file_member(&dir, name));
+    let url = failover_url(&a, &b);
+    let queue = Destination::queue("fo.client-ack");
+    let producer = Connection::connect(&a.url).await.unwrap();
+    let session = producer.session(AckMode::Auto).unwrap();
+    let sender = session.producer(queue.clone());
+    for first in (0..1_000).step_by(100) {
+        sender
+            .send_batch(numbered(first..first + 100))
+            .await
+            .unwrap();
+    }
+    drop(sender);
+    drop(session);
+    producer.close().await.unwrap();
+
+    let connection = Connection::connect(&url).await.unwrap();
+    let session = connection.session(AckMode::Client).unwrap();
+    let mut consumer = session
+        .consumer_with(
+            queue.clone(),
+            actormq::client::ConsumerOptions::prefetch(400),
+        )
+        .await
+        .unwrap();
+    let next = async |consumer: &mut actormq::client::Consumer| {
+        tokio::time::timeout(WAIT, consumer.next_delivery())
+            .await
+            .expect("a delivery in time")
+            .expect("the consumer carries on across the failover")
+    };
+    // 250 taken and acknowledged (stored), 50 more taken and not: mid-batch.
+    let mut acknowledged = HashSet::new();
+    let mut last = None;
+    for _ in 0..250 {
+        let delivery = next(&mut consumer).await;
+        assert!(!delivery.redelivered);
+        acknowledged.insert(seq_of(&delivery.message));
+        last = Some(delivery.message);
+    }
+    session
+        .acknowledge_stored(last.as_ref().unwrap())
+        .await
+        .unwrap();
+    let mut unacknowledged = HashSet::new();
+    for _ in 0..50 {
+        unacknowledged.insert(seq_of(&next(&mut consumer).await.message));
+    }
+    a.kill();
+    b.wait_for_log("master: epoch 2", WAIT)
+        .expect("the standby took over");
+
+    // Everything not acknowledged comes (again); the 50 taken before the kill marked
+    // redelivered, delivery count 2; nothing acknowledged comes back.
+    let mut seen = HashSet::new();
+    while seen.len() < 750 {
+        let delivery = next(&mut consumer).await;
+        let seq = seq_of(&delivery.message);
+        assert!(
+            !acknowledged.contains(&seq),
+            "message {seq} was acknowledged and came back"
+        );
+        if unacknowledged.contains(&seq) {
+            assert!(delivery.redelivered, "message {seq} is marked redelivered");
+            assert!(delivery.delivery_count >= 2, "{delivery:?}");
+        }
+        assert!(
+            seen.insert(seq),
+            "message {seq} came twice after the failover"
+        );
+        if seen.len() % 100 == 0 || seen.len() == 750 {
+            session.acknowledge_stored(&delivery.message).await.unwrap();
+        }
+    }
+    assert!(unacknowledged.is_subset(&seen));
+    let stat = connection.stat().await.unwrap();
+    let depth = stat
+        .iter()
+        .find(|d| d.name == "fo.client-ack")
+        .map(|d| d.depth);
+    assert_eq!(depth, Some(0), "{stat:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_through_a_failover_loses_nothing_and_duplicates_nothing() {
+    let dir = data_dir("failover-bench");
+    let (a, mut b) = pair(|name| file_member(&dir, name));
+    let url = failover_url(&a, &b);
+    let bench = std::process::Command::new(common::process::BIN)
+        .args([
+            "bench",
+            "queue",
+            "--url",
+            &url,
+            "--persistent",
+            "--count",
+            "200000",
+            "--idle-timeout",
+            "30",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the bench runs");
+    // Kill the master once the run is well under way.
+    let watch = Connection::connect(&a.url).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let enqueued: u64 = watch
+            .stat()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|d| d.name.starts_with("bench.queue"))
+            .map(|d| d.enqueued)
+            .sum();
+        if enqueued >= 50_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bench never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill();
+    b.wait_for_log("master: epoch 2", WAIT)
+        .expect("the standby took over");
+    let output = tokio::task::spawn_blocking(move || bench.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("bench through a failover: {stdout}");
+    assert!(stdout.contains("\"lost\":0,"), "{stdout}");
+    assert!(stdout.contains("\"duplicates\":0,"), "{stdout}");
+    assert!(stdout.contains("\"longest_pause_ms\":"), "{stdout}");
 }

@@ -315,8 +315,9 @@ fn native_frames_are_byte_for_byte_stable() {
             Frame::Ack {
                 session: 1,
                 acks: vec![(2, 3)],
+                receipt: None,
             },
-            "0000000b 81 a3 41636b 92 01 91 92 02 03",
+            "0000000c 81 a3 41636b 93 01 91 92 02 03 c0",
         ),
     ];
     for (frame, pinned) in frames {

@@ -286,9 +286,12 @@ async fn database_problems_are_named() {
 
     // A database of schema version 1 (before duplicate detection) is brought up to 2.
     let db = sql(&pg.url()).await;
-    db.batch_execute("DROP TABLE actormq_sends; UPDATE actormq_schema SET version = 1")
-        .await
-        .unwrap();
+    db.batch_execute(
+        "DROP TABLE actormq_sends; ALTER TABLE actormq_messages DROP COLUMN deliveries;
+         UPDATE actormq_schema SET version = 1",
+    )
+    .await
+    .unwrap();
     let (status, text) = run_to_exit(&["db", "init", "--url", &pg.url()], &[]);
     assert!(status.success(), "{text}");
     assert!(

@@ -256,6 +256,7 @@ impl Connection {
                 url: addr,
                 broker: opened.broker.clone(),
             }),
+            live: AtomicU64::new((1 << 1) | 1),
             state: Mutex::new(State::default()),
             max_frame_bytes: opened.max_frame_bytes,
             client_id: options.client_id.clone(),
@@ -478,6 +479,7 @@ impl Driver {
         let url = {
             let mut link = self.core.link.write().unwrap_or_else(|e| e.into_inner());
             link.up = false;
+            self.core.publish(&link);
             link.sink.close(None);
             link.url.clone()
         };
@@ -552,7 +554,7 @@ impl Driver {
             let ids: Vec<u64> = state
                 .pending
                 .iter()
-                .filter(|(_, p)| !matches!(p.replay, Replay::Subscription))
+                .filter(|(_, p)| !matches!(p.replay, Replay::Subscription | Replay::Forget))
                 .map(|(id, _)| *id)
                 .collect();
             ids.iter()
@@ -572,6 +574,7 @@ impl Driver {
         let mut link = self.core.link.write().unwrap_or_else(|e| e.into_inner());
         link.generation += 1;
         link.up = true;
+        self.core.publish(&link);
         link.url = addr;
         link.broker = opened.broker;
         link.sink = opened.sink;
@@ -598,12 +601,27 @@ impl Driver {
             state.resubscribing.insert(route.receipt, consumer);
         }
         state.resolving.clear();
+        let forgotten: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p.replay, Replay::Forget))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in forgotten {
+            if let Some(pending) = state.pending.remove(&id) {
+                pending.answer(Err(ClientError::NotAcknowledged(
+                    "the connection was lost before the acknowledgement was stored: the \
+                     messages come again, marked redelivered"
+                        .into(),
+                )));
+            }
+        }
         for (&id, pending) in &state.pending {
             match &pending.replay {
                 Replay::Resend => {
                     let _ = link.sink.send(pending.bytes.clone());
                 }
-                Replay::Subscription => {}
+                Replay::Subscription | Replay::Forget => {}
                 Replay::Commit { producer, seq, .. } => {
                     let request = self.core.next_request();
                     state.resolving.insert(request, id);

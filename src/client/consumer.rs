@@ -58,6 +58,9 @@ pub struct Consumer {
     /// `generation`.
     buffered: std::collections::VecDeque<WireDelivery>,
     generation: u64,
+    /// The socket of `generation` was lost: what it delivered is dropped until the
+    /// driver says it has reconnected.
+    stale: bool,
     acks: Arc<Mutex<Vec<Tag>>>,
     /// Acknowledgements are sent once this many have gathered.
     ack_batch: usize,
@@ -101,6 +104,7 @@ impl Consumer {
             deliveries,
             buffered: std::collections::VecDeque::new(),
             generation: shared.generation(),
+            stale: false,
             acks,
             ack_batch: (options.prefetch as usize / 2).max(1),
             pull_outstanding: false,
@@ -146,6 +150,12 @@ impl Consumer {
             self.take(routed)?;
         }
         let delivery = loop {
+            if !self.buffered.is_empty() && !self.session.shared.is_live(self.generation) {
+                // Delivered over a socket that is gone: they come again (marked
+                // redelivered) over the next one, and must not be taken twice.
+                self.buffered.clear();
+                self.stale = true;
+            }
             if let Some(delivery) = self.buffered.pop_front() {
                 break delivery;
             }
@@ -181,11 +191,13 @@ impl Consumer {
     /// Takes in what the driver routed here.
     fn take(&mut self, routed: Routed) -> Result<(), ClientError> {
         match routed {
-            Routed::Deliveries(batch) => self.buffered.extend(batch),
+            Routed::Deliveries(batch) if !self.stale => self.buffered.extend(batch),
+            Routed::Deliveries(_) => {}
             Routed::Reconnected(generation) => {
                 // Delivered again by the broker, marked redelivered.
                 self.buffered.clear();
                 self.generation = generation;
+                self.stale = false;
                 self.pull_outstanding = false;
             }
             Routed::Failed(e) => return Err(e),

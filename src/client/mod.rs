@@ -81,6 +81,10 @@ pub enum ClientError {
     /// A failover connection found no broker within `maxReconnectAttempts`.
     #[error("failover gave up: {0}")]
     GaveUp(String),
+    /// Acknowledgements that a lost connection kept from being stored: the messages come
+    /// again, marked redelivered.
+    #[error("not acknowledged: {0}")]
+    NotAcknowledged(String),
     /// A transaction whose outcome a lost connection made unknown was not committed.
     #[error("transaction rolled back: {0}")]
     TransactionRolledBack(String),

@@ -62,19 +62,7 @@ impl Session {
     /// to do. Acknowledging twice is harmless; what is never acknowledged is redelivered
     /// once its consumer closes.
     pub fn acknowledge(&self, message: &Message) -> Result<(), ClientError> {
-        let taken: Vec<(u32, Tag, String)> = {
-            let Ok(mut unacked) = self.inner.unacked.lock() else {
-                return Ok(());
-            };
-            let Some(position) = unacked.iter().position(|(_, _, id)| *id == message.id) else {
-                return Ok(());
-            };
-            match self.inner.ack_mode {
-                AckMode::Client => unacked.drain(..=position).collect(),
-                AckMode::Individual => vec![unacked.remove(position)],
-                AckMode::Auto | AckMode::DupsOk | AckMode::Transacted => return Ok(()),
-            }
-        };
+        let taken = self.take_for_ack(message);
         let acks = taken
             .into_iter()
             .map(|(consumer, tag, _)| (consumer, tag))
@@ -82,6 +70,59 @@ impl Session {
         self.inner
             .shared
             .write_tagged(self.inner.id, acks, ack_frame)
+    }
+
+    /// As [`Session::acknowledge`], and returns once the broker has stored the
+    /// acknowledgement: after a crash or a failover those messages never come back. Fails
+    /// with [`ClientError::NotAcknowledged`] if the connection was lost first (they come
+    /// again, marked redelivered).
+    pub async fn acknowledge_stored(&self, message: &Message) -> Result<(), ClientError> {
+        let taken = self.take_for_ack(message);
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let shared = &self.inner.shared;
+        let generation = shared.generation();
+        // Messages received over an earlier socket are not acknowledged: they come again.
+        if taken
+            .last()
+            .is_some_and(|(_, tag, _)| tag.generation != generation)
+        {
+            return Err(ClientError::NotAcknowledged(
+                "the connection was replaced since this message was received: it comes \
+                 again, marked redelivered"
+                    .into(),
+            ));
+        }
+        let taken: Vec<_> = taken
+            .into_iter()
+            .filter(|(_, tag, _)| tag.generation == generation)
+            .collect();
+        let receipt = shared.next_request();
+        let frame = Frame::Ack {
+            session: self.inner.id,
+            acks: taken.into_iter().map(|(c, tag, _)| (c, tag.tag)).collect(),
+            receipt: Some(receipt),
+        };
+        let (reply, rx) = oneshot::channel();
+        shared.register(receipt, &frame, Replay::Forget, Reply::Receipt(reply), None)?;
+        rx.await.map_err(|_| shared.failure())?
+    }
+
+    /// What acknowledging `message` covers (and forgets): that message alone
+    /// (`Individual`), or it and everything the session took before it (`Client`).
+    fn take_for_ack(&self, message: &Message) -> Vec<(u32, Tag, String)> {
+        let Ok(mut unacked) = self.inner.unacked.lock() else {
+            return Vec::new();
+        };
+        let Some(position) = unacked.iter().position(|(_, _, id)| *id == message.id) else {
+            return Vec::new();
+        };
+        match self.inner.ack_mode {
+            AckMode::Client => unacked.drain(..=position).collect(),
+            AckMode::Individual => vec![unacked.remove(position)],
+            AckMode::Auto | AckMode::DupsOk | AckMode::Transacted => Vec::new(),
+        }
     }
 
     /// Transacted sessions: applies every send and acknowledgement since the last commit

@@ -52,7 +52,11 @@ pub enum ConnectionEvent {
 
 /// `Frame::Ack`, for [`Core::write_tagged`].
 pub(super) fn ack_frame(session: u32, acks: Vec<(u32, u64)>) -> Frame {
-    Frame::Ack { session, acks }
+    Frame::Ack {
+        session,
+        acks,
+        receipt: None,
+    }
 }
 
 /// `Frame::Release`, for [`Core::write_tagged`].
@@ -103,6 +107,9 @@ pub(super) enum Replay {
     Resend,
     /// A subscription: made again with every consumer.
     Subscription,
+    /// Acknowledgements: their tags mean nothing on a new socket, and the broker delivers
+    /// those messages again; the request fails.
+    Forget,
     /// A commit: ask the broker whether it was kept before writing it again; one that
     /// acknowledged deliveries of the old connection cannot be written again.
     Commit {
@@ -172,6 +179,9 @@ pub(super) struct Link {
 /// What the driver task shares with every handle.
 pub(super) struct Core {
     pub link: RwLock<Link>,
+    /// The link's generation, shifted left once, plus 1 while it is up: what a consumer
+    /// checks (without a lock) before handing out a delivery.
+    pub live: AtomicU64,
     pub state: Mutex<State>,
     pub max_frame_bytes: usize,
     pub client_id: String,
@@ -313,6 +323,20 @@ impl Core {
         self.link().generation
     }
 
+    /// Whether the socket of `generation` is the current one and up: deliveries that came
+    /// over any other are delivered again by the broker.
+    pub fn is_live(&self, generation: u64) -> bool {
+        self.live.load(Ordering::Acquire) == (generation << 1) | 1
+    }
+
+    /// Publishes the link's state to [`Core::is_live`]; call with the link locked.
+    pub fn publish(&self, link: &Link) {
+        self.live.store(
+            (link.generation << 1) | u64::from(link.up),
+            Ordering::Release,
+        );
+    }
+
     /// Registers a request for its answer, then writes it.
     pub fn register(
         &self,
@@ -436,6 +460,7 @@ impl Core {
             && let Ok(bytes) = self.encode(&Frame::Ack {
                 session: route.session,
                 acks,
+                receipt: None,
             })
         {
             let _ = self.send_bytes(link, bytes);

@@ -189,6 +189,7 @@ mod tests {
         round_trip(Frame::Ack {
             session: 1,
             acks: vec![(3, 42), (3, 43)],
+            receipt: Some(5),
         });
         round_trip(Frame::Disconnect);
     }

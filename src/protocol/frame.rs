@@ -139,10 +139,13 @@ pub enum Frame {
     Deliver {
         deliveries: Vec<WireDelivery>,
     },
-    /// Acknowledges deliveries: `(consumer, tag)` pairs of one session.
+    /// Acknowledges deliveries: `(consumer, tag)` pairs of one session. With a receipt,
+    /// the broker answers once the acknowledgements are stored (after a crash or a
+    /// takeover those messages do not come back).
     Ack {
         session: u32,
         acks: Vec<(u32, u64)>,
+        receipt: Option<u64>,
     },
     /// Gives deliveries back to be redelivered (a NACK, or a rolled-back transaction):
     /// `(consumer, tag)` pairs of one session.

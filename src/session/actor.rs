@@ -22,7 +22,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::Shutdown;
-use super::consumer::ConsumerActor;
+use super::consumer::{ConsumerActor, SettleStored};
 use super::resends::{Begin, Resends, Token};
 use super::wire::ClientWire;
 use crate::config::Limits;
@@ -59,6 +59,15 @@ fn addressed(mut messages: Vec<Message>, targets: &[DestinationRef]) -> Vec<Vec<
     all
 }
 
+/// `(consumer, tag)` pairs, grouped by consumer.
+fn by_consumer(pairs: Vec<(u32, u64)>) -> HashMap<u32, Vec<u64>> {
+    let mut grouped: HashMap<u32, Vec<u64>> = HashMap::new();
+    for (consumer, tag) in pairs {
+        grouped.entry(consumer).or_default().push(tag);
+    }
+    grouped
+}
+
 /// What a connection asks of one of its sessions.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -83,6 +92,8 @@ pub enum SessionCommand {
     },
     Ack {
         acks: Vec<(u32, u64)>,
+        /// Answered once the acknowledgements are stored.
+        receipt: Option<u64>,
     },
     /// Give deliveries back (NACK): `(consumer, tag)` pairs.
     Release {
@@ -479,13 +490,25 @@ impl<W: ClientWire> SessionActor<W> {
         }
     }
 
+    /// Acknowledges, and answers `receipt` once the acknowledgements are stored.
+    fn ack_stored(&mut self, acks: Vec<(u32, u64)>, receipt: u64, ctx: &mut Context<Self>) {
+        let mut stored = Vec::new();
+        for (consumer, tags) in by_consumer(acks) {
+            if let Some(addr) = self.consumers.get(&consumer) {
+                let (done, settled) = tokio::sync::oneshot::channel();
+                addr.do_send(SettleStored { tags, done });
+                stored.push(settled);
+            }
+        }
+        let all = futures::future::join_all(stored);
+        ctx.spawn(all.into_actor(self).map(move |_, act, _ctx| {
+            act.receipt(receipt, Ok(()));
+        }));
+    }
+
     /// Groups `(consumer, tag)` pairs by consumer and sends each consumer its tags.
     fn per_consumer(&self, pairs: Vec<(u32, u64)>, command: fn(Vec<u64>) -> ConsumerControl) {
-        let mut by_consumer: HashMap<u32, Vec<u64>> = HashMap::new();
-        for (consumer, tag) in pairs {
-            by_consumer.entry(consumer).or_default().push(tag);
-        }
-        for (consumer, tags) in by_consumer {
+        for (consumer, tags) in by_consumer(pairs) {
             match self.consumers.get(&consumer) {
                 Some(addr) => addr.do_send(command(tags)),
                 None => tracing::debug!(
@@ -546,7 +569,14 @@ impl<W: ClientWire> Handler<SessionCommand> for SessionActor<W> {
                     addr.do_send(Shutdown);
                 }
             }
-            SessionCommand::Ack { acks } => self.per_consumer(acks, ConsumerControl::Settle),
+            SessionCommand::Ack {
+                acks,
+                receipt: None,
+            } => self.per_consumer(acks, ConsumerControl::Settle),
+            SessionCommand::Ack {
+                acks,
+                receipt: Some(receipt),
+            } => self.ack_stored(acks, receipt, ctx),
             SessionCommand::Release { releases } => {
                 self.per_consumer(releases, ConsumerControl::Release)
             }

@@ -221,6 +221,37 @@ impl<W: ClientWire> Handler<Dispatch> for ConsumerActor<W> {
     }
 }
 
+/// Acknowledgements the client waits on: settled like any, then answered once the
+/// destination has taken them and its store has made them durable (a barrier behind the
+/// removals the destination appended). For a destination homed on another broker, once
+/// that broker has taken them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SettleStored {
+    pub tags: Vec<u64>,
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<W: ClientWire> Handler<SettleStored> for ConsumerActor<W> {
+    type Result = ();
+
+    fn handle(&mut self, msg: SettleStored, _ctx: &mut Context<Self>) {
+        let destination = self.destination.clone();
+        destination.control(Control::Consumer(
+            self.id,
+            ConsumerControl::Settle(msg.tags),
+        ));
+        actix::spawn(async move {
+            // The destination answers in mailbox order: after the settlement above.
+            let _ = destination.stat().await;
+            if let Some(store) = destination.store() {
+                let _ = store.append(Vec::new()).await;
+            }
+            let _ = msg.done.send(());
+        });
+    }
+}
+
 /// Acknowledgements, releases and grants from the client, through its session.
 impl<W: ClientWire> Handler<ConsumerControl> for ConsumerActor<W> {
     type Result = ();

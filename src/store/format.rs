@@ -16,8 +16,9 @@
 //!   [`RecordV1`] as positional MessagePack (fields in declaration order). A version-0
 //!   payload always starts with a MessagePack map (`0x80..=0x8f`, `0xde`, `0xdf`), never
 //!   with a small version byte, so the first byte tells them apart.
-//! - **Version 2** (written now): the byte `2`, then [`RecordV2`]: version 1 and one more
-//!   kind of record, `Sent` (a producer's send was stored, for duplicate detection). Every
+//! - **Version 2** (written now): the byte `2`, then [`RecordV2`]: version 1 and two more
+//!   kinds of record, `Sent` (a producer's send was stored, for duplicate detection) and
+//!   `Delivered` (how often a stored message has been delivered). Every
 //!   record is written as version 2, so a build that knows only version 1 reports
 //!   "unknown record format version 2" instead of misreading one.
 //!
@@ -272,6 +273,11 @@ pub enum RecordV2 {
         confirmed_below: u64,
         at_ms: u64,
     },
+    Delivered {
+        queue: String,
+        id: u64,
+        count: u32,
+    },
 }
 
 /// Version 1 of a stored message (unchanged in version 2). Destinations are their `kind:name` text.
@@ -321,6 +327,11 @@ enum RecordOut<'a> {
         confirmed_below: u64,
         at_ms: u64,
     },
+    Delivered {
+        queue: &'a str,
+        id: u64,
+        count: u32,
+    },
 }
 
 /// [`MessageV1`] for writing: the same fields, in the same order.
@@ -366,6 +377,11 @@ impl<'a> From<&'a Record> for RecordOut<'a> {
                 seq: mark.seq,
                 confirmed_below: mark.confirmed_below,
                 at_ms: mark.at_ms,
+            },
+            Record::Delivered { queue, id, count } => RecordOut::Delivered {
+                queue,
+                id: *id,
+                count: *count,
             },
         }
     }
@@ -481,6 +497,7 @@ impl From<RecordV2> for Record {
                 confirmed_below,
                 at_ms,
             }),
+            RecordV2::Delivered { queue, id, count } => Record::Delivered { queue, id, count },
         }
     }
 }
@@ -685,7 +702,7 @@ mod tests {
             .map(|(_, r)| match r {
                 Record::Enqueue { id, .. } => *id,
                 Record::Remove { id, .. } => *id,
-                Record::Transaction { .. } | Record::Sent(_) => u64::MAX,
+                Record::Transaction { .. } | Record::Sent(_) | Record::Delivered { .. } => u64::MAX,
             })
             .collect();
         assert_eq!(ids, vec![0, 1, 3]);

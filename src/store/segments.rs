@@ -36,6 +36,8 @@ pub struct RecoveredMessage {
     pub id: u64,
     pub at: Location,
     pub priority: u8,
+    /// Times it was delivered before (as far as the store knows).
+    pub deliveries: u32,
 }
 
 /// The file beside the segments that lists durable subscriptions, one per line.

@@ -99,11 +99,12 @@ struct Current {
     bytes: u64,
 }
 
-/// Where a live message's Enqueue record is.
+/// Where a live message's Enqueue record is, and how often it was delivered.
 #[derive(Clone, Copy)]
 struct Home {
     segment: u64,
     bytes: u64,
+    deliveries: u32,
 }
 
 pub(super) struct WriterState {
@@ -165,10 +166,16 @@ impl WriterState {
         match record {
             Record::Enqueue { queue, id, message } => {
                 let bytes = (message.body.len() + MESSAGE_OVERHEAD) as u64;
-                let home = Home { segment, bytes };
-                if let Some(old) = self.live.insert((queue.clone(), *id), home) {
+                let mut home = Home {
+                    segment,
+                    bytes,
+                    deliveries: 0,
+                };
+                if let Some(old) = self.live.get(&(queue.clone(), *id)).copied() {
+                    home.deliveries = old.deliveries;
                     self.forget(old);
                 }
+                self.live.insert((queue.clone(), *id), home);
                 if let Some(s) = self.segments.get_mut(&segment) {
                     s.live += 1;
                     s.live_bytes += bytes;
@@ -188,6 +195,11 @@ impl WriterState {
                 }
             }
             Record::Sent(mark) => self.producers.note(mark),
+            Record::Delivered { queue, id, count } => {
+                if let Some(home) = self.live.get_mut(&(queue.clone(), *id)) {
+                    home.deliveries = *count;
+                }
+            }
         }
     }
 
@@ -213,7 +225,7 @@ impl WriterState {
             .collect();
         numbers.sort_unstable();
         let mut recovered = Recovered::default();
-        let mut messages: HashMap<(String, u64), (Location, u8)> = HashMap::new();
+        let mut messages: HashMap<(String, u64), (Location, u8, u32)> = HashMap::new();
         let mut max_id = 0;
         for &number in &numbers {
             let path = segment_path(&dir, number);
@@ -241,7 +253,14 @@ impl WriterState {
                     match part {
                         Record::Enqueue { queue, id, message } => {
                             max_id = max_id.max(*id);
-                            messages.insert((queue.clone(), *id), (at, message.priority));
+                            let key = (queue.clone(), *id);
+                            let deliveries = messages.get(&key).map_or(0, |m| m.2);
+                            messages.insert(key, (at, message.priority, deliveries));
+                        }
+                        Record::Delivered { queue, id, count } => {
+                            if let Some(m) = messages.get_mut(&(queue.clone(), *id)) {
+                                m.2 = *count;
+                            }
                         }
                         Record::Remove { queue, id } => {
                             max_id = max_id.max(*id);
@@ -253,12 +272,17 @@ impl WriterState {
                 self.count(&record, number);
             }
         }
-        for ((queue, id), (at, priority)) in messages {
+        for ((queue, id), (at, priority, deliveries)) in messages {
             recovered
                 .queues
                 .entry(queue)
                 .or_default()
-                .push(RecoveredMessage { id, at, priority });
+                .push(RecoveredMessage {
+                    id,
+                    at,
+                    priority,
+                    deliveries,
+                });
         }
         for list in recovered.queues.values_mut() {
             list.sort_unstable_by_key(|m| m.id);
@@ -615,12 +639,18 @@ impl WriterState {
         for (_, record) in format::read_segment(&bytes).decoded.records {
             for part in flat(std::slice::from_ref(&record)) {
                 if let Record::Enqueue { queue, id, .. } = part
-                    && self
-                        .live
-                        .get(&(queue.clone(), *id))
-                        .is_some_and(|home| home.segment == oldest)
+                    && let Some(home) = self.live.get(&(queue.clone(), *id))
+                    && home.segment == oldest
                 {
                     copies.push(part.clone());
+                    // Its delivery count, which was in some record of this segment or later.
+                    if home.deliveries > 0 {
+                        copies.push(Record::Delivered {
+                            queue: queue.clone(),
+                            id: *id,
+                            count: home.deliveries,
+                        });
+                    }
                 }
             }
         }

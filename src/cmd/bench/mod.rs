@@ -224,6 +224,13 @@ async fn flow(
     let idle = Duration::from_secs_f64(args.idle_timeout);
     let bar = crate::cmd::progress(Some(expected_total), "bench");
     let delivered = Arc::new(AtomicU64::new(0));
+    // Which messages any receiver has had: the run is done when each has come once
+    // (redelivered copies do not count twice).
+    let arrived: Arc<Vec<std::sync::atomic::AtomicBool>> = Arc::new(
+        (0..producers as u64 * per_producer)
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+    );
     // What each receiver has had: a topic's publisher keeps within reach of the slowest,
     // since a broker drops a subscriber that falls too far behind (as NATS does).
     let received: Arc<Vec<AtomicU64>> =
@@ -236,6 +243,7 @@ async fn flow(
     for receiver in 0..receivers.max(1) {
         let mut subscriber = Subscriber::open(target, name, topic, args.prefetch).await?;
         let delivered = delivered.clone();
+        let arrived = arrived.clone();
         let received = received.clone();
         let bar = bar.clone();
         let mut done = done_rx.clone();
@@ -243,28 +251,41 @@ async fn flow(
         receiving.push(tokio::spawn(async move {
             let mut tracker = Tracker::new(producers, per_producer);
             let mut last = Instant::now();
+            let mut longest_pause = Duration::ZERO;
             let mut mine = 0u64;
             while mine < expected_per_receiver && !*done.borrow() {
                 let next = tokio::select! {
                     next = tokio::time::timeout(idle, subscriber.next()) => next,
                     _ = done.changed() => break,
                 };
-                let body = match next {
-                    Ok(Ok(Some(body))) => body,
+                let (body, redelivered) = match next {
+                    Ok(Ok(Some(next))) => next,
                     Ok(Ok(None)) | Err(_) => break,
                     Ok(Err(e)) => return Err(e),
                 };
-                tracker.record(&body, now_nanos());
+                let stamp = tracker.record(&body, now_nanos(), redelivered);
+                if mine > 0 {
+                    longest_pause = longest_pause.max(last.elapsed());
+                }
                 last = Instant::now();
                 mine += 1;
                 received[receiver].store(mine, Ordering::Relaxed);
-                bar.inc(1);
-                if delivered.fetch_add(1, Ordering::Relaxed) + 1 >= expected_total {
-                    let _ = done_tx.send(true);
+                // A topic's receivers each get every message; a queue's share them.
+                let first = match stamp {
+                    Some((p, seq)) if !topic => arrived
+                        .get(p as usize * per_producer as usize + seq as usize)
+                        .is_some_and(|a| !a.swap(true, Ordering::Relaxed)),
+                    _ => !redelivered,
+                };
+                if first {
+                    bar.inc(1);
+                    if delivered.fetch_add(1, Ordering::Relaxed) + 1 >= expected_total {
+                        let _ = done_tx.send(true);
+                    }
                 }
             }
             subscriber.close().await;
-            Ok::<_, anyhow::Error>((tracker, last))
+            Ok::<_, anyhow::Error>((tracker, last, longest_pause))
         }));
     }
 
@@ -320,13 +341,17 @@ async fn flow(
     let mut merged = Tracker::new(producers, per_producer);
     let mut lost = 0;
     let mut duplicates = 0;
+    let mut redelivered = 0;
     let mut last = started;
+    let mut longest_pause = Duration::ZERO;
     for task in receiving {
-        let (tracker, at) = task.await.context("a receiver task failed")??;
+        let (tracker, at, pause) = task.await.context("a receiver task failed")??;
         last = last.max(at);
+        longest_pause = longest_pause.max(pause);
         if topic {
             lost += count - tracker.unique;
-            duplicates += tracker.duplicates;
+            duplicates += tracker.duplicates();
+            redelivered += tracker.redelivered;
             let _ = merged.latency.add(&tracker.latency);
         } else {
             merged.merge(&tracker);
@@ -335,7 +360,8 @@ async fn flow(
     bar.finish_and_clear();
     if !topic {
         lost = count - merged.unique;
-        duplicates = merged.duplicates;
+        duplicates = merged.duplicates();
+        redelivered = merged.redelivered;
     }
     let messages = delivered.load(Ordering::Relaxed);
     Ok(Summary {
@@ -349,6 +375,8 @@ async fn flow(
         p999_us: merged.latency.value_at_quantile(0.999),
         lost,
         duplicates,
+        redelivered,
+        longest_pause,
     })
 }
 
@@ -464,5 +492,7 @@ async fn request_reply(args: &BenchArgs, target: &Target, name: &str) -> anyhow:
         p999_us: latency.value_at_quantile(0.999),
         lost: 0,
         duplicates: 0,
+        redelivered: 0,
+        longest_pause: Duration::ZERO,
     })
 }

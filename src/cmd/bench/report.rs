@@ -26,12 +26,16 @@ pub fn read_stamp(body: &[u8]) -> Option<(u32, u64, u64)> {
     Some((producer, seq, sent))
 }
 
-/// Which messages one receiver (or the union of competing receivers) has seen.
+/// Which messages one receiver (or the union of competing receivers) has seen. A copy
+/// the broker marks redelivered (after a consumer or a connection went away, or a
+/// failover) is counted as such; a duplicate is a second copy not marked so.
 pub struct Tracker {
-    /// Per producer, a seen flag per sequence number.
-    seen: Vec<Vec<bool>>,
+    /// Per producer and sequence number: copies received (saturating), and whether any
+    /// was unmarked beyond the first.
+    copies: Vec<Vec<u8>>,
+    unmarked: Vec<Vec<u8>>,
     pub unique: u64,
-    pub duplicates: u64,
+    pub redelivered: u64,
     pub foreign: u64,
     pub latency: Histogram<u64>,
 }
@@ -39,52 +43,65 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(producers: usize, per_producer: u64) -> Tracker {
         Tracker {
-            seen: vec![vec![false; per_producer as usize]; producers],
+            copies: vec![vec![0; per_producer as usize]; producers],
+            unmarked: vec![vec![0; per_producer as usize]; producers],
             unique: 0,
-            duplicates: 0,
+            redelivered: 0,
             foreign: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
     }
 
     /// Records one received body; `now_nanos` on the same clock as the sender's stamp.
-    pub fn record(&mut self, body: &[u8], now_nanos: u64) {
+    /// Returns the message's producer and sequence number.
+    pub fn record(&mut self, body: &[u8], now_nanos: u64, redelivered: bool) -> Option<(u32, u64)> {
         let Some((producer, seq, sent)) = read_stamp(body) else {
             self.foreign += 1;
-            return;
+            return None;
         };
-        let Some(flag) = self
-            .seen
-            .get_mut(producer as usize)
-            .and_then(|s| s.get_mut(seq as usize))
-        else {
+        let (p, s) = (producer as usize, seq as usize);
+        let Some(copies) = self.copies.get_mut(p).and_then(|c| c.get_mut(s)) else {
             self.foreign += 1;
-            return;
+            return None;
         };
-        if *flag {
-            self.duplicates += 1;
-        } else {
-            *flag = true;
+        if *copies == 0 {
             self.unique += 1;
+        }
+        *copies = copies.saturating_add(1);
+        if redelivered {
+            self.redelivered += 1;
+        } else if let Some(unmarked) = self.unmarked.get_mut(p).and_then(|u| u.get_mut(s)) {
+            *unmarked = unmarked.saturating_add(1);
         }
         let micros = now_nanos.saturating_sub(sent) / 1000;
         let _ = self.latency.record(micros.max(1));
+        Some((producer, seq))
+    }
+
+    /// Second and later copies not marked redelivered.
+    pub fn duplicates(&self) -> u64 {
+        self.unmarked
+            .iter()
+            .flatten()
+            .map(|&u| u64::from(u.saturating_sub(1)))
+            .sum()
     }
 
     pub fn merge(&mut self, other: &Tracker) {
-        for (mine, theirs) in self.seen.iter_mut().zip(&other.seen) {
+        for (mine, theirs) in self.copies.iter_mut().zip(&other.copies) {
             for (m, t) in mine.iter_mut().zip(theirs) {
-                if *t {
-                    if *m {
-                        self.duplicates += 1;
-                    } else {
-                        *m = true;
-                        self.unique += 1;
-                    }
+                if *m == 0 && *t > 0 {
+                    self.unique += 1;
                 }
+                *m = m.saturating_add(*t);
             }
         }
-        self.duplicates += other.duplicates;
+        for (mine, theirs) in self.unmarked.iter_mut().zip(&other.unmarked) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m = m.saturating_add(*t);
+            }
+        }
+        self.redelivered += other.redelivered;
         self.foreign += other.foreign;
         let _ = self.latency.add(&other.latency);
     }
@@ -102,6 +119,11 @@ pub struct Summary {
     pub p999_us: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// Copies marked redelivered (not duplicates).
+    pub redelivered: u64,
+    /// The longest wait between two messages at a receiver: across a failover, the time
+    /// the flow stood still.
+    pub longest_pause: Duration,
 }
 
 impl Summary {
@@ -115,7 +137,7 @@ impl Summary {
 
     pub fn line(&self) -> String {
         format!(
-            "{} on {}: {} messages in {:.2?}: {:.0} msg/s, {:.1} MB/s, latency p50 {} µs, p99 {} µs, p99.9 {} µs, lost {}, duplicates {}",
+            "{} on {}: {} messages in {:.2?}: {:.0} msg/s, {:.1} MB/s, latency p50 {} µs, p99 {} µs, p99.9 {} µs, lost {}, duplicates {}, redelivered {}, longest pause {} ms",
             self.workload,
             self.target,
             self.messages,
@@ -126,13 +148,15 @@ impl Summary {
             self.p99_us,
             self.p999_us,
             self.lost,
-            self.duplicates
+            self.duplicates,
+            self.redelivered,
+            self.longest_pause.as_millis()
         )
     }
 
     pub fn json(&self) -> String {
         format!(
-            "{{\"workload\":\"{}\",\"target\":\"{}\",\"messages\":{},\"elapsed_s\":{:.3},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"lost\":{},\"duplicates\":{}}}",
+            "{{\"workload\":\"{}\",\"target\":\"{}\",\"messages\":{},\"elapsed_s\":{:.3},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"lost\":{},\"duplicates\":{},\"redelivered\":{},\"longest_pause_ms\":{}}}",
             self.workload,
             self.target.replace('"', "'"),
             self.messages,
@@ -143,7 +167,9 @@ impl Summary {
             self.p99_us,
             self.p999_us,
             self.lost,
-            self.duplicates
+            self.duplicates,
+            self.redelivered,
+            self.longest_pause.as_millis()
         )
     }
 }
@@ -158,11 +184,13 @@ mod tests {
         stamp(&mut body, 1, 7, 1_000_000);
         assert_eq!(read_stamp(&body), Some((1, 7, 1_000_000)));
         let mut tracker = Tracker::new(2, 10);
-        tracker.record(&body, 3_000_000);
-        tracker.record(&body, 3_000_000);
-        tracker.record(b"short", 0);
+        tracker.record(&body, 3_000_000, false);
+        tracker.record(&body, 3_000_000, true);
+        assert_eq!((tracker.duplicates(), tracker.redelivered), (0, 1));
+        tracker.record(&body, 3_000_000, false);
+        tracker.record(b"short", 0, false);
         assert_eq!(
-            (tracker.unique, tracker.duplicates, tracker.foreign),
+            (tracker.unique, tracker.duplicates(), tracker.foreign),
             (1, 1, 1)
         );
         assert_eq!(tracker.latency.value_at_quantile(0.5), 2000);

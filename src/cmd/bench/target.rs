@@ -404,23 +404,25 @@ impl Subscriber {
         }
     }
 
-    /// The next message body; `None` once the connection has closed.
-    pub async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
+    /// The next message body, and whether the broker marked it redelivered; `None` once
+    /// the connection has closed.
+    pub async fn next(&mut self) -> anyhow::Result<Option<(Bytes, bool)>> {
         match self {
             Subscriber::Native { consumer, .. } => match consumer.next_delivery().await {
-                Ok(delivery) => Ok(Some(delivery.message.body)),
+                Ok(delivery) => Ok(Some((delivery.message.body, delivery.redelivered))),
                 Err(e) => Err(e.into()),
             },
             Subscriber::Stomp { reader, .. } => loop {
                 match reader.next().await? {
                     None => return Ok(None),
                     Some(frame) if frame.command == Command::Message => {
-                        return Ok(Some(frame.body));
+                        let redelivered = frame.get("redelivered") == Some("true");
+                        return Ok(Some((frame.body, redelivered)));
                     }
                     Some(_) => continue,
                 }
             },
-            Subscriber::Nats { reader, .. } => reader.next().await,
+            Subscriber::Nats { reader, .. } => Ok(reader.next().await?.map(|b| (b, false))),
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::stats::DestinationStat;
 use crate::store::record::Record;
 use crate::store::{Location, RecoveredMessage, SharedStore};
 use flow::Blocked;
-use storage::Unconfirmed;
+use storage::{OutgoingQueue, Unconfirmed};
 
 /// A message waiting in the queue or delivered and not yet acknowledged.
 #[derive(Clone)]
@@ -139,6 +139,8 @@ pub struct QueueActor {
     me: Option<Addr<QueueActor>>,
     unconfirmed: VecDeque<Unconfirmed>,
     next_batch: u64,
+    /// Deliveries waiting for their counts to be stored.
+    outgoing: OutgoingQueue,
     max_per_dispatch: usize,
     prefetch_bytes: usize,
     backlog: Backlog<Queued>,
@@ -217,7 +219,7 @@ impl QueueActor {
                     at: m.at,
                     priority: m.priority,
                 },
-                deliveries: 0,
+                deliveries: m.deliveries,
                 store_id: Some(m.id),
             })
             .collect();
@@ -238,6 +240,7 @@ impl QueueActor {
             me: None,
             unconfirmed: VecDeque::new(),
             next_batch: 0,
+            outgoing: OutgoingQueue::default(),
             max_per_dispatch: max_per_dispatch.max(1),
             prefetch_bytes: prefetch_bytes.max(1),
             backlog,
@@ -283,6 +286,7 @@ impl QueueActor {
                     .min(consumer.credit as usize)
                     .min(self.max_per_dispatch);
                 let mut batch = Vec::with_capacity(take.min(self.backlog.len()));
+                let mut counted = Vec::new();
                 while batch.len() < take && consumer.in_flight_bytes < prefetch_bytes {
                     let Some(queued) = self.backlog.pop_front() else {
                         break;
@@ -302,6 +306,9 @@ impl QueueActor {
                     self.next_tag += 1;
                     let mut queued = queued;
                     queued.deliveries += 1;
+                    if let Some(id) = queued.store_id {
+                        counted.push((id, queued.deliveries));
+                    }
                     batch.push(Delivery {
                         tag,
                         redelivered: queued.deliveries > 1,
@@ -313,7 +320,14 @@ impl QueueActor {
                 }
                 if !batch.is_empty() {
                     consumer.credit -= batch.len() as u32;
-                    consumer.sink.do_send(Dispatch::Deliver(batch));
+                    self.outgoing.send(
+                        self.store.as_ref(),
+                        self.me.as_ref(),
+                        self.destination.name(),
+                        (consumer.id, &consumer.sink),
+                        batch,
+                        counted,
+                    );
                 }
                 if self.backlog.is_empty() || *page_in {
                     break;
@@ -331,6 +345,8 @@ impl QueueActor {
             return;
         };
         let consumer = self.consumers.remove(index);
+        // Its deliveries not sent yet are redelivered below with the rest.
+        self.outgoing.batches.retain(|b| b.consumer != id);
         let mut returned: Vec<(u64, Queued)> = consumer.in_flight.into_iter().collect();
         returned.sort_unstable_by_key(|(tag, _)| *tag);
         if !returned.is_empty() {
@@ -454,9 +470,20 @@ impl Handler<Control> for QueueActor {
                 // Only a consumer that is going away says this: send it nothing more.
                 c.credit = 0;
                 unsent.sort_unstable_by_key(|(tag, _)| *tag);
+                let mut recounted = Vec::new();
                 for (_, mut queued) in unsent.into_iter().rev() {
                     queued.deliveries = queued.deliveries.saturating_sub(1);
+                    if let Some(id) = queued.store_id {
+                        recounted.push(Record::Delivered {
+                            queue: self.destination.name().to_string(),
+                            id,
+                            count: queued.deliveries,
+                        });
+                    }
                     self.backlog.push_front(queued);
+                }
+                if let (Some(store), false) = (&self.store, recounted.is_empty()) {
+                    store.append_lazy(recounted);
                 }
                 self.dispatch();
             }

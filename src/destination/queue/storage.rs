@@ -1,8 +1,13 @@
 //! A queue's journal: batches wait in `unconfirmed` until they (and every batch before
 //! them) are durable, then join the backlog, on disk only while the queue is past half its
 //! memory limit (paging); paged messages are read back in batches as consumers reach them.
+//!
+//! Deliveries of stored messages wait in `outgoing` until their delivery counts are
+//! durable (`Record::Delivered`), then go to their consumers in the order they were made:
+//! after a crash or a takeover, a message that was delivered comes again marked
+//! redelivered, with its count (what ActiveMQ calls `persistJMSRedelivered`, always on).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -10,10 +15,10 @@ use actix::prelude::*;
 use super::{Body, QueueActor, Queued};
 use crate::constants::{PAGE_IN_BATCH, PAGE_IN_RETRY};
 use crate::destination::memory::footprint;
-use crate::destination::{DestinationError, Enqueue};
+use crate::destination::{ConsumerId, Delivery, DestinationError, Dispatch, Enqueue};
 use crate::message::Message;
-use crate::store::Location;
 use crate::store::record::Record;
+use crate::store::{Location, SharedStore};
 
 /// Messages read back from the journal, for the backlog entries with these ids.
 #[derive(actix::Message)]
@@ -21,6 +26,106 @@ use crate::store::record::Record;
 pub(super) struct PagedIn {
     pub(super) ids: Vec<u64>,
     pub(super) result: Result<Vec<Arc<Message>>, crate::store::StoreError>,
+}
+
+/// Deliveries to one consumer waiting for their counts to be stored.
+pub(super) struct Outgoing {
+    seq: u64,
+    pub(super) consumer: ConsumerId,
+    sink: Recipient<Dispatch>,
+    batch: Vec<Delivery>,
+    ready: bool,
+}
+
+/// The delivery counts of the `Outgoing` batch `seq` are stored (or could not be).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(super) struct DeliveriesCounted {
+    seq: u64,
+    error: Option<crate::store::StoreError>,
+}
+
+/// Deliveries waiting for their counts to be stored, in the order they were made.
+#[derive(Default)]
+pub(super) struct OutgoingQueue {
+    pub(super) batches: VecDeque<Outgoing>,
+    next: u64,
+}
+
+impl OutgoingQueue {
+    /// Sends `batch` to `sink` once the counts of its stored messages (`counted`: journal
+    /// id and count) are durable, and after every batch made before it.
+    pub(super) fn send(
+        &mut self,
+        store: Option<&SharedStore>,
+        me: Option<&Addr<QueueActor>>,
+        queue: &str,
+        (consumer, sink): (ConsumerId, &Recipient<Dispatch>),
+        batch: Vec<Delivery>,
+        counted: Vec<(u64, u32)>,
+    ) {
+        let (Some(store), Some(me), false) = (store, me, counted.is_empty()) else {
+            if self.batches.is_empty() {
+                sink.do_send(Dispatch::Deliver(batch));
+            } else {
+                self.batches.push_back(Outgoing {
+                    seq: u64::MAX,
+                    consumer,
+                    sink: sink.clone(),
+                    batch,
+                    ready: true,
+                });
+            }
+            return;
+        };
+        let seq = self.next;
+        self.next += 1;
+        self.batches.push_back(Outgoing {
+            seq,
+            consumer,
+            sink: sink.clone(),
+            batch,
+            ready: false,
+        });
+        let records = counted
+            .into_iter()
+            .map(|(id, count)| Record::Delivered {
+                queue: queue.to_string(),
+                id,
+                count,
+            })
+            .collect();
+        let append = store.append(records);
+        let me = me.clone();
+        actix::spawn(async move {
+            let error = append.await.err();
+            me.do_send(DeliveriesCounted { seq, error });
+        });
+    }
+
+    /// Sends every batch at the front whose counts are stored.
+    fn flush(&mut self) {
+        while self.batches.front().is_some_and(|b| b.ready) {
+            if let Some(out) = self.batches.pop_front() {
+                out.sink.do_send(Dispatch::Deliver(out.batch));
+            }
+        }
+    }
+}
+
+impl Handler<DeliveriesCounted> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliveriesCounted, _ctx: &mut Context<Self>) {
+        if let Some(e) = &msg.error {
+            // Delivered all the same: after a crash these may come again unmarked.
+            tracing::warn!(queue = %self.destination, "cannot store delivery counts: {e}");
+        }
+        if let Some(out) = self.outgoing.batches.iter_mut().find(|b| b.seq == msg.seq) {
+            out.ready = true;
+        }
+        self.outgoing.flush();
+    }
 }
 
 /// Messages of one `Enqueue`, waiting for the journal.

@@ -308,7 +308,11 @@ impl ConnectionActor {
             Frame::Unsubscribe { session, consumer } => {
                 (session, SessionCommand::Unsubscribe { consumer })
             }
-            Frame::Ack { session, acks } => (session, SessionCommand::Ack { acks }),
+            Frame::Ack {
+                session,
+                acks,
+                receipt,
+            } => (session, SessionCommand::Ack { acks, receipt }),
             Frame::Release { session, releases } => (session, SessionCommand::Release { releases }),
             Frame::Commit {
                 session,

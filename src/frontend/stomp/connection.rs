@@ -700,7 +700,10 @@ impl StompConnectionActor {
         let command = if frame.command == Command::Nack {
             SessionCommand::Release { releases: tags }
         } else {
-            SessionCommand::Ack { acks: tags }
+            SessionCommand::Ack {
+                acks: tags,
+                receipt: None,
+            }
         };
         self.session()?.do_send(command);
         Ok(())

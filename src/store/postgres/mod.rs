@@ -176,7 +176,7 @@ async fn recover(client: &Client) -> Result<(Recovered, u64), PgError> {
     let mut max_id = 0u64;
     let rows = client
         .query(
-            "SELECT id, queue, priority FROM actormq_messages ORDER BY id",
+            "SELECT id, queue, priority, deliveries FROM actormq_messages ORDER BY id",
             &[],
         )
         .await?;
@@ -191,6 +191,7 @@ async fn recover(client: &Client) -> Result<(Recovered, u64), PgError> {
                 id,
                 at: NOWHERE,
                 priority: row.get::<_, i16>(2) as u8,
+                deliveries: row.get::<_, i32>(3) as u32,
             });
     }
     recovered.queues = queues;
@@ -292,6 +293,9 @@ struct Group {
     confirmed: BTreeMap<String, i64>,
     /// Forget producers idle since before this (ms since the Unix epoch), now and then.
     forget_before: Option<i64>,
+    /// Messages' delivery counts: id, count.
+    delivered_ids: Vec<i64>,
+    delivered_counts: Vec<i32>,
 }
 
 impl Group {
@@ -310,6 +314,10 @@ impl Group {
                 for record in records {
                     self.add(record)?;
                 }
+            }
+            Record::Delivered { id, count, .. } => {
+                self.delivered_ids.push(*id as i64);
+                self.delivered_counts.push(*count as i32);
             }
             Record::Sent(mark) => {
                 self.sent_by.push(mark.producer.clone());
@@ -468,6 +476,15 @@ async fn write_group(client: &mut Client, epoch: u64, group: &Group) -> Result<(
         tx.execute("DELETE FROM actormq_sends WHERE at_ms < $1", &[&cutoff])
             .await
             .map_err(pg)?;
+    }
+    if !group.delivered_ids.is_empty() {
+        tx.execute(
+            "UPDATE actormq_messages m SET deliveries = d.count
+             FROM UNNEST($1::bigint[], $2::integer[]) AS d(id, count) WHERE m.id = d.id",
+            &[&group.delivered_ids, &group.delivered_counts],
+        )
+        .await
+        .map_err(pg)?;
     }
     if !group.removes.is_empty() {
         tx.execute(

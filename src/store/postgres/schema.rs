@@ -3,15 +3,16 @@
 //! with errors that say what is wrong: unreachable, credentials refused, no such database,
 //! another schema version.
 //!
-//! Version 2 (version 1 lacked `actormq_sends`; a database of version 1 is brought up to
-//! version 2 when a broker of this build starts on it):
+//! Version 2 (version 1 lacked `actormq_sends` and `actormq_messages.deliveries`; a
+//! database of version 1 is brought up to version 2 when a broker of this build starts on
+//! it):
 //!
 //! | table | holds |
 //! |---|---|
 //! | `actormq_schema` | the schema version (one row) |
 //! | `actormq_lease` | the master's lease (one row): epoch, holder, `expires_at` on the database's clock |
 //! | `actormq_epochs` | one row per epoch: who became the master, when (the lease's history) |
-//! | `actormq_messages` | one row per stored queue message: id, queue, priority, and the journal record (`store::format`, versioned) |
+//! | `actormq_messages` | one row per stored queue message: id, queue, priority, the journal record (`store::format`, versioned), and how often it was delivered |
 //! | `actormq_files` | small named files (the list of durable subscriptions) |
 //! | `actormq_sends` | producers' stored sends they may send again (`store::producers`): producer, seq, when |
 
@@ -155,7 +156,9 @@ pub async fn init(client: &mut Client, url: &str) -> Result<Schema, PgError> {
         Some(SCHEMA_VERSION) => Schema::Ready,
         Some(1) => {
             tx.batch_execute(&format!(
-                "{SENDS_TABLE}; UPDATE actormq_schema SET version = {SCHEMA_VERSION};"
+                "{SENDS_TABLE};
+                 ALTER TABLE actormq_messages ADD COLUMN deliveries integer NOT NULL DEFAULT 0;
+                 UPDATE actormq_schema SET version = {SCHEMA_VERSION};"
             ))
             .await?;
             tracing::info!(
@@ -186,7 +189,8 @@ pub async fn init(client: &mut Client, url: &str) -> Result<Schema, PgError> {
                      id bigint PRIMARY KEY,
                      queue text NOT NULL,
                      priority smallint NOT NULL,
-                     record bytea NOT NULL);
+                     record bytea NOT NULL,
+                     deliveries integer NOT NULL DEFAULT 0);
                  CREATE TABLE actormq_files (
                      name text PRIMARY KEY,
                      contents bytea NOT NULL);
