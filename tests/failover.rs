@@ -404,3 +404,202 @@ async fn bench_through_a_failover_loses_nothing_and_duplicates_nothing() {
     assert!(stdout.contains("\"duplicates\":0,"), "{stdout}");
     assert!(stdout.contains("\"longest_pause_ms\":"), "{stdout}");
 }
+
+/// A persistent STOMP SEND to `queue` with extra headers, and its RECEIPT.
+async fn stomp_send(
+    stomp: &mut common::raw_stomp::RawStomp,
+    queue: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) {
+    use actormq::protocol::stomp::{Command, StompFrame};
+    let mut frame = StompFrame::new(Command::Send)
+        .header("destination", format!("/queue/{queue}"))
+        .header("persistent", "true")
+        .header("receipt", body);
+    for (name, value) in headers {
+        frame = frame.header(*name, *value);
+    }
+    stomp.send(&frame.body(body.to_string())).await;
+    let receipt = stomp.next().await;
+    assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+    assert_eq!(receipt.get("receipt-id"), Some(body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_producer_may_resend_after_a_crash_and_each_send_is_kept_once() {
+    use common::raw_stomp::RawStomp;
+    let dir = data_dir("failover-stomp");
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut stomp = RawStomp::connected(broker.stomp_addr()).await;
+    let by_id = [("actormq.dedup-id", "order-1")];
+    let by_seq = [("actormq.producer", "p1"), ("actormq.seq", "7")];
+    stomp_send(&mut stomp, "fo.stomp", "one", &by_id).await;
+    stomp_send(&mut stomp, "fo.stomp", "two", &by_seq).await;
+    // Sent again on the same connection: confirmed, not kept again.
+    stomp_send(&mut stomp, "fo.stomp", "one", &by_id).await;
+    broker.kill();
+
+    // After a crash the broker still knows them: a reconnecting producer resends both.
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut stomp = RawStomp::connected(broker.stomp_addr()).await;
+    stomp_send(&mut stomp, "fo.stomp", "one", &by_id).await;
+    stomp_send(&mut stomp, "fo.stomp", "two", &by_seq).await;
+    stomp_send(
+        &mut stomp,
+        "fo.stomp",
+        "three",
+        &[("actormq.producer", "p1"), ("actormq.seq", "8")],
+    )
+    .await;
+
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session
+        .consumer(Destination::queue("fo.stomp"))
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    while let Some(m) = consumer.receive(Duration::from_secs(1)).await.unwrap() {
+        bodies.push(m.body_text().to_string());
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["one", "three", "two"]);
+    drop(consumer);
+    drop(session);
+    connection.close().await.unwrap();
+    broker.kill();
+
+    // Consumed, and the segments that held them deleted at the next start: what the
+    // broker knows of its producers was written forward, so a late resend is still known.
+    let broker = BrokerProcess::start(&dir, &[]);
+    let journal = dir.join("journal");
+    let segments = || {
+        std::fs::read_dir(&journal)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    assert_eq!(segments(), 1, "the old segments are gone");
+    let mut stomp = RawStomp::connected(broker.stomp_addr()).await;
+    stomp_send(&mut stomp, "fo.stomp", "one", &by_id).await;
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session
+        .consumer(Destination::queue("fo.stomp"))
+        .await
+        .unwrap();
+    assert!(
+        consumer
+            .receive(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_connection_that_finds_no_broker_times_sends_out_and_gives_up() {
+    let dir = data_dir("failover-give-up");
+    let broker = BrokerProcess::start(&dir, &[]);
+    let url = format!(
+        "failover:({})?initialReconnectDelay=100&useExponentialBackOff=false&maxReconnectAttempts=10&timeout=300",
+        broker.url
+    );
+    let connection = Connection::connect(&url).await.unwrap();
+    let mut events = Box::pin(connection.events());
+    let producer = connection
+        .session(AckMode::Auto)
+        .unwrap()
+        .producer(Destination::queue("fo.nobody"));
+    producer.send(Message::new("before")).await.unwrap();
+    broker.kill();
+    match events.next().await {
+        Some(ConnectionEvent::Disconnected { url, .. }) => assert!(broker_addr_in(&url)),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    // A send while disconnected waits for `timeout`, then fails saying why.
+    let started = Instant::now();
+    match producer.send(Message::new("during")).await {
+        Err(ClientError::Timeout(what)) => {
+            assert!(what.contains("failover timeout 300 ms"), "{what}")
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // After maxReconnectAttempts rounds it gives up: an event, and every call fails.
+    match tokio::time::timeout(WAIT, events.next()).await {
+        Ok(Some(ConnectionEvent::GaveUp { reason })) => {
+            assert!(reason.contains("in 11 attempts"), "{reason}")
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    assert!(matches!(
+        producer.send(Message::new("after")).await,
+        Err(ClientError::GaveUp(_))
+    ));
+}
+
+fn broker_addr_in(url: &str) -> bool {
+    url.starts_with("127.0.0.1:")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_takes_failover_urls() {
+    let dir = data_dir("failover-cli");
+    let (a, b) = pair(|name| file_member(&dir, name));
+    let url = failover_url(&a, &b);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::process::BIN)
+            .args(args)
+            .output()
+            .expect("actormq runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&[
+        "send",
+        "--url",
+        &url,
+        "--to",
+        "queue:fo.cli",
+        "--count",
+        "10",
+    ]);
+    let stat = run(&["stat", "--url", &url]);
+    assert!(stat.contains("fo.cli"), "{stat}");
+    run(&[
+        "receive",
+        "--url",
+        &url,
+        "--from",
+        "queue:fo.cli",
+        "--count",
+        "10",
+        "--quiet",
+    ]);
+    let out = std::process::Command::new(common::process::BIN)
+        .args(["stat", "--url", "failover:(tcp://127.0.0.1:1)?bogus=1"])
+        .output()
+        .expect("actormq runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown option `bogus`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
