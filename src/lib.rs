@@ -80,12 +80,13 @@
 //! │                           the other
 //! cluster ─ membership, the bridge, placement; implements destination::Homes
 //! ha ─ the master's lock (file or lease), its epoch and keeper; implements store::Fence
-//! session ─ SessionActor, ConsumerActor, ClientWire (what a front-end implements)
+//! session ─ SessionActor, ConsumerActor, ClientWire (what a front-end implements),
+//! │         Resends (the producers' sends this broker kept)
 //! destination ─ queues, topics, the registry, DestinationRef, Homes (what a cluster is
 //! │             to the registry)
 //! store ─ the Store trait, the Fence it writes behind, the journal and its on-disk
 //! │       format, the PostgreSQL store, the memory store
-//! client ─ the native client (protocol, net)
+//! client ─ the native client (protocol, net): URLs, the driver that reconnects
 //! protocol ─ native frames, protocol::stomp; pure codecs, no I/O
 //! net ─ the bounded socket reader and writer
 //! stats, config, constants, message, runtime ─ data and settings, below everything
@@ -112,6 +113,20 @@
 //!    (in batches); the ack returns credit and removes the message from the in-flight set
 //!    (a STOMP `ack:auto` consumer settles instead once the writer says the MESSAGE is
 //!    written). A consumer that goes away leaves its in-flight messages to be redelivered.
+//!    A stored message's delivery count is stored before it leaves the queue, so after a
+//!    crash or a takeover it comes again marked redelivered, with its count.
+//!
+//! ## The same message through a failover
+//!
+//! With a `failover:(…)` URL the client's driver task owns the socket
+//! ([`client::Connection`]): every send carries its producer's id and sequence number
+//! ([`protocol::SendOrigin`]); the broker's [`session::Resends`] keeps each once, and the
+//! queue stores the producer's mark in the same journal record as the messages
+//! (`Record::Sent`, or a row of `actormq_sends`). When the socket is lost the driver tries
+//! the list, and under the connection's lock replays its state onto the new socket:
+//! sessions, subscriptions, unconfirmed sends (the new master confirms those it recovered
+//! without storing them again), and for a commit in doubt a `Resolve` question. Deliveries
+//! and acknowledgements of the old socket never cross to the new one.
 //!
 //! ## The same message through a cluster
 //!
@@ -194,14 +209,14 @@
 //! | [`runtime`] | the arbiter pool and the memory-trim hook |
 //! | [`net`] | the bounded socket writer (broker and client) and the bounded frame reader of a client connection (send window, partial-frame budget, frame deadline) |
 //! | [`protocol`] | native frames and the length-prefixed MessagePack codec; [`protocol::stomp`], STOMP frames and codec (no I/O) |
-//! | [`store`] | the `Store` trait and the `Fence` it writes behind; the journal (versioned record and segment format, group-committing writer with retries and compaction, reader, recovery), the PostgreSQL store (schema, group commit fenced by the lease) and the memory store |
+//! | [`store`] | the `Store` trait and the `Fence` it writes behind; `ProducerWindows` (producers' stored sends, bounded); the journal (versioned record and segment format, group-committing writer with retries and compaction, reader, recovery), the PostgreSQL store (schema, group commit fenced by the lease) and the memory store |
 //! | [`ha`] | master/slave: the file lock and the database lease, epochs, the keeper that checks the lock and closes the fence, `Mastership` |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef`, `Homes` |
-//! | [`session`] | session and consumer actors, `ClientWire` |
+//! | [`session`] | session and consumer actors, `ClientWire`, `Resends` (duplicate detection of producers' sends) |
 //! | [`frontend`] | [`frontend::native`] (`ConnectionActor`, `NativeWire`) and [`frontend::stomp`] (`StompConnectionActor`, its subscriptions and `StompWire`) |
 //! | [`cluster`] | membership (foca) and the member table, the bridge (links) and what a link serves (`home`), the envelope codec, placement, remote destinations and topic mirrors; implements `Homes` |
 //! | [`broker`] | broker start-up: store, arbiters, registry, cluster, listeners; `node::serve` (a lone broker, or the standby ⇄ master loop) and the standby's refusals |
-//! | [`client`] | `Connection`, `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
+//! | [`client`] | `Connection` (plain or `failover:`, reconnecting and replaying its state), `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
 
 pub mod broker;
 pub mod client;

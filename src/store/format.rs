@@ -275,8 +275,7 @@ pub enum RecordV2 {
     },
     Delivered {
         queue: String,
-        id: u64,
-        count: u32,
+        counts: Vec<(u64, u32)>,
     },
 }
 
@@ -329,8 +328,7 @@ enum RecordOut<'a> {
     },
     Delivered {
         queue: &'a str,
-        id: u64,
-        count: u32,
+        counts: &'a [(u64, u32)],
     },
 }
 
@@ -378,11 +376,7 @@ impl<'a> From<&'a Record> for RecordOut<'a> {
                 confirmed_below: mark.confirmed_below,
                 at_ms: mark.at_ms,
             },
-            Record::Delivered { queue, id, count } => RecordOut::Delivered {
-                queue,
-                id: *id,
-                count: *count,
-            },
+            Record::Delivered { queue, counts } => RecordOut::Delivered { queue, counts },
         }
     }
 }
@@ -497,7 +491,7 @@ impl From<RecordV2> for Record {
                 confirmed_below,
                 at_ms,
             }),
-            RecordV2::Delivered { queue, id, count } => Record::Delivered { queue, id, count },
+            RecordV2::Delivered { queue, counts } => Record::Delivered { queue, counts },
         }
     }
 }

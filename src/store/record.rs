@@ -24,10 +24,13 @@ pub enum Record {
     /// messages, so that a broker that recovers them also knows a resend of it is a
     /// duplicate (see [`super::producers`]).
     Sent(SendMark),
-    /// The message with journal id `id` has been delivered `count` times: written before
-    /// the delivery leaves the broker, so that after a crash or a takeover it comes again
-    /// marked redelivered, with a count a consumer can trust.
-    Delivered { queue: String, id: u64, count: u32 },
+    /// Messages of `queue` have been delivered: `(journal id, times)` each. Written before
+    /// the deliveries leave the broker (one record per batch), so that after a crash or a
+    /// takeover each comes again marked redelivered, with a count a consumer can trust.
+    Delivered {
+        queue: String,
+        counts: Vec<(u64, u32)>,
+    },
 }
 
 /// One send of a producer that says who it is (a failover client): which producer, its

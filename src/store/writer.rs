@@ -195,9 +195,11 @@ impl WriterState {
                 }
             }
             Record::Sent(mark) => self.producers.note(mark),
-            Record::Delivered { queue, id, count } => {
-                if let Some(home) = self.live.get_mut(&(queue.clone(), *id)) {
-                    home.deliveries = *count;
+            Record::Delivered { queue, counts } => {
+                for (id, count) in counts {
+                    if let Some(home) = self.live.get_mut(&(queue.clone(), *id)) {
+                        home.deliveries = *count;
+                    }
                 }
             }
         }
@@ -257,9 +259,11 @@ impl WriterState {
                             let deliveries = messages.get(&key).map_or(0, |m| m.2);
                             messages.insert(key, (at, message.priority, deliveries));
                         }
-                        Record::Delivered { queue, id, count } => {
-                            if let Some(m) = messages.get_mut(&(queue.clone(), *id)) {
-                                m.2 = *count;
+                        Record::Delivered { queue, counts } => {
+                            for (id, count) in counts {
+                                if let Some(m) = messages.get_mut(&(queue.clone(), *id)) {
+                                    m.2 = *count;
+                                }
                             }
                         }
                         Record::Remove { queue, id } => {
@@ -647,8 +651,7 @@ impl WriterState {
                     if home.deliveries > 0 {
                         copies.push(Record::Delivered {
                             queue: queue.clone(),
-                            id: *id,
-                            count: home.deliveries,
+                            counts: vec![(*id, home.deliveries)],
                         });
                     }
                 }

@@ -47,6 +47,9 @@ struct Queued {
     body: Body,
     /// Times it has been delivered.
     deliveries: u32,
+    /// Its first delivery was counted in the store when it was stored (a consumer was
+    /// waiting for it), so delivering it the first time writes nothing more.
+    precounted: bool,
     /// Its journal id, if it is stored.
     store_id: Option<u64>,
 }
@@ -63,6 +66,7 @@ impl Queued {
         Queued {
             body: Body::Loaded(message),
             deliveries: 0,
+            precounted: false,
             store_id,
         }
     }
@@ -220,6 +224,7 @@ impl QueueActor {
                     priority: m.priority,
                 },
                 deliveries: m.deliveries,
+                precounted: false,
                 store_id: Some(m.id),
             })
             .collect();
@@ -306,9 +311,12 @@ impl QueueActor {
                     self.next_tag += 1;
                     let mut queued = queued;
                     queued.deliveries += 1;
-                    if let Some(id) = queued.store_id {
-                        counted.push((id, queued.deliveries));
+                    match queued.store_id {
+                        Some(_) if queued.precounted && queued.deliveries == 1 => {}
+                        Some(id) => counted.push((id, queued.deliveries)),
+                        None => {}
                     }
+                    queued.precounted = false;
                     batch.push(Delivery {
                         tag,
                         redelivered: queued.deliveries > 1,
@@ -473,17 +481,17 @@ impl Handler<Control> for QueueActor {
                 let mut recounted = Vec::new();
                 for (_, mut queued) in unsent.into_iter().rev() {
                     queued.deliveries = queued.deliveries.saturating_sub(1);
+                    queued.precounted = false;
                     if let Some(id) = queued.store_id {
-                        recounted.push(Record::Delivered {
-                            queue: self.destination.name().to_string(),
-                            id,
-                            count: queued.deliveries,
-                        });
+                        recounted.push((id, queued.deliveries));
                     }
                     self.backlog.push_front(queued);
                 }
                 if let (Some(store), false) = (&self.store, recounted.is_empty()) {
-                    store.append_lazy(recounted);
+                    store.append_lazy(vec![Record::Delivered {
+                        queue: self.destination.name().to_string(),
+                        counts: recounted,
+                    }]);
                 }
                 self.dispatch();
             }

@@ -87,15 +87,10 @@ impl OutgoingQueue {
             batch,
             ready: false,
         });
-        let records = counted
-            .into_iter()
-            .map(|(id, count)| Record::Delivered {
-                queue: queue.to_string(),
-                id,
-                count,
-            })
-            .collect();
-        let append = store.append(records);
+        let append = store.append(vec![Record::Delivered {
+            queue: queue.to_string(),
+            counts: counted,
+        }]);
         let me = me.clone();
         actix::spawn(async move {
             let error = append.await.err();
@@ -224,6 +219,25 @@ impl QueueActor {
         let mut records = Vec::new();
         let stored = msg.stored;
         let mark = msg.mark;
+        // A consumer waits with credit and nothing is ahead of these: they leave as soon as
+        // they are durable, so their first delivery is counted in the same write (rather
+        // than in a second one they would wait for). Should one not be delivered before a
+        // crash after all, it comes again counted once too often — never once too few.
+        let mut precount: usize = if self.backlog.is_empty() {
+            let prefetch_bytes = self.prefetch_bytes;
+            let credit: usize = self
+                .consumers
+                .iter()
+                .filter(|c| c.ready(prefetch_bytes))
+                .map(|c| c.credit as usize)
+                .sum();
+            // Batches still being stored take that credit first.
+            let ahead: usize = self.unconfirmed.iter().map(|b| b.messages.len()).sum();
+            credit.saturating_sub(ahead)
+        } else {
+            0
+        };
+        let mut precounted = Vec::new();
         let messages: Vec<Queued> = msg
             .messages
             .into_iter()
@@ -243,7 +257,15 @@ impl QueueActor {
                     }
                     _ => None,
                 };
-                Queued::loaded(message, store_id)
+                let mut queued = Queued::loaded(message, store_id);
+                if let (Some(id), true, Some(_)) = (store_id, precount > 0, &self.store)
+                    && stored.is_empty()
+                {
+                    precount -= 1;
+                    precounted.push((id, 1));
+                    queued.precounted = true;
+                }
+                queued
             })
             .collect();
         let seq = self.next_batch;
@@ -259,6 +281,12 @@ impl QueueActor {
             self.release_durable();
             return Box::pin(fut::ready(Ok(())));
         };
+        if !precounted.is_empty() {
+            records.push(Record::Delivered {
+                queue: self.destination.name().to_string(),
+                counts: precounted,
+            });
+        }
         // A producer's mark goes in one record with the messages: after a crash, both or
         // neither exist. The transaction's one location is every message's.
         let wrapped = mark.as_ref().map(|_| records.len());

@@ -315,9 +315,11 @@ impl Group {
                     self.add(record)?;
                 }
             }
-            Record::Delivered { id, count, .. } => {
-                self.delivered_ids.push(*id as i64);
-                self.delivered_counts.push(*count as i32);
+            Record::Delivered { counts, .. } => {
+                for (id, count) in counts {
+                    self.delivered_ids.push(*id as i64);
+                    self.delivered_counts.push(*count as i32);
+                }
             }
             Record::Sent(mark) => {
                 self.sent_by.push(mark.producer.clone());
