@@ -548,8 +548,7 @@ async fn a_master_slave_pair_as_one_member_fails_over_and_the_cluster_reaches_th
 
     // node3's consumer was subscribed again: every confirmed message arrives. The ones
     // delivered before the kill whose acknowledgements the dead master had not written may
-    // come again (a crash forgets deliveries, as ActiveMQ's store does by default); every
-    // other comes once.
+    // come again (marked redelivered); every other comes once.
     let mut after_kill = HashSet::new();
     while !(0..600).all(|n| seen.contains(&n) || after_kill.contains(&n)) {
         let m = consumer
