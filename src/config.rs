@@ -209,13 +209,33 @@ impl Default for ClusterSettings {
     }
 }
 
+/// `host:port` as a socket address; a host name is resolved (as every server does), its
+/// first IPv4 address preferred so that `localhost` means 127.0.0.1.
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: key.into(),
+        origin: "settings".into(),
+        reason,
+    };
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| invalid(format!("`{value}` is not host:port ({e})")))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| invalid(format!("`{value}` resolves to no address")))
+}
+
 impl ClusterSettings {
     fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-        value.parse().map_err(|e| ConfigError::Invalid {
-            key: key.into(),
-            origin: "settings".into(),
-            reason: format!("`{value}` is not host:port ({e})"),
-        })
+        socket_addr(key, value)
     }
 
     pub fn bridge_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -313,11 +333,7 @@ impl Default for BrokerSettings {
 impl BrokerSettings {
     /// The listen address; valid once [`Config::validate`] has passed.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|e| ConfigError::Invalid {
-            key: "broker.listen".into(),
-            origin: "settings".into(),
-            reason: format!("`{}` is not host:port ({e})", self.listen),
-        })
+        socket_addr("broker.listen", &self.listen)
     }
 
     /// How many arbiters to run.
@@ -445,11 +461,7 @@ impl Default for StompSettings {
 impl StompSettings {
     /// The STOMP listen address; valid once [`Config::validate`] has passed.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|e| ConfigError::Invalid {
-            key: "stomp.listen".into(),
-            origin: "settings".into(),
-            reason: format!("`{}` is not host:port ({e})", self.listen),
-        })
+        socket_addr("stomp.listen", &self.listen)
     }
 }
 

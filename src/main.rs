@@ -103,10 +103,24 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("actormq: {e:#}");
+            eprintln!("actormq: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: a cause whose text the message already holds
+/// (an error that quotes its source) is not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn run_broker(args: BrokerArgs) -> ExitCode {
@@ -158,7 +172,7 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("actormq: {e:#}");
+            eprintln!("actormq: {}", report(&e));
             ExitCode::FAILURE
         }
     }

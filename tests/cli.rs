@@ -312,3 +312,37 @@ fn stat_survives_a_very_long_destination_name() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("exceeds the limit of 1024"), "{stderr}");
 }
+
+/// Start-up errors are said once, with what to do.
+#[test]
+fn an_address_in_use_is_said_once_with_what_to_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut command = Command::new(BIN);
+    command
+        .args(["broker", "--listen", &addr, "--stomp-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir("cli-in-use"))
+        .stdin(Stdio::null());
+    let output = run_with_deadline(command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("--listen"),
+        "{stderr}"
+    );
+}
+
+/// `--listen` takes a host name, as every server does.
+#[test]
+fn a_broker_listens_on_a_host_name() {
+    let broker = BrokerProcess::start(&data_dir("cli-localhost"), &["--listen", "localhost:0"]);
+    assert!(broker.url.starts_with("tcp://127.0.0.1:"), "{}", broker.url);
+    let output = run(&broker, &["stat"]);
+    assert!(output.status.success(), "{output:?}");
+}

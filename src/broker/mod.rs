@@ -30,7 +30,10 @@ use crate::store::{
 pub enum BrokerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source} (is another broker running there? stop it, or \
+         choose another address with --listen / --stomp-listen)"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -35,7 +35,10 @@ pub use segments::{
 pub enum StoreError {
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
-    #[error("{0} is in use by another broker (its LOCK file is held)")]
+    #[error(
+        "{0} is in use by another broker (its LOCK file is held): stop that broker, or give \
+         this one another --data-dir"
+    )]
     Locked(PathBuf),
     #[error("the journal has stopped")]
     Closed,

@@ -30,14 +30,16 @@ impl BrokerProcess {
     /// Starts the broker with settings from `ACTORMQ__SECTION__KEY` variables too, e.g.
     /// `("ACTORMQ__LIMITS__SEND_TIMEOUT_MS", "2000")`.
     pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
+        // Free ports, unless the test names its own address.
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(BIN)
-            .args([
-                "broker",
-                "--listen",
-                "127.0.0.1:0",
-                "--stomp-listen",
-                "127.0.0.1:0",
-            ])
+            .arg("broker")
+            .args(listen)
+            .args(["--stomp-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
