@@ -346,3 +346,25 @@ fn a_broker_listens_on_a_host_name() {
     let output = run(&broker, &["stat"]);
     assert!(output.status.success(), "{output:?}");
 }
+
+/// The client commands take `ACTORMQ_URL` when `--url` is not given, and an unknown scheme
+/// is refused naming those they take.
+#[test]
+fn client_commands_honour_actormq_url_and_name_the_schemes() {
+    let broker = broker_process(&[]);
+    let mut command = Command::new(BIN);
+    command.arg("stat").env("ACTORMQ_URL", &broker.url);
+    let output = run_with_deadline(command, Duration::from_secs(20));
+    assert!(output.status.success(), "{output:?}");
+    let mut command = Command::new(BIN);
+    command.args(["stat", "--url", "http://127.0.0.1:7670"]);
+    let output = run_with_deadline(command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("unknown scheme `http://`")
+            && stderr.contains("tcp://HOST:PORT")
+            && stderr.contains("failover:("),
+        "{stderr}"
+    );
+}

@@ -121,6 +121,39 @@ async fn connecting_to_nothing_is_a_clear_error() {
     assert!(matches!(err, Some(ClientError::InvalidUrl(_))), "{err:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_client_at_another_protocols_port_says_so() {
+    // actormq's own STOMP port.
+    let broker = broker();
+    let stomp = broker.stomp_addr().expect("STOMP is on");
+    let err = Connection::connect(&format!("tcp://{stomp}")).await.err();
+    match err {
+        Some(ClientError::Handshake(reason)) => assert!(
+            reason.contains("does not speak actormq's native protocol")
+                && reason.contains("a STOMP port"),
+            "{reason}"
+        ),
+        other => panic!("expected a handshake error, got {other:?}"),
+    }
+    // An HTTP server.
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = http.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut socket, _) = http.accept().await.unwrap();
+        let _ = socket
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await;
+    });
+    let err = Connection::connect(&format!("tcp://{addr}")).await.err();
+    match err {
+        Some(ClientError::Handshake(reason)) => {
+            assert!(reason.contains("an HTTP server"), "{reason}")
+        }
+        other => panic!("expected a handshake error, got {other:?}"),
+    }
+}
+
 /// An actor that counts what it handles and reports each body.
 struct Collector {
     seen: tokio::sync::mpsc::UnboundedSender<(String, bool)>,

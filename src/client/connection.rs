@@ -148,11 +148,39 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<Opened, ClientErro
             "expected Welcome, got {}",
             other.name()
         ))),
-        Some(Err(e)) => Err(ClientError::Handshake(e.to_string())),
+        Some(Err(e)) => Err(ClientError::Handshake(
+            foreign_protocol(addr, reader.read_buffer()).unwrap_or_else(|| e.to_string()),
+        )),
         None => Err(ClientError::Handshake(
-            "the broker closed the connection".into(),
+            foreign_protocol(addr, reader.read_buffer())
+                .unwrap_or_else(|| "the broker closed the connection".into()),
         )),
     }
+}
+
+/// What a server that answered Hello with text is, said plainly (rather than "a frame of
+/// 1,163,022,927 bytes"): another protocol's port.
+fn foreign_protocol(addr: &str, answer: &[u8]) -> Option<String> {
+    let head = &answer[..answer.len().min(64)];
+    if head.len() < 4 || !head.iter().take(4).all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(head);
+    let first = text.lines().next().unwrap_or_default().trim();
+    let what = if first.starts_with("HTTP/") {
+        "an HTTP server"
+    } else if matches!(first, "ERROR" | "CONNECTED") {
+        "a STOMP port (use actormq's native port, 7670 by default, or a stomp:// URL with bench)"
+    } else if first.starts_with("INFO ") || first.starts_with("-ERR") {
+        "a NATS server"
+    } else if first.starts_with("AMQP") {
+        "an AMQP broker"
+    } else {
+        "not an actormq broker"
+    };
+    Some(format!(
+        "{addr} does not speak actormq's native protocol: it answered `{first}` ({what})"
+    ))
 }
 
 /// A number no other connection object of any process is likely to draw.

@@ -9,8 +9,8 @@ use actormq::client::{AckMode, Connection};
 
 #[derive(clap::Args)]
 pub struct ReceiveArgs {
-    /// Broker URL.
-    #[arg(long, default_value = "tcp://127.0.0.1:7670")]
+    /// Broker URL: tcp://HOST:PORT, or failover:(tcp://HOST:PORT,…)?OPTIONS.
+    #[arg(long, env = "ACTORMQ_URL", default_value = "tcp://127.0.0.1:7670")]
     url: String,
     /// Destination: queue:NAME or topic:NAME.
     #[arg(long)]

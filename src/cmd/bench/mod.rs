@@ -43,8 +43,8 @@ pub struct BenchArgs {
     workload: Workload,
     /// tcp://HOST:PORT or failover:(tcp://…,tcp://…)?OPTIONS (actormq), stomp://[LOGIN:PASSCODE@]HOST:PORT[/VHOST] (any STOMP
     /// broker; login defaults to guest:guest) or nats://HOST:PORT. Default: an embedded
-    /// actormq broker started for the run.
-    #[arg(long)]
+    /// actormq broker started for the run, on a temporary folder.
+    #[arg(long, env = "ACTORMQ_URL")]
     url: Option<String>,
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -118,17 +118,33 @@ fn body(size: usize, producer: u32, seq: u64) -> Bytes {
     buf.freeze()
 }
 
+/// A folder removed when dropped (after the embedded broker that used it).
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.size < HEADER_BYTES {
         bail!("--size must be at least {HEADER_BYTES} bytes");
     }
-    // An embedded broker lives as long as the run.
+    // An embedded broker lives as long as the run, on a folder of its own (never the
+    // journal of a broker the user runs), removed after it.
+    let scratch = Scratch(std::env::temp_dir().join(format!(
+        "actormq-bench-{}-{}",
+        std::process::id(),
+        now_nanos()
+    )));
     let mut _embedded = None;
     let (target, target_name) = match &args.url {
         Some(url) => (Target::parse(url)?, url.clone()),
         None => {
             let mut config = actormq::Config::default();
             config.broker.listen = "127.0.0.1:0".into();
+            config.broker.data_dir = scratch.0.clone();
             config.stomp.enabled = false;
             let broker = actormq::BrokerThread::spawn(config)?;
             let url = broker.url();

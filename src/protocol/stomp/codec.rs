@@ -163,6 +163,15 @@ impl Decoder for StompCodec {
                 src.advance(2);
                 return Ok(Some(Inbound::Heartbeat));
             }
+            // Every command is upper-case letters: anything else is another protocol
+            // (a native actormq client, TLS, HTTP/2), refused at once rather than after
+            // the frame deadline.
+            Some(&b) if !b.is_ascii_uppercase() => {
+                return Err(malformed(format!(
+                    "this is not a STOMP frame (it starts with byte 0x{b:02x}): is this a native \
+                     actormq client at the STOMP port?"
+                )));
+            }
             _ => {}
         }
         let Some(header_end) = self.header_end(src)? else {
