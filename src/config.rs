@@ -31,8 +31,8 @@ pub enum ConfigError {
         origin: String,
         reason: String,
     },
-    #[error("profile `{profile}` not found: {path} does not exist")]
-    ProfileNotFound { profile: String, path: String },
+    #[error("profile `{profile}` not found: there is no {profile}.toml in {looked}")]
+    ProfileNotFound { profile: String, looked: String },
     #[error("cannot read {origin}: {reason}")]
     Read { origin: String, reason: String },
     /// A value of the wrong type; the `config` crate's message names the key and the file.
@@ -577,12 +577,27 @@ impl Default for Limits {
     }
 }
 
+/// Where `--profile` looks when no `--config-dir` is given, in order.
+pub const PROFILE_DIRS: [&str; 2] = ["./config", "/etc/actormq"];
+
+/// The folders a profile is looked for in: `$ACTORMQ_CONFIG_DIR` (if set), then
+/// [`PROFILE_DIRS`].
+fn profile_dirs() -> Vec<PathBuf> {
+    std::env::var_os("ACTORMQ_CONFIG_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(PROFILE_DIRS.iter().map(PathBuf::from))
+        .collect()
+}
+
 /// Where to read settings from.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigSources {
-    /// `config/<profile>.toml` under `config_dir`.
+    /// `<profile>.toml`, found in `config_dir` or (unset) the first of
+    /// [`PROFILE_DIRS`] that has it.
     pub profile: Option<String>,
-    /// Folder of profiles; `config` when unset.
+    /// The folder of profiles; unset: search `$ACTORMQ_CONFIG_DIR`, `./config`,
+    /// `/etc/actormq`, in that order.
     pub config_dir: Option<PathBuf>,
     /// A settings file from anywhere.
     pub file: Option<PathBuf>,
@@ -640,17 +655,18 @@ impl Config {
             Box::new(File::from_str(DEFAULT_TOML, FileFormat::Toml)),
         )?];
         if let Some(profile) = &sources.profile {
-            let dir = sources
-                .config_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("config"));
-            let path = dir.join(format!("{profile}.toml"));
-            if !path.is_file() {
+            let dirs = match &sources.config_dir {
+                Some(dir) => vec![dir.clone()],
+                None => profile_dirs(),
+            };
+            let file = format!("{profile}.toml");
+            let Some(path) = dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()) else {
+                let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
                 return Err(ConfigError::ProfileNotFound {
                     profile: profile.clone(),
-                    path: path.display().to_string(),
+                    looked: looked.join(", "),
                 });
-            }
+            };
             layers.push(path_layer(&path)?);
         }
         if let Some(path) = &sources.file {

@@ -48,9 +48,10 @@ struct BrokerArgs {
     /// Layer this settings file (from anywhere) over the defaults and the profile.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Folder that holds the profiles.
-    #[arg(long, default_value = "config")]
-    config_dir: PathBuf,
+    /// Folder that holds the profiles (default: $ACTORMQ_CONFIG_DIR, ./config, /etc/actormq,
+    /// the first that has the profile).
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
     /// Listen address, overriding the settings (e.g. 127.0.0.1:0 for any free port).
     #[arg(long)]
     listen: Option<String>,
@@ -126,7 +127,7 @@ fn report(error: &anyhow::Error) -> String {
 fn run_broker(args: BrokerArgs) -> ExitCode {
     let mut sources = actormq::ConfigSources {
         profile: args.profile.clone(),
-        config_dir: Some(args.config_dir),
+        config_dir: args.config_dir,
         file: args.config.clone(),
         environment: true,
         overrides: Vec::new(),

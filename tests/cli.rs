@@ -368,3 +368,37 @@ fn client_commands_honour_actormq_url_and_name_the_schemes() {
         "{stderr}"
     );
 }
+
+/// `--profile` looks in `$ACTORMQ_CONFIG_DIR`, `./config` and `/etc/actormq`, and says
+/// where it looked when the profile is in none of them.
+#[test]
+fn profiles_are_found_in_actormq_config_dir_and_the_error_lists_where_it_looked() {
+    let dir = settings_file("mine.toml", "[broker]\nname = \"mine\"\n")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let config_dir = dir.to_str().unwrap();
+    let broker = BrokerProcess::start_with_env(
+        &data_dir("cli-profile-dir"),
+        &["--profile", "mine"],
+        &[("ACTORMQ_CONFIG_DIR", config_dir)],
+    );
+    assert!(
+        broker.startup.iter().any(|l| l.contains("profile: mine")),
+        "{:?}",
+        broker.startup
+    );
+    let mut command = Command::new(BIN);
+    command
+        .args(["broker", "--profile", "nosuch", "--listen", "127.0.0.1:0"])
+        .env("ACTORMQ_CONFIG_DIR", config_dir);
+    let output = run_with_deadline(command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "there is no nosuch.toml in {config_dir}, ./config, /etc/actormq"
+        )),
+        "{stderr}"
+    );
+}
