@@ -250,6 +250,7 @@ fn receive_exits_1_when_fewer_messages_arrive() {
             "--timeout",
             "0.3",
             "--quiet",
+            "--create",
         ],
     );
     assert_eq!(received.status.code(), Some(1));
@@ -399,6 +400,165 @@ fn profiles_are_found_in_actormq_config_dir_and_the_error_lists_where_it_looked(
         stderr.contains(&format!(
             "there is no nosuch.toml in {config_dir}, ./config, /etc/actormq"
         )),
+        "{stderr}"
+    );
+}
+
+/// `send`'s message options reach the consumer; `receive` refuses a destination that does
+/// not exist unless `--create`; `stat --json` is JSON; counts read as English.
+#[test]
+fn send_options_receive_create_and_stat_json() {
+    let broker = broker_process(&[]);
+    let body_file = settings_file("body.txt", "from a file");
+    let mut command = Command::new(BIN);
+    command
+        .args(["send", "--url", &broker.url, "--to", "queue:opts"])
+        .args(["--header", "region=eu", "--header", "kind=order"])
+        .args(["--priority", "7", "--ttl", "600000"])
+        .args(["--correlation-id", "c-1", "--reply-to", "queue:answers"])
+        .arg("--body-file")
+        .arg(&body_file);
+    let sent = run_with_deadline(command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert!(sent.status.success(), "{stderr}");
+    assert!(stderr.contains("sent 1 message to queue:opts"), "{stderr}");
+
+    // The body from standard input.
+    let mut child = Command::new(BIN)
+        .args([
+            "send",
+            "--url",
+            &broker.url,
+            "--to",
+            "queue:opts",
+            "--body",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"from stdin").unwrap();
+    }
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let connection = actormq::client::Connection::connect(&broker.url)
+            .await
+            .unwrap();
+        let session = connection.session(actormq::AckMode::Auto).unwrap();
+        let mut consumer = session
+            .consumer(actormq::Destination::queue("opts"))
+            .await
+            .unwrap();
+        let first = consumer
+            .receive(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.body_text(), "from a file");
+        assert_eq!(first.headers.get("region").map(String::as_str), Some("eu"));
+        assert_eq!(first.headers.get("kind").map(String::as_str), Some("order"));
+        assert_eq!(first.priority, 7);
+        assert!(first.expiration > 0);
+        assert_eq!(first.correlation_id.as_deref(), Some("c-1"));
+        assert_eq!(first.reply_to, Some(actormq::Destination::queue("answers")));
+        let second = consumer
+            .receive(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.body_text(), "from stdin");
+        drop(consumer);
+        drop(session);
+        connection.close().await.unwrap();
+    });
+
+    // A mistyped name is an error, not a new queue.
+    let missing = run(
+        &broker,
+        &["receive", "--from", "queue:optz", "--count", "1"],
+    );
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("queue:optz does not exist on the broker (check the name, or pass --create"),
+        "{missing:?}"
+    );
+    let stat = run(&broker, &["stat"]);
+    let table = String::from_utf8_lossy(&stat.stdout).to_string();
+    assert!(!table.contains("optz"), "{table}");
+    assert!(table.contains("store: journal, 1 segment, "), "{table}");
+
+    let json = run(&broker, &["stat", "--json"]);
+    assert!(json.status.success());
+    let text = String::from_utf8_lossy(&json.stdout);
+    assert!(
+        text.trim_start().starts_with('{')
+            && text.contains("\"destinations\":[")
+            && text.contains("\"name\":\"opts\""),
+        "{text}"
+    );
+}
+
+/// An interrupted `send` says how many messages were confirmed.
+#[test]
+fn an_interrupted_send_says_how_many_were_confirmed() {
+    let broker = broker_process(&[]);
+    let child = Command::new(BIN)
+        .args([
+            "send",
+            "--url",
+            &broker.url,
+            "--to",
+            "queue:long",
+            "--count",
+            "100000000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let connection = actormq::client::Connection::connect(&broker.url)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let enqueued = connection
+                .stat()
+                .await
+                .unwrap()
+                .iter()
+                .find(|d| d.name == "long")
+                .map_or(0, |d| d.enqueued);
+            if enqueued >= 10_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the send never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        connection.close().await.unwrap();
+    });
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: ") && stderr.contains(" of 100000000 confirmed"),
         "{stderr}"
     );
 }

@@ -25,8 +25,11 @@ pub fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     }
     let bar = match total {
         Some(total) => ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} ({per_sec}, {eta} left)")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            // At most ~70 columns, whole numbers only.
+            ProgressStyle::with_template(
+                "{prefix:7} {bar:30} {human_pos}/{human_len} ({eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         None => ProgressBar::new_spinner(),
     };

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use actormq::Destination;
+use actormq::client::DestinationKind;
 use actormq::client::{AckMode, Connection};
 
 #[derive(clap::Args)]
@@ -24,6 +25,10 @@ pub struct ReceiveArgs {
     /// Print only how many messages arrived.
     #[arg(long)]
     quiet: bool,
+    /// Create the queue or topic if it does not exist (a consumer creates its destination,
+    /// as in ActiveMQ; without this flag a mistyped name is an error, not a new queue).
+    #[arg(long)]
+    create: bool,
 }
 
 pub async fn run(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
@@ -35,6 +40,25 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
     }
     let timeout = Duration::from_secs_f64(args.timeout);
     let connection = Connection::connect(&args.url).await?;
+    if !args.create
+        && matches!(
+            args.from.kind(),
+            DestinationKind::Queue | DestinationKind::Topic
+        )
+    {
+        let exists = connection
+            .stat()
+            .await?
+            .iter()
+            .any(|d| d.kind == args.from.kind() && d.name == args.from.name());
+        if !exists {
+            connection.close().await?;
+            anyhow::bail!(
+                "{} does not exist on the broker (check the name, or pass --create to make it)",
+                args.from
+            );
+        }
+    }
     let session = connection.session(AckMode::Auto)?;
     let mut consumer = session.consumer(args.from.clone()).await?;
     let bar = super::progress(args.count, "receive");

@@ -12,6 +12,30 @@ pub struct StatArgs {
     /// Broker URL: tcp://HOST:PORT, or failover:(tcp://HOST:PORT,…)?OPTIONS.
     #[arg(long, env = "ACTORMQ_URL", default_value = "tcp://127.0.0.1:7670")]
     url: String,
+    /// Print one JSON object (destinations, store, members, master) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `n` bytes for a person: 41402398 → "39.5 MiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 if n == 1 => "1 byte".into(),
+        0 => format!("{n} bytes"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// `n` and a noun, singular or plural: "1 segment", "2 segments".
+fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The widest the NAME column gets.
@@ -21,6 +45,23 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
     let connection = Connection::connect(&args.url).await?;
     let reply = connection.stat_with_store().await?;
     connection.close().await?;
+    if args.json {
+        let json = serde_json::json!({
+            "destinations": reply.destinations,
+            "store": reply.store,
+            "members": reply.members,
+            "master": reply.master,
+        });
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // In a cluster, a destination whose home is down has counters nobody can read now.
+    let down: Vec<&str> = reply
+        .members
+        .iter()
+        .filter(|m| m.state != actormq::protocol::MemberState::Up)
+        .map(|m| m.name.as_str())
+        .collect();
     let (stats, store) = (reply.destinations, reply.store);
     // Long names run past their column rather than widen it for everyone.
     let width = stats
@@ -42,34 +83,49 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         if clustered { "  HOME" } else { "" }
     );
     for s in stats {
+        let home_down = s.home.as_deref().is_some_and(|h| down.contains(&h));
         let home = match (&s.home, clustered) {
+            (Some(home), true) if home_down => format!("  {home} (down: counters unknown)"),
             (Some(home), true) => format!("  {home}"),
             _ => String::new(),
+        };
+        let shown = |n: u64| {
+            if home_down {
+                "?".to_string()
+            } else {
+                n.to_string()
+            }
         };
         println!(
             "{:<5}  {:<width$}  {:>10}  {:>10}  {:>10}  {:>9}{home}",
             s.kind.as_str(),
             s.name,
-            s.depth,
-            s.enqueued,
-            s.dequeued,
-            s.consumers,
+            shown(s.depth),
+            shown(s.enqueued),
+            shown(s.dequeued),
+            shown(s.consumers),
         );
     }
     match store {
         Some(store) if store.kind == "postgres" => println!("store: postgres"),
         Some(store) => {
             println!(
-                "store: journal, {} segments, {} bytes, {} paged messages, {} skipped records",
-                store.segments, store.bytes, store.paged, store.skipped
+                "store: journal, {}, {}, {}, {}",
+                count(store.segments, "segment"),
+                human_bytes(store.bytes),
+                count(store.paged, "paged message"),
+                count(store.skipped, "skipped record")
             );
-            if let Some((queue, count)) = &store.oldest_holder {
-                println!("store: the oldest segment holds {count} messages of queue {queue}");
+            if let Some((queue, held)) = &store.oldest_holder {
+                println!(
+                    "store: the oldest segment holds {} of queue {queue}",
+                    count(*held, "message")
+                );
             }
             if store.unwritten > 0 {
                 println!(
-                    "store: {} acknowledgements wait for disk space to be written",
-                    store.unwritten
+                    "store: {} wait for disk space to be written",
+                    count(store.unwritten, "acknowledgement")
                 );
             }
         }
