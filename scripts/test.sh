@@ -10,12 +10,20 @@ if ! python3 -c "import stomp" 2>/dev/null; then
 fi
 # PostgreSQL's server, for the master/slave tests on a database (each test starts a private
 # one with initdb in a temporary folder; see tests/common/postgres.rs).
+# systemd-analyze, to verify deploy/actormq.service (tests/deploy.rs).
+packages=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  packages+=(postgresql)
+fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  packages+=(systemd)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
-  echo "installing PostgreSQL from Debian's packages for the tests" >&2
+  echo "installing ${packages[*]} from Debian's packages for the tests" >&2
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends postgresql
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"
 fi
 cargo test "$@"
 # The soak (minutes of mixed abuse and restarts) runs only when asked for.

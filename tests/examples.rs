@@ -21,6 +21,7 @@ fn example(name: &str) -> PathBuf {
 fn every_example_runs_and_exits_0() {
     let broker = common::broker();
     let examples = [
+        "readme",
         "queue",
         "topic",
         "actor_consumer",
@@ -69,4 +70,19 @@ fn every_example_runs_and_exits_0() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// The README's client snippet is `examples/readme.rs`, word for word: what a reader
+/// copies is what CI compiles and runs.
+#[test]
+fn the_readme_snippet_is_the_readme_example() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let marker = "`examples/readme.rs`, exactly";
+    let after = &readme[readme.find(marker).expect("the README names the example")..];
+    let start = after.find("```rust\n").expect("a rust block") + "```rust\n".len();
+    let block = &after[start..];
+    let block = &block[..block.find("```\n").expect("the block ends")];
+    let example = std::fs::read_to_string(root.join("examples/readme.rs")).unwrap();
+    assert_eq!(block, example);
 }
