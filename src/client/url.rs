@@ -81,6 +81,12 @@ fn tcp(url: &str, whole: &str) -> Result<String, ClientError> {
     if let Some((scheme, _)) = addr.split_once("://") {
         return Err(invalid(whole, format!("unknown scheme `{scheme}://`")));
     }
+    if addr.contains('@') {
+        return Err(invalid(
+            whole,
+            "a login in the URL (USER:PASSWORD@): the native protocol has none; give HOST:PORT",
+        ));
+    }
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
             Ok(addr.to_string())
@@ -202,6 +208,8 @@ mod tests {
         assert!(BrokerUrl::parse("tcp://:80").is_err());
         let err = BrokerUrl::parse("stomp://h:1").unwrap_err().to_string();
         assert!(err.contains("unknown scheme `stomp://`"), "{err}");
+        let err = BrokerUrl::parse("tcp://user:pw@h:1").unwrap_err().to_string();
+        assert!(err.contains("a login in the URL"), "{err}");
     }
 
     #[test]
