@@ -340,6 +340,21 @@ async fn a_killed_home_is_noticed_and_after_its_restart_its_persistent_messages_
         "node1 was marked down after {noticed:?}, beyond {DOWN_BOUND:?}"
     );
 
+    // `stat` through node2 does not pass node1's queue off as empty: its counters are unknown.
+    let stat = std::process::Command::new(common::process::BIN)
+        .args(["stat", "--url", &nodes[0].url])
+        .output()
+        .expect("actormq stat runs");
+    let table = String::from_utf8_lossy(&stat.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(" cl.kept "))
+        .unwrap_or_else(|| panic!("a row for cl.kept in {table}"));
+    assert!(
+        row.contains("node1 (down: counters unknown)") && row.contains('?'),
+        "{table}"
+    );
+
     // While node1 is down, its destinations are unavailable, and say where they live.
     let refused = producer.send_batch(numbered(1_000..1_001)).await;
     match refused {

@@ -208,7 +208,9 @@ mod tests {
         assert!(BrokerUrl::parse("tcp://:80").is_err());
         let err = BrokerUrl::parse("stomp://h:1").unwrap_err().to_string();
         assert!(err.contains("unknown scheme `stomp://`"), "{err}");
-        let err = BrokerUrl::parse("tcp://user:pw@h:1").unwrap_err().to_string();
+        let err = BrokerUrl::parse("tcp://user:pw@h:1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a login in the URL"), "{err}");
     }
 
