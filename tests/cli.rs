@@ -562,3 +562,31 @@ fn an_interrupted_send_says_how_many_were_confirmed() {
         "{stderr}"
     );
 }
+
+/// A second broker on a data folder in use is told so once, and what to do.
+#[test]
+fn a_data_folder_in_use_is_said_once_with_what_to_do() {
+    let dir = data_dir("cli-lock");
+    let _first = BrokerProcess::start(&dir, &[]);
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--stomp-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdin(Stdio::null());
+    let output = run_with_deadline(command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(
+        stderr.matches("is in use by another broker").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("another --data-dir"), "{stderr}");
+}
