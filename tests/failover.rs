@@ -617,3 +617,39 @@ async fn the_command_line_takes_failover_urls() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_times_out_on_time_whatever_the_back_off() {
+    let dir = data_dir("failover-timeout");
+    let broker = BrokerProcess::start(&dir, &[]);
+    let url = format!(
+        "failover:({})?initialReconnectDelay=5000&useExponentialBackOff=false&timeout=300",
+        broker.url
+    );
+    let connection = Connection::connect(&url).await.unwrap();
+    let producer = connection
+        .session(AckMode::Auto)
+        .unwrap()
+        .producer(Destination::queue("fo.slow-back-off"));
+    producer.send(Message::new("before")).await.unwrap();
+    let mut events = Box::pin(connection.events());
+    broker.kill();
+    assert!(matches!(
+        events.next().await,
+        Some(ConnectionEvent::Disconnected { .. })
+    ));
+    let started = Instant::now();
+    let result = producer.send(Message::new("during")).await;
+    assert!(matches!(result, Err(ClientError::Timeout(_))), "{result:?}");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    // A later send has a timeout of its own: it waits for it too, then fails.
+    let started = Instant::now();
+    let result = producer.send(Message::new("later")).await;
+    assert!(matches!(result, Err(ClientError::Timeout(_))), "{result:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}

@@ -554,14 +554,25 @@ impl Driver {
                         });
                         return Err(ClientError::GaveUp(reason));
                     }
-                    let wait = failover.delay(attempt);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        command = self.commands.recv() => {
-                            if let Some(Command::Close { done }) = command {
-                                let _ = done.send(());
+                    // Waits out the back-off in slices of a quarter of `timeout`, so that a
+                    // send fails on time however long the back-off.
+                    let until = Instant::now() + failover.delay(attempt);
+                    let slice = failover
+                        .timeout
+                        .map(|t| (t / 4).max(Duration::from_millis(1)));
+                    while let Some(left) = until.checked_duration_since(Instant::now()) {
+                        if left.is_zero() {
+                            break;
+                        }
+                        let nap = slice.map_or(left, |s| s.min(left));
+                        tokio::select! {
+                            _ = tokio::time::sleep(nap) => self.expire(failover, since),
+                            command = self.commands.recv() => {
+                                if let Some(Command::Close { done }) = command {
+                                    let _ = done.send(());
+                                }
+                                return Err(ClientError::ConnectionClosed("the connection was closed".into()));
                             }
-                            return Err(ClientError::ConnectionClosed("the connection was closed".into()));
                         }
                     }
                 }
@@ -569,20 +580,19 @@ impl Driver {
         }
     }
 
-    /// Sends that have waited longer than `timeout` while disconnected fail.
+    /// Requests that have waited longer than `timeout` while disconnected (counted from
+    /// the later of their making and the loss, `since`) fail.
     fn expire(&self, failover: &FailoverOptions, since: Instant) {
         let Some(timeout) = failover.timeout else {
             return;
         };
-        if since.elapsed() < timeout {
-            return;
-        }
         let expired: Vec<Pending> = {
             let mut state = self.core.state();
             let ids: Vec<u64> = state
                 .pending
                 .iter()
                 .filter(|(_, p)| !matches!(p.replay, Replay::Subscription | Replay::Forget))
+                .filter(|(_, p)| p.made.max(since).elapsed() >= timeout)
                 .map(|(id, _)| *id)
                 .collect();
             ids.iter()

@@ -127,6 +127,9 @@ pub(super) struct Pending {
     /// A send or commit with an origin: its seq leaves the session's in-flight set once
     /// answered.
     pub settle: Option<(Arc<Mutex<BTreeSet<u64>>>, u64)>,
+    /// When it was made: while disconnected, a failover `timeout` counts from the later of
+    /// this and the loss of the connection.
+    pub made: std::time::Instant,
 }
 
 impl Pending {
@@ -356,6 +359,7 @@ impl Core {
                 replay,
                 reply,
                 settle,
+                made: std::time::Instant::now(),
             },
         );
         self.send_bytes(&link, bytes)
@@ -421,6 +425,7 @@ impl Core {
                     replay: Replay::Subscription,
                     reply: Reply::Receipt(reply),
                     settle: None,
+                    made: std::time::Instant::now(),
                 },
             );
             state.consumers.insert(consumer, route);
