@@ -48,6 +48,15 @@ pub const JOURNAL_HOLDER_EVERY: Duration = Duration::from_secs(2);
 /// How long closing the journal (at shutdown) waits for its writer to finish.
 pub const JOURNAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+// --- Queues
+
+/// Most stored messages a queue counts ahead of their delivery in one write (see
+/// `QueueActor::count_ahead`): bounds the record and the backlog scanned for it.
+pub const COUNT_AHEAD_MAX: usize = 10_000;
+/// How far ahead, in prefetches of its consumers: while one write of counts is made,
+/// consumers take about a prefetch each, so the counted stretch must be longer than that.
+pub const COUNT_AHEAD_PREFETCHES: usize = 4;
+
 // --- Duplicate detection (store::producers)
 
 /// A producer that has stored nothing for this long is forgotten: a send it makes again

@@ -47,9 +47,13 @@ struct Queued {
     body: Body,
     /// Times it has been delivered.
     deliveries: u32,
-    /// Its first delivery was counted in the store when it was stored (a consumer was
-    /// waiting for it), so delivering it the first time writes nothing more.
-    precounted: bool,
+    /// The delivery count the store holds for it (or will, once the write that carries it
+    /// is durable — a delivery waits for that): a delivery up to this count writes nothing
+    /// more. Counted ahead of its delivery when a consumer is waiting for it (with the
+    /// message) or it is near the front of the backlog ([`QueueActor::count_ahead`]).
+    counted: u32,
+    /// A count-ahead write for it is under way.
+    counting: bool,
     /// Its journal id, if it is stored.
     store_id: Option<u64>,
 }
@@ -66,7 +70,8 @@ impl Queued {
         Queued {
             body: Body::Loaded(message),
             deliveries: 0,
-            precounted: false,
+            counted: 0,
+            counting: false,
             store_id,
         }
     }
@@ -145,6 +150,8 @@ pub struct QueueActor {
     next_batch: u64,
     /// Deliveries waiting for their counts to be stored.
     outgoing: OutgoingQueue,
+    /// A count-ahead write is under way.
+    counting_ahead: bool,
     max_per_dispatch: usize,
     prefetch_bytes: usize,
     backlog: Backlog<Queued>,
@@ -224,7 +231,8 @@ impl QueueActor {
                     priority: m.priority,
                 },
                 deliveries: m.deliveries,
-                precounted: false,
+                counted: m.deliveries,
+                counting: false,
                 store_id: Some(m.id),
             })
             .collect();
@@ -246,6 +254,7 @@ impl QueueActor {
             unconfirmed: VecDeque::new(),
             next_batch: 0,
             outgoing: OutgoingQueue::default(),
+            counting_ahead: false,
             max_per_dispatch: max_per_dispatch.max(1),
             prefetch_bytes: prefetch_bytes.max(1),
             backlog,
@@ -268,6 +277,7 @@ impl QueueActor {
         if page_in {
             self.page_in();
         }
+        self.count_ahead();
     }
 
     fn hand_out(&mut self, expired: &mut Vec<Queued>, page_in: &mut bool) {
@@ -311,12 +321,13 @@ impl QueueActor {
                     self.next_tag += 1;
                     let mut queued = queued;
                     queued.deliveries += 1;
-                    match queued.store_id {
-                        Some(_) if queued.precounted && queued.deliveries == 1 => {}
-                        Some(id) => counted.push((id, queued.deliveries)),
-                        None => {}
+                    if let Some(id) = queued.store_id
+                        && queued.counted < queued.deliveries
+                    {
+                        counted.push((id, queued.deliveries));
+                        queued.counted = queued.deliveries;
                     }
-                    queued.precounted = false;
+                    queued.counting = false;
                     batch.push(Delivery {
                         tag,
                         redelivered: queued.deliveries > 1,
@@ -481,7 +492,7 @@ impl Handler<Control> for QueueActor {
                 let mut recounted = Vec::new();
                 for (_, mut queued) in unsent.into_iter().rev() {
                     queued.deliveries = queued.deliveries.saturating_sub(1);
-                    queued.precounted = false;
+                    queued.counted = queued.deliveries;
                     if let Some(id) = queued.store_id {
                         recounted.push((id, queued.deliveries));
                     }

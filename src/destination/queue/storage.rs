@@ -13,7 +13,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{Body, QueueActor, Queued};
-use crate::constants::{PAGE_IN_BATCH, PAGE_IN_RETRY};
+use crate::constants::{COUNT_AHEAD_MAX, COUNT_AHEAD_PREFETCHES, PAGE_IN_BATCH, PAGE_IN_RETRY};
 use crate::destination::memory::footprint;
 use crate::destination::{ConsumerId, Delivery, DestinationError, Dispatch, Enqueue};
 use crate::message::Message;
@@ -105,6 +105,80 @@ impl OutgoingQueue {
                 out.sink.do_send(Dispatch::Deliver(out.batch));
             }
         }
+    }
+}
+
+/// Count-ahead: the counts of the backlog's front messages are stored.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(super) struct CountedAhead {
+    counts: Vec<(u64, u32)>,
+    stored: bool,
+}
+
+impl QueueActor {
+    /// Stores, ahead of their delivery, the next delivery count of the stored messages at
+    /// the front of the backlog (a few times the consumers' prefetch), one write at a time,
+    /// so that when credit comes they leave at once instead of waiting for a write of
+    /// their counts. If the broker dies before one is delivered, it comes back counted once
+    /// more than it was delivered (marked redelivered) — never once less.
+    pub(super) fn count_ahead(&mut self) {
+        let (Some(store), Some(me)) = (self.store.clone(), self.me.clone()) else {
+            return;
+        };
+        if self.counting_ahead || self.consumers.is_empty() {
+            return;
+        }
+        let horizon = self
+            .consumers
+            .iter()
+            .map(|c| c.prefetch as usize * COUNT_AHEAD_PREFETCHES)
+            .sum::<usize>()
+            .clamp(1, COUNT_AHEAD_MAX);
+        let mut counts = Vec::new();
+        for queued in self.backlog.iter_mut().take(horizon) {
+            if let (Some(id), Body::Loaded(_), false) =
+                (queued.store_id, &queued.body, queued.counting)
+                && queued.counted <= queued.deliveries
+            {
+                queued.counting = true;
+                counts.push((id, queued.deliveries + 1));
+            }
+        }
+        if counts.is_empty() {
+            return;
+        }
+        self.counting_ahead = true;
+        let append = store.append(vec![Record::Delivered {
+            queue: self.destination.name().to_string(),
+            counts: counts.clone(),
+        }]);
+        actix::spawn(async move {
+            let stored = append.await.is_ok();
+            me.do_send(CountedAhead { counts, stored });
+        });
+    }
+}
+
+impl Handler<CountedAhead> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CountedAhead, _ctx: &mut Context<Self>) {
+        self.counting_ahead = false;
+        let counts: HashMap<u64, u32> = msg.counts.into_iter().collect();
+        // Those still waiting are near the front; dispatched ones wrote their own count.
+        let horizon = COUNT_AHEAD_MAX + counts.len();
+        for queued in self.backlog.iter_mut().take(horizon) {
+            if let Some(count) = queued.store_id.and_then(|id| counts.get(&id))
+                && queued.counting
+            {
+                queued.counting = false;
+                if msg.stored {
+                    queued.counted = queued.counted.max(*count);
+                }
+            }
+        }
+        self.dispatch();
     }
 }
 
@@ -263,7 +337,7 @@ impl QueueActor {
                 {
                     precount -= 1;
                     precounted.push((id, 1));
-                    queued.precounted = true;
+                    queued.counted = 1;
                 }
                 queued
             })
