@@ -653,3 +653,56 @@ async fn a_send_times_out_on_time_whatever_the_back_off() {
         "{waited:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_ack_with_a_receipt_is_stored_before_the_receipt() {
+    use actormq::protocol::stomp::{Command, StompFrame};
+    use common::raw_stomp::RawStomp;
+    let dir = data_dir("failover-stomp-ack");
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut stomp = RawStomp::connected(broker.stomp_addr()).await;
+    for body in ["acked", "kept"] {
+        stomp_send(&mut stomp, "fo.stomp-ack", body, &[]).await;
+    }
+    stomp
+        .send(
+            &StompFrame::new(Command::Subscribe)
+                .header("destination", "/queue/fo.stomp-ack")
+                .header("id", "s")
+                .header("ack", "client-individual")
+                .header("activemq.prefetchSize", "1"),
+        )
+        .await;
+    let message = stomp.next().await;
+    assert_eq!(message.command, Command::Message, "{message:?}");
+    assert_eq!(&message.body[..], b"acked");
+    let ack = message.get("ack").expect("an ack id").to_string();
+    stomp
+        .send(
+            &StompFrame::new(Command::Ack)
+                .header("id", ack)
+                .header("receipt", "ack-1"),
+        )
+        .await;
+    loop {
+        let frame = stomp.next().await;
+        if frame.command == Command::Receipt {
+            assert_eq!(frame.get("receipt-id"), Some("ack-1"));
+            break;
+        }
+    }
+    // Killed right after the RECEIPT: the acknowledged message does not come back.
+    broker.kill();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session
+        .consumer(Destination::queue("fo.stomp-ack"))
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    while let Some(m) = consumer.receive(Duration::from_secs(1)).await.unwrap() {
+        bodies.push(m.body_text().to_string());
+    }
+    assert_eq!(bodies, ["kept"]);
+}

@@ -371,8 +371,15 @@ impl StompConnectionActor {
                 Held::Nack(frame.clone())
             };
             self.transaction(tx)?.held.push(held);
+        } else if let (Command::Ack, Some(receipt)) = (frame.command, frame.get("receipt")) {
+            // An ACK's RECEIPT means stored: after a crash those messages do not come back.
+            let key = self.next();
+            self.settle(&frame, Some(key))?;
+            self.pending.insert(key, Pending { commit: None });
+            self.receipt_later(key, vec![receipt.to_string()]);
+            return Ok(());
         } else {
-            self.settle(&frame)?;
+            self.settle(&frame, None)?;
         }
         self.answer(&frame, ctx);
         Ok(())
@@ -411,7 +418,7 @@ impl StompConnectionActor {
         for work in held {
             match work {
                 Held::Send(send) => self.on_send(send, Some(commit), ctx)?,
-                Held::Ack(ack) | Held::Nack(ack) => self.settle(&ack)?,
+                Held::Ack(ack) | Held::Nack(ack) => self.settle(&ack, None)?,
             }
         }
         self.commit_progress(commit, ctx);
@@ -647,8 +654,9 @@ impl StompConnectionActor {
         Ok(())
     }
 
-    /// ACK or NACK: (consumer, tags) to settle, cumulative for `client` subscriptions.
-    fn settle(&mut self, frame: &StompFrame) -> Result<(), Failure> {
+    /// ACK or NACK: (consumer, tags) to settle, cumulative for `client` subscriptions; an
+    /// ACK with `stored` is answered (that internal receipt) once the removals are durable.
+    fn settle(&mut self, frame: &StompFrame, stored: Option<u64>) -> Result<(), Failure> {
         let tags = {
             let mut table = self.subscriptions.lock();
             let (consumer, tag) = match frame.get("id") {
@@ -702,7 +710,7 @@ impl StompConnectionActor {
         } else {
             SessionCommand::Ack {
                 acks: tags,
-                receipt: None,
+                receipt: stored,
             }
         };
         self.session()?.do_send(command);
