@@ -490,7 +490,11 @@ impl WriterState {
             }
             located.push(locations);
         }
-        let sync = self.settings.fsync != FsyncMode::Never;
+        // Only a group someone waits for is fsynced: lazy records alone (acknowledgements)
+        // are written and ride on the next fsync, rather than making the next send wait for
+        // an fsync of theirs (losing one in a crash means a redelivery, as ever).
+        let awaited = appends.iter().any(|(_, done)| done.is_some());
+        let sync = self.settings.fsync != FsyncMode::Never && awaited;
         // Fenced while it was written (an fsync that stalled past the lock): not confirmed.
         let written = self
             .write(&buf, sync)
