@@ -152,6 +152,10 @@ pub struct QueueActor {
     outgoing: OutgoingQueue,
     /// A count-ahead write is under way.
     counting_ahead: bool,
+    /// A delivery had to wait for its count: the backlog's front is worth counting ahead
+    /// (never set for flows of non-persistent or already counted messages, which then pay
+    /// nothing for it).
+    count_ahead_wanted: bool,
     max_per_dispatch: usize,
     prefetch_bytes: usize,
     backlog: Backlog<Queued>,
@@ -255,6 +259,7 @@ impl QueueActor {
             next_batch: 0,
             outgoing: OutgoingQueue::default(),
             counting_ahead: false,
+            count_ahead_wanted: false,
             max_per_dispatch: max_per_dispatch.max(1),
             prefetch_bytes: prefetch_bytes.max(1),
             backlog,
@@ -339,6 +344,7 @@ impl QueueActor {
                 }
                 if !batch.is_empty() {
                     consumer.credit -= batch.len() as u32;
+                    self.count_ahead_wanted |= !counted.is_empty();
                     self.outgoing.send(
                         self.store.as_ref(),
                         self.me.as_ref(),

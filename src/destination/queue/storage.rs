@@ -126,7 +126,7 @@ impl QueueActor {
         let (Some(store), Some(me)) = (self.store.clone(), self.me.clone()) else {
             return;
         };
-        if self.counting_ahead || self.consumers.is_empty() {
+        if self.counting_ahead || !self.count_ahead_wanted || self.consumers.is_empty() {
             return;
         }
         let horizon = self
@@ -146,6 +146,8 @@ impl QueueActor {
             }
         }
         if counts.is_empty() {
+            // Everything near the front is counted: rest until a delivery waits again.
+            self.count_ahead_wanted = false;
             return;
         }
         self.counting_ahead = true;
