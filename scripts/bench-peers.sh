@@ -31,3 +31,19 @@ run queue --url $NATS --count "$COUNT" --producers 4 --consumers 4
 for url in $ACTORMQ_NATIVE $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
   run request-reply --url "$url" --count 5000
 done
+# The durable round trip: one producer, persistent, each send confirmed before the next.
+for url in $ACTORMQ_NATIVE $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
+  run queue --url "$url" --persistent --batch 1 --confirm-window 1 --count 3000
+done
+# Large messages: 1,000 of 1 MiB.
+for url in $ACTORMQ_NATIVE $NATS $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
+  run queue --url "$url" --size 1048576 --count 1000
+done
+# Resident memory of each broker after the runs (kB), as one JSON line.
+rss() { [ -n "${1:-}" ] && ps -o rss= -p "$1" 2>/dev/null | tr -d ' ' || true; }
+pid_of() { [ -s "$1" ] && cat "$1" || true; }
+ACTORMQ_PID=$(pgrep -f 'actormq broker' | head -n 1)
+ANCHORS=${ANCHORS:-/tmp/anchors}
+printf '{"resident_kb":{"actormq":"%s","activemq":"%s","rabbitmq":"%s","nats":"%s"}}\n' \
+  "$(rss "$ACTORMQ_PID")" "$(rss "$(pid_of "$ANCHORS/activemq.pid")")" \
+  "$(rss "$(pid_of "$ANCHORS/rabbitmq.pid")")" "$(rss "$(pid_of "$ANCHORS/nats.pid")")"
