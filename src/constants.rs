@@ -68,6 +68,9 @@ pub const MAX_PRODUCERS: usize = 100_000;
 /// Sends in flight remembered per producer (the oldest go first). A failover client
 /// keeps fewer unconfirmed sends than this (`client::FailoverOptions`).
 pub const MAX_SENDS_PER_PRODUCER: usize = 65_536;
+/// Sends remembered in all, over every producer (~40 bytes each: some 40 MiB at most);
+/// past it the producer idle longest is forgotten.
+pub const MAX_REMEMBERED_SENDS: usize = 1_000_000;
 /// How often the PostgreSQL store deletes the rows of idle producers.
 pub const PRODUCER_SWEEP_EVERY: Duration = Duration::from_secs(60);
 

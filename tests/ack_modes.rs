@@ -110,3 +110,39 @@ async fn dups_ok_acknowledges_what_was_taken_lazily() {
     // x and y were taken (acknowledged on close); z was only prefetched.
     assert_eq!(drain(&broker, &queue).await, [("z".into(), true)]);
 }
+
+/// `acknowledge_stored` confirms only what it stored: a message whose consumer closed first
+/// went back to the queue, and the call says so instead of confirming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_acknowledgement_is_refused_once_its_consumer_has_closed() {
+    let broker = broker();
+    let connection = Connection::connect(&broker.url()).await.unwrap();
+    let session = connection.session(AckMode::Client).unwrap();
+    let queue = Destination::queue("acks.stored");
+    session
+        .producer(queue.clone())
+        .send(Message::new("one"))
+        .await
+        .unwrap();
+    let mut consumer = session.consumer(queue.clone()).await.unwrap();
+    let message = consumer
+        .receive(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("a message");
+    drop(consumer);
+    let refused = session.acknowledge_stored(&message).await;
+    match refused {
+        Err(actormq::client::ClientError::Refused(reason)) => {
+            assert!(reason.contains("is closed"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // And it comes again.
+    let mut again = session.consumer(queue).await.unwrap();
+    let back = again.receive(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        back.map(|m| m.body_text().to_string()).as_deref(),
+        Some("one")
+    );
+}

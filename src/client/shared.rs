@@ -352,10 +352,15 @@ impl Core {
         let bytes = self.encode(frame)?;
         let link = self.link();
         self.usable(&link)?;
+        // Only a failover connection writes it again: a plain one keeps no copy.
+        let kept = match self.failover {
+            Some(_) => bytes.clone(),
+            None => Bytes::new(),
+        };
         self.state().pending.insert(
             id,
             Pending {
-                bytes: bytes.clone(),
+                bytes: kept,
                 replay,
                 reply,
                 settle,

@@ -494,15 +494,29 @@ impl<W: ClientWire> SessionActor<W> {
     fn ack_stored(&mut self, acks: Vec<(u32, u64)>, receipt: u64, ctx: &mut Context<Self>) {
         let mut stored = Vec::new();
         for (consumer, tags) in by_consumer(acks) {
-            if let Some(addr) = self.consumers.get(&consumer) {
-                let (done, settled) = tokio::sync::oneshot::channel();
-                addr.do_send(SettleStored { tags, done });
-                stored.push(settled);
-            }
+            let Some(addr) = self.consumers.get(&consumer) else {
+                // Its deliveries went back to the queue with it: nothing was acknowledged.
+                let e = DestinationError::Refused(format!(
+                    "consumer {consumer} is closed: its unacknowledged messages are delivered again"
+                ));
+                return self.receipt(receipt, Err(e));
+            };
+            let (done, settled) = tokio::sync::oneshot::channel();
+            addr.do_send(SettleStored { tags, done });
+            stored.push(settled);
         }
         let all = futures::future::join_all(stored);
-        ctx.spawn(all.into_actor(self).map(move |_, act, _ctx| {
-            act.receipt(receipt, Ok(()));
+        ctx.spawn(all.into_actor(self).map(move |results, act, _ctx| {
+            // A consumer that stopped first, or a store that could not write, confirms nothing.
+            let result = results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|_| Err("its consumer stopped first".into())))
+                .collect::<Result<Vec<()>, String>>()
+                .map(|_| ())
+                .map_err(|e| {
+                    DestinationError::Refused(format!("the acknowledgement was not stored: {e}"))
+                });
+            act.receipt(receipt, result);
         }));
     }
 

@@ -229,7 +229,8 @@ impl<W: ClientWire> Handler<Dispatch> for ConsumerActor<W> {
 #[rtype(result = "()")]
 pub struct SettleStored {
     pub tags: Vec<u64>,
-    pub done: tokio::sync::oneshot::Sender<()>,
+    /// `Err` names why the removals may not be durable.
+    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 impl<W: ClientWire> Handler<SettleStored> for ConsumerActor<W> {
@@ -243,11 +244,20 @@ impl<W: ClientWire> Handler<SettleStored> for ConsumerActor<W> {
         ));
         actix::spawn(async move {
             // The destination answers in mailbox order: after the settlement above.
-            let _ = destination.stat().await;
-            if let Some(store) = destination.store() {
-                let _ = store.append(Vec::new()).await;
+            let mut result = destination
+                .stat()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if let (Ok(()), Some(store)) = (&result, destination.store()) {
+                // A barrier: it is durable once the removals appended before it are.
+                result = store
+                    .append(Vec::new())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
             }
-            let _ = msg.done.send(());
+            let _ = msg.done.send(result);
         });
     }
 }

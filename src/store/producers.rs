@@ -10,7 +10,9 @@
 //!   (the producer never sends them again), so a producer costs as many entries as it has
 //!   sends in flight, at most [`MAX_SENDS_PER_PRODUCER`] (the oldest go first);
 //! - **by time:** a producer that has stored nothing for [`PRODUCER_IDLE`] is forgotten;
-//! - **by count:** past [`MAX_PRODUCERS`], the producer idle longest is forgotten.
+//! - **by count:** past [`MAX_PRODUCERS`] producers, or [`MAX_REMEMBERED_SENDS`] sends in
+//!   all (STOMP producers need not say what was confirmed), the producer idle longest is
+//!   forgotten.
 //!
 //! A producer forgotten while it still had a send in flight can, if it sends it again,
 //! have it stored twice: that takes an hour-long disconnection or 100,000 producers.
@@ -18,7 +20,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::record::SendMark;
-use crate::constants::{MAX_PRODUCERS, MAX_SENDS_PER_PRODUCER, PRODUCER_IDLE};
+use crate::constants::{
+    MAX_PRODUCERS, MAX_REMEMBERED_SENDS, MAX_SENDS_PER_PRODUCER, PRODUCER_IDLE,
+};
 
 /// One producer's stored sends that it may not yet know about.
 #[derive(Debug, Default)]
@@ -32,6 +36,8 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct ProducerWindows {
     producers: HashMap<String, Window>,
+    /// Sends remembered, over every producer.
+    sends: usize,
 }
 
 impl ProducerWindows {
@@ -41,6 +47,7 @@ impl ProducerWindows {
             self.forget_idlest();
         }
         let window = self.producers.entry(mark.producer.clone()).or_default();
+        let before = window.stored.len();
         window.at_ms = window.at_ms.max(mark.at_ms);
         if mark.confirmed_below > window.confirmed_below {
             window.confirmed_below = mark.confirmed_below;
@@ -51,6 +58,10 @@ impl ProducerWindows {
         }
         while window.stored.len() > MAX_SENDS_PER_PRODUCER {
             window.stored.pop_first();
+        }
+        self.sends = self.sends + window.stored.len() - before;
+        while self.sends > MAX_REMEMBERED_SENDS && self.producers.len() > 1 {
+            self.forget_idlest();
         }
     }
 
@@ -66,6 +77,7 @@ impl ProducerWindows {
     pub fn forget_idle(&mut self, now_ms: u64) {
         let cutoff = now_ms.saturating_sub(PRODUCER_IDLE.as_millis() as u64);
         self.producers.retain(|_, w| w.at_ms >= cutoff);
+        self.sends = self.producers.values().map(|w| w.stored.len()).sum();
     }
 
     fn forget_idlest(&mut self) {
@@ -74,8 +86,8 @@ impl ProducerWindows {
             .iter()
             .min_by_key(|(_, w)| w.at_ms)
             .map(|(name, _)| name.clone());
-        if let Some(name) = idlest {
-            self.producers.remove(&name);
+        if let Some(window) = idlest.and_then(|name| self.producers.remove(&name)) {
+            self.sends -= window.stored.len();
         }
     }
 
@@ -146,6 +158,20 @@ mod tests {
         }
         assert!(rebuilt.contains("new", 1));
         assert_eq!(rebuilt.len(), 1);
+    }
+
+    #[test]
+    fn all_windows_together_are_bounded_and_the_idlest_producer_goes() {
+        let mut windows = ProducerWindows::default();
+        let producers = MAX_REMEMBERED_SENDS / MAX_SENDS_PER_PRODUCER + 2;
+        for p in 0..producers {
+            for seq in 0..MAX_SENDS_PER_PRODUCER as u64 {
+                windows.note(&mark(&format!("p{p}"), seq, 0, p as u64));
+            }
+        }
+        assert!(windows.sends <= MAX_REMEMBERED_SENDS, "{}", windows.sends);
+        assert!(!windows.contains("p0", 0), "the idlest went first");
+        assert!(windows.contains(&format!("p{}", producers - 1), 0));
     }
 
     #[test]

@@ -97,6 +97,9 @@ struct Current {
     number: u64,
     file: File,
     bytes: u64,
+    /// Bytes were written since the last fsync (lazy records, a segment's head): the next
+    /// write that must be durable fsyncs even if it adds nothing itself.
+    unsynced: bool,
 }
 
 /// Where a live message's Enqueue record is, and how often it was delivered.
@@ -337,6 +340,7 @@ impl WriterState {
             number,
             file,
             bytes,
+            unsynced: true,
         });
         self.report_usage();
         Ok(())
@@ -556,7 +560,7 @@ impl WriterState {
         let Some(current) = self.current.as_mut() else {
             return Err(StoreError::Closed);
         };
-        if buf.is_empty() {
+        if buf.is_empty() && !(sync && current.unsynced) {
             return Ok(());
         }
         self.fence.check().map_err(StoreError::Fenced)?;
@@ -576,6 +580,7 @@ impl WriterState {
         self.fence.writing(false);
         match &result {
             Ok(()) => {
+                current.unsynced = !sync;
                 current.bytes += buf.len() as u64;
                 if let Some(segment) = self.segments.get_mut(&current.number) {
                     segment.bytes += buf.len() as u64;
