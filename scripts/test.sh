@@ -25,6 +25,12 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"
 fi
+# Said here, where it shows: whether the Dockerfile is built or only checked.
+if docker info >/dev/null 2>&1; then
+  echo "a Docker engine answers: tests/deploy.rs builds the image" >&2
+else
+  echo "no Docker engine answers here: tests/deploy.rs checks the Dockerfile without building it" >&2
+fi
 cargo test "$@"
 # The soak (minutes of mixed abuse and restarts) runs only when asked for.
 if [ "${ACTORMQ_SOAK:-}" = "1" ]; then

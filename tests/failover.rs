@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use actormq::client::{AckMode, ClientError, Connection, ConnectionEvent};
@@ -17,32 +16,6 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A member of a shared-file pair named `name`, on `dir`.
-fn file_member(dir: &Path, name: &str) -> BrokerProcess {
-    BrokerProcess::start_with_env(
-        dir,
-        &[],
-        &[
-            ("ACTORMQ__HA__MODE", "shared-file"),
-            ("ACTORMQ__BROKER__NAME", name),
-        ],
-    )
-}
-
-/// A member of a PostgreSQL pair named `name`.
-fn pg_member(url: &str, name: &str) -> BrokerProcess {
-    BrokerProcess::start_with_env(
-        &data_dir(&format!("failover-pg-{name}")),
-        &[],
-        &[
-            ("ACTORMQ__HA__MODE", "database"),
-            ("ACTORMQ__STORE__KIND", "postgres"),
-            ("ACTORMQ__STORE__URL", url),
-            ("ACTORMQ__BROKER__NAME", name),
-        ],
-    )
-}
 
 /// A pair: the master (`a`, serving) and the standby (`b`, waiting).
 fn pair(start: impl Fn(&str) -> BrokerProcess) -> (BrokerProcess, BrokerProcess) {
@@ -156,7 +129,7 @@ async fn producer_survives_a_killed_master(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_producer_loses_nothing_and_duplicates_nothing_on_a_shared_file_pair() {
     let dir = data_dir("failover-file");
-    let (a, b) = pair(|name| file_member(&dir, name));
+    let (a, b) = pair(|name| BrokerProcess::file_pair_member(&dir, name));
     let resumed = producer_survives_a_killed_master(a, b, "fo.file").await;
     eprintln!("shared file: first send confirmed by the new master {resumed:?} after SIGKILL");
     assert!(resumed < Duration::from_secs(6), "{resumed:?}");
@@ -165,7 +138,7 @@ async fn a_failover_producer_loses_nothing_and_duplicates_nothing_on_a_shared_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_producer_loses_nothing_and_duplicates_nothing_on_a_postgres_pair() {
     let pg = Postgres::start("failover");
-    let (a, b) = pair(|name| pg_member(&pg.url(), name));
+    let (a, b) = pair(|name| BrokerProcess::pg_pair_member(&pg.url(), name));
     let resumed = producer_survives_a_killed_master(a, b, "fo.pg").await;
     eprintln!("PostgreSQL: first send confirmed by the new master {resumed:?} after SIGKILL");
     assert!(resumed < Duration::from_secs(7), "{resumed:?}");
@@ -174,7 +147,7 @@ async fn a_failover_producer_loses_nothing_and_duplicates_nothing_on_a_postgres_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_in_flight_when_the_master_dies_is_resolved_not_thrown() {
     let dir = data_dir("failover-commit");
-    let (a, mut b) = pair(|name| file_member(&dir, name));
+    let (a, mut b) = pair(|name| BrokerProcess::file_pair_member(&dir, name));
     let url = failover_url(&a, &b);
     let queue = Destination::queue("fo.tx");
     let connection = Connection::connect(&url).await.unwrap();
@@ -247,7 +220,8 @@ async fn bad_failover_urls_fail_at_once_naming_the_problem() {
             }
             other => panic!("{url}: expected InvalidUrl, got {:?}", other.map(|_| ())),
         }
-        assert!(started.elapsed() < Duration::from_millis(100));
+        // At once: no reconnect rounds (a generous bound on a shared machine).
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
     // Nobody listening and two rounds allowed: the connection gives up, naming the list.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -263,14 +237,14 @@ async fn bad_failover_urls_fail_at_once_naming_the_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_ack_consumer_killed_over_mid_batch_gets_back_only_what_it_had_not_acknowledged() {
     let dir = data_dir("failover-client-ack");
-    let (a, b) = pair(|name| file_member(&dir, name));
+    let (a, b) = pair(|name| BrokerProcess::file_pair_member(&dir, name));
     client_ack_consumer_killed_over(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_ack_consumer_killed_over_on_a_postgres_pair_gets_the_same() {
     let pg = Postgres::start("failover-client-ack");
-    let (a, b) = pair(|name| pg_member(&pg.url(), name));
+    let (a, b) = pair(|name| BrokerProcess::pg_pair_member(&pg.url(), name));
     client_ack_consumer_killed_over(a, b).await;
 }
 
@@ -363,7 +337,7 @@ async fn client_ack_consumer_killed_over(a: BrokerProcess, mut b: BrokerProcess)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_through_a_failover_loses_nothing_and_duplicates_nothing() {
     let dir = data_dir("failover-bench");
-    let (a, mut b) = pair(|name| file_member(&dir, name));
+    let (a, mut b) = pair(|name| BrokerProcess::file_pair_member(&dir, name));
     let url = failover_url(&a, &b);
     let bench = std::process::Command::new(common::process::BIN)
         .args([
@@ -419,6 +393,21 @@ async fn bench_through_a_failover_loses_nothing_and_duplicates_nothing() {
     assert!(stdout.contains("\"longest_pause_ms\":"), "{stdout}");
 }
 
+/// Every body waiting on `queue` at `url` (until none comes for a second), consumed.
+async fn bodies_in(url: &str, queue: &str) -> Vec<String> {
+    let connection = Connection::connect(url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let mut consumer = session.consumer(Destination::queue(queue)).await.unwrap();
+    let mut bodies = Vec::new();
+    while let Some(m) = consumer.receive(Duration::from_secs(1)).await.unwrap() {
+        bodies.push(m.body_text().to_string());
+    }
+    drop(consumer);
+    drop(session);
+    connection.close().await.unwrap();
+    bodies
+}
+
 /// A persistent STOMP SEND to `queue` with extra headers, and its RECEIPT.
 async fn stomp_send(
     stomp: &mut common::raw_stomp::RawStomp,
@@ -467,21 +456,9 @@ async fn a_stomp_producer_may_resend_after_a_crash_and_each_send_is_kept_once() 
     )
     .await;
 
-    let connection = Connection::connect(&broker.url).await.unwrap();
-    let session = connection.session(AckMode::Auto).unwrap();
-    let mut consumer = session
-        .consumer(Destination::queue("fo.stomp"))
-        .await
-        .unwrap();
-    let mut bodies = Vec::new();
-    while let Some(m) = consumer.receive(Duration::from_secs(1)).await.unwrap() {
-        bodies.push(m.body_text().to_string());
-    }
+    let mut bodies = bodies_in(&broker.url, "fo.stomp").await;
     bodies.sort();
     assert_eq!(bodies, ["one", "three", "two"]);
-    drop(consumer);
-    drop(session);
-    connection.close().await.unwrap();
     broker.kill();
 
     // Consumed, and the segments that held them deleted at the next start: what the
@@ -571,7 +548,7 @@ fn broker_addr_in(url: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_takes_failover_urls() {
     let dir = data_dir("failover-cli");
-    let (a, b) = pair(|name| file_member(&dir, name));
+    let (a, b) = pair(|name| BrokerProcess::file_pair_member(&dir, name));
     let url = failover_url(&a, &b);
     let run = |args: &[&str]| {
         let out = std::process::Command::new(common::process::BIN)
@@ -694,15 +671,5 @@ async fn a_stomp_ack_with_a_receipt_is_stored_before_the_receipt() {
     // Killed right after the RECEIPT: the acknowledged message does not come back.
     broker.kill();
     let broker = BrokerProcess::start(&dir, &[]);
-    let connection = Connection::connect(&broker.url).await.unwrap();
-    let session = connection.session(AckMode::Auto).unwrap();
-    let mut consumer = session
-        .consumer(Destination::queue("fo.stomp-ack"))
-        .await
-        .unwrap();
-    let mut bodies = Vec::new();
-    while let Some(m) = consumer.receive(Duration::from_secs(1)).await.unwrap() {
-        bodies.push(m.body_text().to_string());
-    }
-    assert_eq!(bodies, ["kept"]);
+    assert_eq!(bodies_in(&broker.url, "fo.stomp-ack").await, ["kept"]);
 }

@@ -15,26 +15,14 @@ use common::process::BrokerProcess;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A member of a shared-file pair named `name`, on `dir`, with the default timings.
-fn member(dir: &Path, name: &str) -> BrokerProcess {
-    BrokerProcess::start_with_env(
-        dir,
-        &[],
-        &[
-            ("ACTORMQ__HA__MODE", "shared-file"),
-            ("ACTORMQ__BROKER__NAME", name),
-        ],
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slave_takes_over_from_a_killed_master_with_every_confirmed_message_once() {
     let dir = data_dir("ha-file-sigkill");
     let queue = Destination::queue("ha.orders");
-    let mut a = member(&dir, "a");
+    let mut a = BrokerProcess::file_pair_member(&dir, "a");
     a.wait_for_log("master: epoch 1", WAIT)
         .expect("the first broker becomes the master");
-    let mut b = member(&dir, "b");
+    let mut b = BrokerProcess::file_pair_member(&dir, "b");
     let waiting = b
         .wait_for_log("standby: waiting for the lock", WAIT)
         .expect("the second broker waits");
@@ -88,7 +76,7 @@ async fn the_slave_takes_over_from_a_killed_master_with_every_confirmed_message_
     );
 
     // The old master, back, is a standby.
-    let mut a = member(&dir, "a");
+    let mut a = BrokerProcess::file_pair_member(&dir, "a");
     let waiting = a
         .wait_for_log("standby: waiting for the lock", WAIT)
         .expect("the old master waits");
@@ -105,9 +93,9 @@ async fn the_slave_takes_over_from_a_killed_master_with_every_confirmed_message_
 async fn lock_file_lost(name: &str, pull: impl FnOnce(&Path)) {
     let dir = data_dir(name);
     let queue = Destination::queue("ha.pulled");
-    let mut a = member(&dir, "a");
+    let mut a = BrokerProcess::file_pair_member(&dir, "a");
     a.wait_for_log("master: epoch 1", WAIT).expect("a master");
-    let mut b = member(&dir, "b");
+    let mut b = BrokerProcess::file_pair_member(&dir, "b");
     b.wait_for_log("standby: waiting for the lock", WAIT)
         .expect("a standby");
 

@@ -18,21 +18,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The default lease (ha.lease_ms).
 const LEASE: Duration = Duration::from_secs(5);
 
-/// A member of a PostgreSQL pair named `name`, on the database at `url`.
-fn member(url: &str, name: &str) -> BrokerProcess {
-    let dir = data_dir(&format!("ha-pg-{name}"));
-    BrokerProcess::start_with_env(
-        &dir,
-        &[],
-        &[
-            ("ACTORMQ__HA__MODE", "database"),
-            ("ACTORMQ__STORE__KIND", "postgres"),
-            ("ACTORMQ__STORE__URL", url),
-            ("ACTORMQ__BROKER__NAME", name),
-        ],
-    )
-}
-
 /// A connection of the test's own to the database.
 async fn sql(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -72,9 +57,9 @@ fn take_confirmed(
 async fn the_slave_takes_over_from_a_killed_master_within_the_lease() {
     let pg = Postgres::start("sigkill");
     let queue = Destination::queue("ha.pg.orders");
-    let mut a = member(&pg.url(), "a");
+    let mut a = BrokerProcess::pg_pair_member(&pg.url(), "a");
     a.wait_for_log("master: epoch 1", WAIT).expect("a master");
-    let mut b = member(&pg.url(), "b");
+    let mut b = BrokerProcess::pg_pair_member(&pg.url(), "b");
     let waiting = b
         .wait_for_log("standby: waiting for the lease", WAIT)
         .expect("a standby");
@@ -112,9 +97,9 @@ async fn the_slave_takes_over_from_a_killed_master_within_the_lease() {
 async fn a_frozen_master_is_fenced_and_writes_nothing_once_thawed() {
     let pg = Postgres::start("sigstop");
     let queue = Destination::queue("ha.pg.frozen");
-    let mut a = member(&pg.url(), "a");
+    let mut a = BrokerProcess::pg_pair_member(&pg.url(), "a");
     a.wait_for_log("master: epoch 1", WAIT).expect("a master");
-    let mut b = member(&pg.url(), "b");
+    let mut b = BrokerProcess::pg_pair_member(&pg.url(), "b");
     b.wait_for_log("standby: waiting for the lease", WAIT)
         .expect("a standby");
 
@@ -168,9 +153,9 @@ async fn a_master_cut_off_from_the_database_stops_confirming_before_its_lease_en
     let pg = Postgres::start("cut");
     let proxy = Proxy::start(format!("127.0.0.1:{}", pg.port).parse().unwrap()).await;
     let queue = Destination::queue("ha.pg.cut");
-    let mut a = member(&pg.url_via(proxy.port), "a");
+    let mut a = BrokerProcess::pg_pair_member(&pg.url_via(proxy.port), "a");
     a.wait_for_log("master: epoch 1", WAIT).expect("a master");
-    let mut b = member(&pg.url(), "b");
+    let mut b = BrokerProcess::pg_pair_member(&pg.url(), "b");
     b.wait_for_log("standby: waiting for the lease", WAIT)
         .expect("a standby");
 
@@ -306,7 +291,7 @@ async fn database_problems_are_named() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = pg.url_via(closed.local_addr().unwrap().port());
     drop(closed);
-    let mut waiting = member(&nowhere, "a");
+    let mut waiting = BrokerProcess::pg_pair_member(&nowhere, "a");
     let said = waiting
         .wait_for_log("standby: cannot look at the lease", WAIT)
         .expect("the broker says it cannot reach the database");

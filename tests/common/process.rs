@@ -22,6 +22,32 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
+    /// A member named `name` of a shared-file master/slave pair on `dir`.
+    pub fn file_pair_member(dir: &Path, name: &str) -> BrokerProcess {
+        BrokerProcess::start_with_env(
+            dir,
+            &[],
+            &[
+                ("ACTORMQ__HA__MODE", "shared-file"),
+                ("ACTORMQ__BROKER__NAME", name),
+            ],
+        )
+    }
+
+    /// A member named `name` of a master/slave pair on the PostgreSQL database at `url`.
+    pub fn pg_pair_member(url: &str, name: &str) -> BrokerProcess {
+        BrokerProcess::start_with_env(
+            &super::data_dir(&format!("pg-member-{name}")),
+            &[],
+            &[
+                ("ACTORMQ__HA__MODE", "database"),
+                ("ACTORMQ__STORE__KIND", "postgres"),
+                ("ACTORMQ__STORE__URL", url),
+                ("ACTORMQ__BROKER__NAME", name),
+            ],
+        )
+    }
+
     /// Starts the broker with `args` after the listen and data-dir options.
     pub fn start(data_dir: &Path, args: &[&str]) -> BrokerProcess {
         BrokerProcess::start_with_env(data_dir, args, &[])
