@@ -213,7 +213,7 @@
 //! | [`ha`] | master/slave: the file lock and the database lease, epochs, the keeper that checks the lock and closes the fence, `Mastership` |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef`, `Homes` |
 //! | [`session`] | session and consumer actors, `ClientWire`, `Resends` (duplicate detection of producers' sends) |
-//! | [`frontend`] | [`frontend::native`] (`ConnectionActor`, `NativeWire`) and [`frontend::stomp`] (`StompConnectionActor`, its subscriptions and `StompWire`) |
+//! | [`frontend`] | `Services` (what every connection is given: registry, settings, read budget, `Resends`); [`frontend::native`] (`ConnectionActor`, `NativeWire`) and [`frontend::stomp`] (`StompConnectionActor`, its subscriptions and `StompWire`) |
 //! | [`cluster`] | membership (foca) and the member table, the bridge (links) and what a link serves (`home`), the envelope codec, placement, remote destinations and topic mirrors; implements `Homes` |
 //! | [`broker`] | broker start-up: store, arbiters, registry, cluster, listeners; `node::serve` (a lone broker, or the standby ⇄ master loop) and the standby's refusals |
 //! | [`client`] | `Connection` (plain or `failover:`, reconnecting and replaying its state), `Session`, `Producer`, `Consumer`, `Requestor`, `Responder` |
