@@ -649,3 +649,27 @@ async fn disconnect_with_a_receipt_is_answered_then_closed() {
         .unwrap();
     assert!(rest.is_none());
 }
+
+/// A SEND whose sequence number is below its own `actormq.confirmed-below` contradicts
+/// itself: refused with an ERROR, never confirmed as a resend it cannot be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_below_its_own_confirmed_below_is_refused() {
+    let broker = broker();
+    let mut stomp = RawStomp::connected(stomp_addr(&broker)).await;
+    stomp
+        .send(
+            &StompFrame::new(Command::Send)
+                .header("destination", "/queue/contradiction")
+                .header("actormq.producer", "p")
+                .header("actormq.seq", "5")
+                .header("actormq.confirmed-below", "10")
+                .header("receipt", "r")
+                .body("x"),
+        )
+        .await;
+    let error = stomp.error().await;
+    assert!(
+        error.contains("send 5 of producer `stomp:p` is below its own confirmed-below 10"),
+        "{error}"
+    );
+}

@@ -70,6 +70,20 @@ pub struct SendOrigin {
     pub confirmed_below: u64,
 }
 
+impl SendOrigin {
+    /// A send numbered below what its own producer says was confirmed contradicts itself:
+    /// taken as a resend it would be confirmed without being stored.
+    pub fn check(&self) -> Result<(), String> {
+        if self.seq < self.confirmed_below {
+            return Err(format!(
+                "send {} of producer `{}` is below its own confirmed-below {}",
+                self.seq, self.producer, self.confirmed_below
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The messages a transaction sends to one destination.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransactedSend {

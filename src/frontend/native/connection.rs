@@ -279,6 +279,9 @@ impl ConnectionActor {
                 messages,
                 origin,
             } => {
+                if let Some(origin) = &origin {
+                    origin.check().map_err(refused)?;
+                }
                 let bytes = self.check_bodies(&messages).map_err(refused)?;
                 let permit = self.window.take(bytes);
                 let send = SessionCommand::Send {
@@ -321,6 +324,9 @@ impl ConnectionActor {
                 acks,
                 origin,
             } => {
+                if let Some(origin) = &origin {
+                    origin.check().map_err(refused)?;
+                }
                 let messages = sends.iter().flat_map(|s| &s.messages);
                 let bytes = self.check_bodies(messages).map_err(refused)?;
                 let permit = self.window.take(bytes);

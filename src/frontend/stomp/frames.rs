@@ -124,11 +124,13 @@ pub(super) fn origin_from(frame: &StompFrame) -> Result<Option<SendOrigin>, Fail
     if frame.get(SEQ).is_none() {
         return Err(Failure::new(format!("{PRODUCER} needs {SEQ}")));
     }
-    Ok(Some(SendOrigin {
+    let origin = SendOrigin {
         producer: format!("stomp:{producer}"),
         seq: number(SEQ)?,
         confirmed_below: number(CONFIRMED_BELOW)?,
-    }))
+    };
+    origin.check().map_err(Failure::new)?;
+    Ok(Some(origin))
 }
 
 pub(super) fn message_from(
