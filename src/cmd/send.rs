@@ -107,8 +107,8 @@ fn message(args: &SendArgs, body: &Bytes, seq: u64) -> Message {
 }
 
 /// "1 message", "2 messages".
-pub fn messages(n: u64) -> String {
-    format!("{n} message{}", if n == 1 { "" } else { "s" })
+fn messages(n: u64) -> String {
+    super::count(n, "message")
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {

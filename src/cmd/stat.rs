@@ -33,11 +33,6 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// `n` and a noun, singular or plural: "1 segment", "2 segments".
-fn count(n: u64, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
-
 /// The widest the NAME column gets.
 const MAX_NAME_COLUMN: usize = 60;
 
@@ -111,21 +106,21 @@ pub async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
         Some(store) => {
             println!(
                 "store: journal, {}, {}, {}, {}",
-                count(store.segments, "segment"),
+                super::count(store.segments, "segment"),
                 human_bytes(store.bytes),
-                count(store.paged, "paged message"),
-                count(store.skipped, "skipped record")
+                super::count(store.paged, "paged message"),
+                super::count(store.skipped, "skipped record")
             );
             if let Some((queue, held)) = &store.oldest_holder {
                 println!(
                     "store: the oldest segment holds {} of queue {queue}",
-                    count(*held, "message")
+                    super::count(*held, "message")
                 );
             }
             if store.unwritten > 0 {
                 println!(
                     "store: {} wait for disk space to be written",
-                    count(store.unwritten, "acknowledgement")
+                    super::count(store.unwritten, "acknowledgement")
                 );
             }
         }
