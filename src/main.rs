@@ -73,7 +73,16 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// mimalloc's `mi_option_purge_delay` (v2 headers; the crate does not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// How long freed memory stays with the process before mimalloc returns it (its default,
+/// 10 ms, makes a stream of large messages fault in fresh zeroed pages for every one);
+/// the periodic trim (`constants::TRIM_EVERY`) still returns it once traffic stops.
+const PURGE_DELAY_MS: std::os::raw::c_long = 1_000;
+
 fn main() -> ExitCode {
+    // SAFETY: mi_option_set takes plain integers; the option is read at each purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Broker(args) => {

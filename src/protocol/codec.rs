@@ -107,12 +107,13 @@ pub fn encode_frame_into(
     dst: &mut BytesMut,
     max_frame_bytes: usize,
 ) -> Result<(), ProtocolError> {
+    dst.reserve(frame.encoded_size_hint());
     put_framed(frame, dst, max_frame_bytes)
 }
 
 /// One frame as its own length-prefixed buffer.
 pub fn encode_frame(frame: &Frame, max_frame_bytes: usize) -> Result<Bytes, ProtocolError> {
-    let mut buf = BytesMut::with_capacity(128);
+    let mut buf = BytesMut::new();
     encode_frame_into(frame, &mut buf, max_frame_bytes)?;
     Ok(buf.freeze())
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::constants::MESSAGE_OVERHEAD;
 use crate::message::{AckMode, Destination, Message};
 use crate::stats::{DestinationStat, MasterStat, MemberStat, StoreStat};
 
@@ -90,6 +91,9 @@ pub struct TransactedSend {
     pub destination: Destination,
     pub messages: Vec<Message>,
 }
+
+/// What a frame costs to encode beyond its messages (ids, names, framing), as a guess.
+const FRAME_ALLOWANCE: usize = 128;
 
 /// Every frame of the native protocol. Ids (`session`, `consumer`, `receipt`, `request`)
 /// are chosen by the client and are unique within its connection.
@@ -233,6 +237,25 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// Bytes worth setting aside before encoding the frame: its bodies plus an allowance
+    /// per message for the rest. Large bodies are then copied into the buffer once, not
+    /// again each time it would grow; a wrong guess only costs a regrowth.
+    pub fn encoded_size_hint(&self) -> usize {
+        fn of(messages: &[Message]) -> usize {
+            messages.iter().map(|m| m.body.len() + MESSAGE_OVERHEAD).sum()
+        }
+        FRAME_ALLOWANCE
+            + match self {
+                Frame::Send { messages, .. } => of(messages),
+                Frame::Deliver { deliveries } => deliveries
+                    .iter()
+                    .map(|d| d.message.body.len() + MESSAGE_OVERHEAD)
+                    .sum(),
+                Frame::Commit { sends, .. } => sends.iter().map(|s| of(&s.messages)).sum(),
+                _ => 0,
+            }
+    }
+
     /// The frame's name, for logs and error messages.
     pub fn name(&self) -> &'static str {
         match self {

@@ -84,13 +84,17 @@ pub struct PublishOptions {
     pub batch: usize,
 }
 
-/// Bytes of unconfirmed native sends a publisher keeps in flight at most: half of what
-/// the client's writer holds before it gives up.
-const IN_FLIGHT_BYTES: usize = 32 << 20;
+/// Bytes of unconfirmed native sends a publisher keeps in flight at most: a few large
+/// messages (more only queues them in socket buffers and lengthens every message's trip).
+const IN_FLIGHT_BYTES: usize = 4 << 20;
+/// Bytes of one native batch at most: small messages are batched by the hundred, a large
+/// one goes in a frame of its own (an 8 MiB frame of eight 1 MiB bodies is decoded whole
+/// before any is delivered, halving the rate).
+const BATCH_BYTES: usize = 256 << 10;
 
 pub enum Publisher {
     Native {
-        /// Bytes of one batch at most: half a frame, so it always fits.
+        /// Bytes of one batch at most: [`BATCH_BYTES`], or half a frame if that is less.
         batch_bytes: usize,
         _connection: Connection,
         producer: Producer,
@@ -129,7 +133,7 @@ impl Publisher {
                 let session = connection.session(AckMode::Auto)?;
                 let destination = native_destination(name, topic);
                 Publisher::Native {
-                    batch_bytes: connection.max_frame_bytes() / 2,
+                    batch_bytes: BATCH_BYTES.min(connection.max_frame_bytes() / 2),
                     producer: session.producer(destination),
                     _connection: connection,
                     pending: Vec::with_capacity(options.batch),
