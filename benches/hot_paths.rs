@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the broker's hot paths, each alone:
 //!
 //! - `frame`: encoding and decoding one native `Send` frame of 100 × 256 B messages (the
-//!   codec every message crosses twice);
+//!   codec every message crosses twice), and encoding one `Deliver` of a 1 MiB body (the
+//!   buffer sized from the body, so the body is copied once);
 //! - `queue_dispatch`: a `QueueActor` taking 1,000 non-persistent messages in batches of
 //!   100 and dispatching them to one consumer that settles each batch (no sockets);
 //! - `journal_append`: appending batches of 100 persistent 256 B `Enqueue` records to the
@@ -64,6 +65,22 @@ fn frame(c: &mut Criterion) {
                 .expect("a valid frame")
                 .expect("a whole frame")
         })
+    });
+    group.finish();
+
+    let large = Frame::Deliver {
+        deliveries: vec![actormq::protocol::WireDelivery {
+            consumer: 1,
+            tag: 1,
+            redelivered: false,
+            delivery_count: 1,
+            message: Arc::new(Message::new(vec![b'x'; 1 << 20])),
+        }],
+    };
+    let mut group = c.benchmark_group("frame");
+    group.throughput(Throughput::Bytes(1 << 20));
+    group.bench_function("encode_deliver_1MiB", |b| {
+        b.iter(|| encode_frame(&large, MAX_FRAME).expect("a frame within the limit"))
     });
     group.finish();
 }

@@ -277,6 +277,55 @@ fn the_benchmarks_run_on_their_defaults() {
     }
 }
 
+/// A durable round-trip run reports each send's time to its confirmation, and the disk
+/// workload measures appends in the folder it is given and leaves nothing there.
+#[test]
+fn the_benchmarks_report_round_trips_and_the_disk_floor() {
+    let broker = broker_process(&[]);
+    let output = run(
+        &broker,
+        &[
+            "bench",
+            "queue",
+            "--persistent",
+            "--batch",
+            "1",
+            "--confirm-window",
+            "1",
+            "--count",
+            "50",
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success()
+            && stdout.contains("\"lost\":0")
+            && stdout.contains("\"confirm_p50_us\":"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let dir = data_dir("disk-floor");
+    let output = run(
+        &broker,
+        &["bench", "disk", "--count", "20", "--json", "--dir"]
+            .into_iter()
+            .chain(dir.to_str())
+            .collect::<Vec<_>>(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success()
+            && stdout.contains("\"messages\":20")
+            && !stdout.contains("\"p50_us\":0,"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the disk workload left files in {}", dir.display());
+}
+
 /// `stat` lists a destination whatever the length of its name (here 70,000 characters,
 /// allowed by configuration), and the default limit refuses such a name.
 #[test]

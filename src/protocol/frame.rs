@@ -242,7 +242,10 @@ impl Frame {
     /// again each time it would grow; a wrong guess only costs a regrowth.
     pub fn encoded_size_hint(&self) -> usize {
         fn of(messages: &[Message]) -> usize {
-            messages.iter().map(|m| m.body.len() + MESSAGE_OVERHEAD).sum()
+            messages
+                .iter()
+                .map(|m| m.body.len() + MESSAGE_OVERHEAD)
+                .sum()
         }
         FRAME_ALLOWANCE
             + match self {

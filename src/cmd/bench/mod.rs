@@ -3,6 +3,7 @@
 //! time; the run reports throughput, latency percentiles, and lost and duplicated messages,
 //! and fails if any message was lost.
 
+mod disk;
 mod nats_client;
 mod report;
 mod stomp_client;
@@ -21,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
-use report::{HEADER_BYTES, Summary, Tracker, stamp};
+use report::{HEADER_BYTES, Summary, Tracker, micros_histogram, stamp};
 use target::{PublishOptions, Publisher, Subscriber, Target};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub enum Workload {
     Latency,
     /// Sequential request/reply round trips.
     RequestReply,
+    /// No broker: 4 KiB appends to a preallocated file in `--dir`, each followed by an
+    /// fdatasync (`--count` of them) — the floor under a durable round trip.
+    Disk,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -80,6 +84,9 @@ pub struct BenchArgs {
     /// Give up on a receiver that has had nothing for this many seconds.
     #[arg(long, default_value_t = 10.0)]
     idle_timeout: f64,
+    /// Disk workload: the folder to write in (put it on the broker's data disk).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    dir: std::path::PathBuf,
     /// Print one line of JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -140,6 +147,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     )));
     let mut _embedded = None;
     let (target, target_name) = match &args.url {
+        // No broker: the disk itself is measured.
+        _ if args.workload == Workload::Disk => (
+            Target::Native(String::new()),
+            args.dir.display().to_string(),
+        ),
         Some(url) => (Target::parse(url)?, url.clone()),
         None => {
             let mut config = actormq::Config::default();
@@ -194,6 +206,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             )
             .await?
         }
+        Workload::Disk => disk::run(&args.dir, args.count)?,
         Workload::RequestReply => {
             request_reply(&args, &target, &format!("bench.rr.{run_id}")).await?
         }
@@ -351,8 +364,16 @@ async fn flow(
             publisher.finish().await
         }));
     }
+    let mut round_trips: Option<Histogram<u64>> = None;
     for task in sending {
-        task.await.context("a producer task failed")??;
+        if let Some(more) = task.await.context("a producer task failed")?? {
+            match &mut round_trips {
+                Some(all) => {
+                    let _ = all.add(&more);
+                }
+                None => round_trips = Some(more),
+            }
+        }
     }
     let mut merged = Tracker::new(producers, per_producer);
     let mut lost = 0;
@@ -393,12 +414,15 @@ async fn flow(
         duplicates,
         redelivered,
         longest_pause,
+        confirm_us: round_trips
+            .filter(|h| !h.is_empty())
+            .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99))),
     })
 }
 
 /// Sequential round trips through a responder that echoes each request.
 async fn request_reply(args: &BenchArgs, target: &Target, name: &str) -> anyhow::Result<Summary> {
-    let mut latency: Histogram<u64> = Histogram::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latency = micros_histogram();
     let timeout = Duration::from_secs_f64(args.idle_timeout);
     let bar = crate::cmd::progress(Some(args.count), "bench");
     let payload = Bytes::from(vec![b'r'; args.size]);
@@ -510,5 +534,6 @@ async fn request_reply(args: &BenchArgs, target: &Target, name: &str) -> anyhow:
         duplicates: 0,
         redelivered: 0,
         longest_pause: Duration::ZERO,
+        confirm_us: None,
     })
 }

@@ -40,6 +40,11 @@ pub struct Tracker {
     pub latency: Histogram<u64>,
 }
 
+/// A histogram of durations in µs, from 1 µs to a minute.
+pub fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
 impl Tracker {
     pub fn new(producers: usize, per_producer: u64) -> Tracker {
         Tracker {
@@ -48,7 +53,7 @@ impl Tracker {
             unique: 0,
             redelivered: 0,
             foreign: 0,
-            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            latency: micros_histogram(),
         }
     }
 
@@ -124,6 +129,9 @@ pub struct Summary {
     /// The longest wait between two messages at a receiver: across a failover, the time
     /// the flow stood still.
     pub longest_pause: Duration,
+    /// Sends' round trips (send to confirmation) when they were confirmed one by one or
+    /// in a window: p50 and p99, µs.
+    pub confirm_us: Option<(u64, u64)>,
 }
 
 impl Summary {
@@ -151,12 +159,15 @@ impl Summary {
             self.duplicates,
             self.redelivered,
             self.longest_pause.as_millis()
-        )
+        ) + &self
+            .confirm_us
+            .map(|(p50, p99)| format!(", send to confirmation p50 {p50} µs, p99 {p99} µs"))
+            .unwrap_or_default()
     }
 
     pub fn json(&self) -> String {
         format!(
-            "{{\"workload\":\"{}\",\"target\":\"{}\",\"messages\":{},\"elapsed_s\":{:.3},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"lost\":{},\"duplicates\":{},\"redelivered\":{},\"longest_pause_ms\":{}}}",
+            "{{\"workload\":\"{}\",\"target\":\"{}\",\"messages\":{},\"elapsed_s\":{:.3},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"lost\":{},\"duplicates\":{},\"redelivered\":{},\"longest_pause_ms\":{}{}}}",
             self.workload,
             self.target.replace('"', "'"),
             self.messages,
@@ -169,7 +180,10 @@ impl Summary {
             self.lost,
             self.duplicates,
             self.redelivered,
-            self.longest_pause.as_millis()
+            self.longest_pause.as_millis(),
+            self.confirm_us
+                .map(|(p50, p99)| format!(",\"confirm_p50_us\":{p50},\"confirm_p99_us\":{p99}"))
+                .unwrap_or_default()
         )
     }
 }

@@ -3,7 +3,8 @@
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actormq::client::{
     AckMode, Connection, Consumer, ConsumerOptions, Destination, Message, Producer,
@@ -12,9 +13,11 @@ use actormq::client::{
 use actormq::protocol::stomp::{Command, StompFrame};
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 use super::nats_client::{self, NatsReader, NatsWriter};
+use super::report::micros_histogram;
 use super::stomp_client::{self, StompReader, StompTarget, StompWriter};
 
 /// A broker to measure.
@@ -100,15 +103,20 @@ pub enum Publisher {
         producer: Producer,
         pending: Vec<Message>,
         pending_bytes: usize,
-        /// Unconfirmed batches and their bytes.
-        confirmations: VecDeque<(SendConfirmation, usize)>,
+        /// Unconfirmed batches, their bytes and when they were sent.
+        confirmations: VecDeque<(SendConfirmation, usize, Instant)>,
         in_flight: usize,
+        /// Each batch's time from send to confirmation, µs.
+        round_trips: Histogram<u64>,
         options: PublishOptions,
     },
     Stomp {
         writer: StompWriter,
         reader: Option<StompReader>,
         receipts: Option<(Arc<Semaphore>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+        /// When each send still waiting for its receipt went (receipts come in order), and
+        /// each one's time from send to receipt, µs.
+        round_trips: Arc<Mutex<(VecDeque<Instant>, Histogram<u64>)>>,
         destination: String,
         options: PublishOptions,
         next_receipt: u64,
@@ -117,8 +125,16 @@ pub enum Publisher {
         writer: NatsWriter,
         reader: NatsReader,
         subject: String,
+        /// Bytes published since the last PING, and PINGs sent: NATS confirms nothing, so
+        /// a PING every [`NATS_PING_BYTES`] keeps at most [`IN_FLIGHT_BYTES`] unanswered,
+        /// as the native publisher's confirmations do.
+        unpinged: usize,
+        pings: u64,
     },
 }
+
+/// Bytes a NATS publisher writes between PINGs.
+const NATS_PING_BYTES: usize = IN_FLIGHT_BYTES / 4;
 
 impl Publisher {
     pub async fn open(
@@ -140,20 +156,29 @@ impl Publisher {
                     pending_bytes: 0,
                     confirmations: VecDeque::new(),
                     in_flight: 0,
+                    round_trips: micros_histogram(),
                     options,
                 }
             }
             Target::Stomp(stomp) => {
                 let (writer, reader) = stomp_client::connect(stomp).await?;
                 let destination = format!("{}{name}", if topic { "/topic/" } else { "/queue/" });
+                let round_trips = Arc::new(Mutex::new((VecDeque::new(), micros_histogram())));
                 let (reader, receipts) = if options.confirm_window > 0 {
                     let window = Arc::new(Semaphore::new(options.confirm_window));
                     let permits = window.clone();
+                    let timings = round_trips.clone();
                     let mut reader = reader;
                     let task = tokio::spawn(async move {
                         let result: anyhow::Result<()> = async {
                             while let Some(frame) = reader.next().await? {
                                 if frame.command == Command::Receipt {
+                                    if let Ok(mut timings) = timings.lock() {
+                                        let (sent, histogram) = &mut *timings;
+                                        if let Some(at) = sent.pop_front() {
+                                            let _ = histogram.record(micros(at));
+                                        }
+                                    }
                                     permits.add_permits(1);
                                 }
                             }
@@ -172,6 +197,7 @@ impl Publisher {
                     writer,
                     reader,
                     receipts,
+                    round_trips,
                     destination,
                     options,
                     next_receipt: 1,
@@ -183,6 +209,8 @@ impl Publisher {
                     writer,
                     reader,
                     subject: name.to_string(),
+                    unpinged: 0,
+                    pings: 0,
                 }
             }
         })
@@ -211,6 +239,7 @@ impl Publisher {
             Publisher::Stomp {
                 writer,
                 receipts,
+                round_trips,
                 destination,
                 options,
                 next_receipt,
@@ -230,18 +259,36 @@ impl Publisher {
                     }
                     frame = frame.header("receipt", next_receipt.to_string());
                     *next_receipt += 1;
+                    if let Ok(mut timings) = round_trips.lock() {
+                        timings.0.push_back(Instant::now());
+                    }
                 }
                 writer.send(&frame.body(body))?;
             }
             Publisher::Nats {
-                writer, subject, ..
-            } => writer.publish(subject, &body)?,
+                writer,
+                reader,
+                subject,
+                unpinged,
+                pings,
+            } => {
+                writer.publish(subject, &body)?;
+                *unpinged += body.len();
+                if *unpinged >= NATS_PING_BYTES {
+                    writer.ping()?;
+                    *unpinged = 0;
+                    *pings += 1;
+                    let answered = pings.saturating_sub((IN_FLIGHT_BYTES / NATS_PING_BYTES) as u64);
+                    reader.pongs_reach(answered).await?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Writes what is batched (native), keeping at most the confirm window (and
-    /// [`IN_FLIGHT_BYTES`]) unconfirmed.
+    /// Writes what is batched (native), with at most the confirm window (and
+    /// [`IN_FLIGHT_BYTES`]) unconfirmed once it is sent: with a window of 1, each send
+    /// waits for the one before it to be confirmed.
     pub async fn send_pending(&mut self) -> anyhow::Result<()> {
         if let Publisher::Native {
             producer,
@@ -249,6 +296,7 @@ impl Publisher {
             pending_bytes,
             confirmations,
             in_flight,
+            round_trips,
             options,
             ..
         } = self
@@ -256,35 +304,47 @@ impl Publisher {
             if pending.is_empty() {
                 return Ok(());
             }
-            let batch = std::mem::replace(pending, Vec::with_capacity(options.batch));
             let bytes = std::mem::take(pending_bytes);
-            confirmations.push_back((producer.begin_send(batch)?, bytes));
-            *in_flight += bytes;
-            while confirmations.len() > options.confirm_window.max(1)
-                || (*in_flight > IN_FLIGHT_BYTES && confirmations.len() > 1)
+            while !confirmations.is_empty()
+                && ((options.confirm_window > 0 && confirmations.len() >= options.confirm_window)
+                    || *in_flight + bytes > IN_FLIGHT_BYTES)
             {
-                if let Some((confirmation, bytes)) = confirmations.pop_front() {
+                if let Some((confirmation, bytes, sent)) = confirmations.pop_front() {
                     confirmation.await?;
+                    let _ = round_trips.record(micros(sent));
                     *in_flight -= bytes;
                 }
             }
+            let batch = std::mem::replace(pending, Vec::with_capacity(options.batch));
+            confirmations.push_back((producer.begin_send(batch)?, bytes, Instant::now()));
+            *in_flight += bytes;
         }
         Ok(())
     }
 
-    /// Sends what is left and waits until the broker has confirmed (or processed) all of it.
-    pub async fn finish(mut self) -> anyhow::Result<()> {
+    /// Sends what is left and waits until the broker has confirmed (or processed) all of
+    /// it. Returns the sends' round trips (send to confirmation, µs) when they were
+    /// confirmed one by one or in a window.
+    pub async fn finish(mut self) -> anyhow::Result<Option<Histogram<u64>>> {
         self.send_pending().await?;
         match self {
-            Publisher::Native { confirmations, .. } => {
-                for (confirmation, _) in confirmations {
+            Publisher::Native {
+                confirmations,
+                mut round_trips,
+                options,
+                ..
+            } => {
+                for (confirmation, _, sent) in confirmations {
                     confirmation.await?;
+                    let _ = round_trips.record(micros(sent));
                 }
+                return Ok((options.confirm_window > 0).then_some(round_trips));
             }
             Publisher::Stomp {
                 writer,
                 reader,
                 receipts,
+                round_trips,
                 options,
                 ..
             } => {
@@ -294,6 +354,9 @@ impl Publisher {
                         Err(_) => return Err(receipt_failure(&mut task).await),
                     }
                     task.abort();
+                    if let Ok(timings) = round_trips.lock() {
+                        return Ok(Some(timings.1.clone()));
+                    }
                 }
                 if let Some(mut reader) = reader {
                     // Everything before a DISCONNECT's RECEIPT has been processed.
@@ -302,17 +365,24 @@ impl Publisher {
                 }
             }
             Publisher::Nats {
-                writer, mut reader, ..
+                writer,
+                mut reader,
+                pings,
+                ..
             } => {
                 writer.ping()?;
-                reader.pongs_reach(1).await?;
+                reader.pongs_reach(pings + 1).await?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
-/// A subscription; the `_open` fields keep its connection alive.
+/// Microseconds since `at`.
+fn micros(at: Instant) -> u64 {
+    at.elapsed().as_micros() as u64
+}
+
 /// Why the receipt reader of a STOMP publisher stopped.
 async fn receipt_failure(task: &mut tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Error {
     match task.await {
