@@ -196,6 +196,7 @@ fn journal_append(c: &mut Criterion) {
         dir: dir.clone(),
         fsync: FsyncMode::Never,
         segment_bytes: 64 * 1024 * 1024,
+        preallocate: true,
     })
     .expect("a journal in the temporary folder");
     let batch: Vec<Arc<Message>> = messages(BATCH)

@@ -417,6 +417,11 @@ pub struct StoreSettings {
     pub fsync: FsyncMode,
     /// A journal segment is closed and a new one started past this size (64 MiB).
     pub segment_bytes: u64,
+    /// Start journal segments on files of zeros written ahead, in the background (true):
+    /// a durable append's fsync then writes data only, not the file's new size. Costs up
+    /// to one segment of disk beyond the journal's. Off for filesystems that write every
+    /// block anew (copy-on-write: btrfs, ZFS), where zeros written ahead do not help.
+    pub preallocate: bool,
     /// The PostgreSQL store's connection string (`postgres://user@host:port/db`).
     pub url: String,
 }
@@ -435,6 +440,7 @@ impl Default for StoreSettings {
             kind: StoreKind::Journal,
             fsync: FsyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
+            preallocate: true,
             url: String::new(),
         }
     }

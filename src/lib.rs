@@ -44,7 +44,9 @@
 //!     └── TopicMirror ─ (cluster) a topic homed elsewhere, as local subscribers see it: a
 //!                       local TopicActor fed by one subscription to the home topic
 //! journal threads (std::thread) ─ the Journal's writer (group commit, segments, LOCK,
-//!                                  retried removals, compaction) and reader (paging in)
+//!                                  retried removals, compaction), reader (paging in), and
+//!                                  while fsynced groups are small, a spare-maker (the next
+//!                                  segment's file of zeros, store::spare)
 //! postgres thread (std::thread + a current-thread tokio runtime) ─ (store::postgres) the
 //!                                  PostgresStore's writer and reader connections
 //! keeper thread (std::thread) ─ (ha) a master's lock: checks the lock file or renews the
@@ -209,7 +211,7 @@
 //! | [`runtime`] | the arbiter pool and the memory-trim hook |
 //! | [`net`] | the bounded socket writer (broker and client) and the bounded frame reader of a client connection (send window, partial-frame budget, frame deadline) |
 //! | [`protocol`] | native frames and the length-prefixed MessagePack codec; [`protocol::stomp`], STOMP frames and codec (no I/O) |
-//! | [`store`] | the `Store` trait and the `Fence` it writes behind; `ProducerWindows` (producers' stored sends, bounded); the journal (versioned record and segment format, group-committing writer with retries and compaction, reader, recovery), the PostgreSQL store (schema, group commit fenced by the lease) and the memory store |
+//! | [`store`] | the `Store` trait and the `Fence` it writes behind; `ProducerWindows` (producers' stored sends, bounded); the journal (versioned record and segment format, group-committing writer with retries and compaction, zero-filled spare segments, reader, recovery), the PostgreSQL store (schema, group commit fenced by the lease) and the memory store |
 //! | [`ha`] | master/slave: the file lock and the database lease, epochs, the keeper that checks the lock and closes the fence, `Mastership` |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef`, `Homes` |
 //! | [`session`] | session and consumer actors, `ClientWire`, `Resends` (duplicate detection of producers' sends) |

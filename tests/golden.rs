@@ -112,6 +112,7 @@ async fn recovers_exactly(name: &str, marks: Vec<SendMark>) {
         dir: dir.clone(),
         fsync: FsyncMode::Batch,
         segment_bytes: 64 << 20,
+        preallocate: true,
     })
     .expect("the journal opens");
     let Recovered {
@@ -170,6 +171,7 @@ async fn a_journal_with_segment_headers_recovers_exactly_and_knows_its_epoch() {
             dir: copy,
             fsync: FsyncMode::Batch,
             segment_bytes: 64 << 20,
+            preallocate: true,
         },
         Arc::new(Unfenced(0)),
     );
@@ -215,6 +217,8 @@ async fn write_fixture(dir: &Path, mark: Option<SendMark>) {
         dir: dir.to_path_buf(),
         fsync: FsyncMode::Batch,
         segment_bytes: 64 << 20,
+        // The fixtures are small files of records, with no spare beside them.
+        preallocate: false,
     })
     .expect("a new journal");
     let records: Vec<Record> = expected()

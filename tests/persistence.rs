@@ -186,6 +186,12 @@ async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
     segments.sort();
     let segment = segments.last().expect("a segment with records").clone();
     let mut bytes = std::fs::read(&segment).unwrap();
+    // A segment started on a spare ends in zeros: damage its records, not those.
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    bytes.truncate(end);
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     bytes.truncate(bytes.len() - 7);
@@ -230,6 +236,60 @@ async fn a_torn_tail_and_a_corrupt_record_are_skipped_and_named() {
     );
     assert!(!received.contains(&99), "the torn last record is gone");
     assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
+}
+
+/// Once a spare is ready the journal moves to it, so confirmed sends overwrite zeros in a
+/// file of fixed size; killed there, the broker finds every confirmed message, reads the
+/// zeros after them as the segment's end (no record skipped), and delivers each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_on_a_preallocated_segment_loses_nothing_and_skips_nothing() {
+    let dir = data_dir("preallocated");
+    let queue = Destination::queue("zeros");
+    let broker = BrokerProcess::start(&dir, &[]);
+    let journal = dir.join("journal");
+    let preallocated = || {
+        std::fs::read_dir(&journal).ok().is_some_and(|entries| {
+            entries.flatten().any(|e| {
+                e.path().extension().is_some_and(|x| x == "log")
+                    && e.metadata().is_ok_and(|m| m.len() >= 1 << 20)
+            })
+        })
+    };
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let session = connection.session(AckMode::Auto).unwrap();
+    let producer = session.producer(queue.clone());
+    // One confirmed send at a time, as a JMS producer's persistent sends are, until the
+    // journal writes into a preallocated segment, then 200 more.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut sent = 0i64;
+    let mut after = None;
+    while after.is_none_or(|first| sent < first + 200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment was preallocated"
+        );
+        producer
+            .send(Message::new(format!("m{sent}")).with_property("seq", Property::Int(sent)))
+            .await
+            .unwrap();
+        sent += 1;
+        if after.is_none() && preallocated() {
+            after = Some(sent);
+        }
+    }
+    broker.kill();
+
+    let broker = BrokerProcess::start(&dir, &[]);
+    assert!(
+        !broker
+            .startup
+            .iter()
+            .any(|line| line.contains("skipped a torn or corrupt journal record")),
+        "{:?}",
+        broker.startup
+    );
+    let confirmed: HashSet<i64> = (0..sent).collect();
+    common::drain_exactly_once(&broker.url, queue, &confirmed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,7 @@ impl Broker {
                     dir: journal_dir(&config),
                     fsync: config.store.fsync,
                     segment_bytes: config.store.segment_bytes,
+                    preallocate: config.store.preallocate,
                 };
                 let (journal, recovered) = match master {
                     Some(master) => Journal::open_fenced(settings, master.fence())?,

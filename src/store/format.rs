@@ -224,6 +224,9 @@ pub fn decode_all(buf: &[u8]) -> Decoded {
                 decoded.records.push((at, record));
                 at += len;
             }
+            // A segment started on a spare (`store::spare`) ends in zeros: its end, not
+            // a torn record.
+            None if buf[at..].iter().all(|&b| b == 0) => break,
             None => {
                 decoded.skipped.push(at);
                 at = (at + 1..buf.len())
@@ -701,5 +704,35 @@ mod tests {
             .collect();
         assert_eq!(ids, vec![0, 1, 3]);
         assert_eq!(decoded.skipped, vec![starts[2], starts[4]]);
+    }
+
+    /// A segment started on a spare ends in zeros: that is its end, not a torn record; a
+    /// record torn before the zeros is still reported, and one written past a stretch of
+    /// zeros (an unsynced page that reached the disk before the one ahead of it) is read.
+    #[test]
+    fn a_zero_tail_is_the_end_and_a_torn_record_before_it_is_reported() {
+        let mut buf = Vec::new();
+        for n in 0..3 {
+            encode(&sample(n), &mut buf).unwrap();
+        }
+        let whole = buf.len();
+        buf.resize(whole + 4096, 0);
+        let decoded = decode_all(&buf);
+        assert_eq!((decoded.records.len(), decoded.skipped), (3, vec![]));
+
+        let mut torn = buf[..whole].to_vec();
+        let at = torn.len();
+        encode(&sample(3), &mut torn).unwrap();
+        torn.truncate(torn.len() - 5);
+        torn.resize(at + 4096, 0);
+        let decoded = decode_all(&torn);
+        assert_eq!((decoded.records.len(), decoded.skipped), (3, vec![at]));
+
+        let mut gap = buf[..whole].to_vec();
+        gap.resize(whole + 100, 0);
+        encode(&sample(9), &mut gap).unwrap();
+        gap.resize(gap.len() + 4096, 0);
+        let decoded = decode_all(&gap);
+        assert_eq!((decoded.records.len(), decoded.skipped), (4, vec![whole]));
     }
 }

@@ -12,6 +12,7 @@ pub mod producers;
 mod reader;
 pub mod record;
 mod segments;
+mod spare;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -14,6 +14,9 @@ pub struct JournalSettings {
     pub dir: PathBuf,
     pub fsync: FsyncMode,
     pub segment_bytes: u64,
+    /// Start segments on zero-filled files made ahead (`store::spare`), so that a durable
+    /// append's `fdatasync` writes data only.
+    pub preallocate: bool,
 }
 
 /// What the journal held at start.

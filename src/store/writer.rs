@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -40,7 +41,11 @@ use super::record::Record;
 use super::segments::{
     FsyncMode, JournalSettings, Location, Moved, Recovered, RecoveredMessage, segment_path,
 };
-use crate::constants::{JOURNAL_HOLDER_EVERY, JOURNAL_RETRY_EVERY, MESSAGE_OVERHEAD};
+use super::spare::Spares;
+use crate::constants::{
+    JOURNAL_HOLDER_EVERY, JOURNAL_RETRY_EVERY, MESSAGE_OVERHEAD, SPARE_AFTER_SYNCS,
+    SPARE_GROUP_BELOW,
+};
 
 /// Where an append's locations (or its failure) are sent; none for a lazy append.
 pub(super) type Done = Option<oneshot::Sender<Result<Vec<Location>, StoreError>>>;
@@ -96,10 +101,18 @@ impl Segment {
 struct Current {
     number: u64,
     file: File,
+    /// Bytes of records (and head); records are written at this offset.
     bytes: u64,
+    /// The file's zero-filled length when it was started from a spare (0 if not): past
+    /// it, appends grow the file again.
+    preallocated: u64,
     /// Bytes were written since the last fsync (lazy records, a segment's head): the next
     /// write that must be durable fsyncs even if it adds nothing itself.
     unsynced: bool,
+    /// Fsyncs in this segment so far, and the bytes they made durable: whether spares
+    /// are worth making (see [`SPARE_GROUP_BELOW`]).
+    syncs: u64,
+    synced_bytes: u64,
 }
 
 /// Where a live message's Enqueue record is, and how often it was delivered.
@@ -128,6 +141,7 @@ pub(super) struct WriterState {
     /// Producers' stored sends, written forward at the head of every new segment so that
     /// deleting old segments never forgets them (see `store::producers`).
     producers: ProducerWindows,
+    spares: Spares,
     _lock: File,
 }
 
@@ -148,6 +162,7 @@ impl WriterState {
         fence: Arc<dyn Fence>,
     ) -> WriterState {
         WriterState {
+            spares: Spares::new(&settings.dir, settings.segment_bytes, settings.preallocate),
             settings,
             segments: BTreeMap::new(),
             live: HashMap::new(),
@@ -308,16 +323,22 @@ impl WriterState {
     }
 
     /// Starts segment `number` as the one written to, with the fence's epoch in its
-    /// header. The file must not exist: a segment is never appended to by a broker that did
-    /// not start it.
+    /// header: on a spare if one is ready, else on a new empty file. The file must not
+    /// exist: a segment is never appended to by a broker that did not start it.
     pub(super) fn roll(&mut self, number: u64) -> Result<(), StoreError> {
         self.fence.check().map_err(StoreError::Fenced)?;
         let path = segment_path(&self.settings.dir, number);
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let (file, preallocated) = match self.spares.take(&path) {
+            Some(spare) => spare,
+            None => (
+                OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(&path, e))?,
+                0,
+            ),
+        };
         // The header, then what older segments know of producers (made durable with the
         // first group written here).
         let mut head = format::segment_header(self.fence.epoch()).to_vec();
@@ -332,7 +353,7 @@ impl WriterState {
                 reason: e.to_string(),
             })?;
         }
-        file.write_all(&head)
+        file.write_all_at(&head, 0)
             .map_err(|e| StoreError::io(&path, e))?;
         let bytes = head.len() as u64;
         self.segments.insert(number, Segment::new(path, bytes));
@@ -340,7 +361,10 @@ impl WriterState {
             number,
             file,
             bytes,
+            preallocated,
             unsynced: true,
+            syncs: 0,
+            synced_bytes: 0,
         });
         self.report_usage();
         Ok(())
@@ -568,7 +592,7 @@ impl WriterState {
         self.fence.writing(true);
         let result = current
             .file
-            .write_all(buf)
+            .write_all_at(buf, current.bytes)
             .and_then(|()| {
                 if sync {
                     current.file.sync_data()
@@ -581,6 +605,10 @@ impl WriterState {
         match &result {
             Ok(()) => {
                 current.unsynced = !sync;
+                if sync {
+                    current.syncs += 1;
+                    current.synced_bytes += buf.len() as u64;
+                }
                 current.bytes += buf.len() as u64;
                 if let Some(segment) = self.segments.get_mut(&current.number) {
                     segment.bytes += buf.len() as u64;
@@ -588,6 +616,8 @@ impl WriterState {
             }
             Err(e) => {
                 tracing::error!("journal write failed: {e}");
+                // Cut back, zeros included: the file grows again as it is written.
+                current.preallocated = current.preallocated.min(current.bytes);
                 if let Err(cut) = current.file.set_len(current.bytes) {
                     // Keep offsets true to the file; recovery skips the torn bytes.
                     tracing::error!("cannot cut {} back: {cut}", path.display());
@@ -604,11 +634,22 @@ impl WriterState {
         result
     }
 
+    /// Starts the next segment when this one is full, or has used up its zeros (or had
+    /// none) and a spare is ready.
     fn roll_if_full(&mut self) -> Result<(), StoreError> {
         let Some(current) = &self.current else {
             return Ok(());
         };
-        if current.bytes < self.settings.segment_bytes {
+        // Small durable groups: have the next spare made by the time this segment's
+        // zeros (if any) are used up.
+        if current.syncs >= SPARE_AFTER_SYNCS
+            && current.synced_bytes / current.syncs < SPARE_GROUP_BELOW
+            && current.bytes >= current.preallocated / 2
+        {
+            self.spares.make();
+        }
+        let outgrown = current.bytes >= current.preallocated && self.spares.ready();
+        if current.bytes < self.settings.segment_bytes && !outgrown {
             return Ok(());
         }
         let next = current.number + 1;
