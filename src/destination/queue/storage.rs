@@ -377,7 +377,7 @@ impl QueueActor {
             durable: false,
             locations: Vec::new(),
         });
-        Box::pin(append.into_actor(self).map(move |result, act, _ctx| {
+        Box::pin(append.into_actor(self).map(move |result, act, ctx| {
             match &result {
                 Ok(locations) => {
                     if let Some(batch) = act.unconfirmed.iter_mut().find(|b| b.seq == seq) {
@@ -396,7 +396,13 @@ impl QueueActor {
                     act.release_memory(bytes);
                 }
             }
-            act.release_durable();
+            // The producer's answer goes first: delivering (encoding, writing to the
+            // consumer) waits for this thread's next turn, behind the actors the answer
+            // wakes on the way to the producer's socket.
+            ctx.spawn(
+                fut::wrap_future::<_, QueueActor>(tokio::task::yield_now())
+                    .map(|(), act, _ctx| act.release_durable()),
+            );
             result.map(|_| ()).map_err(|e| {
                 DestinationError::Refused(format!("the messages could not be stored: {e}"))
             })
