@@ -69,7 +69,7 @@ pub struct BenchArgs {
     /// Unconfirmed sends in flight (native: batches; STOMP: receipts). 0: confirm at the end.
     #[arg(long, default_value_t = 16)]
     confirm_window: usize,
-    /// Native: messages per Send frame.
+    /// Native: messages per Send frame; STOMP: SENDs per receipt asked for.
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Consumer prefetch.

@@ -120,6 +120,11 @@ pub enum Publisher {
         destination: String,
         options: PublishOptions,
         next_receipt: u64,
+        /// SENDs (and their bytes) since the last one that asked for a receipt: one in
+        /// `batch`, or after [`BATCH_BYTES`], asks (a receipt covers every SEND before it
+        /// on the connection, as a native confirmation covers its batch).
+        unreceipted: usize,
+        unreceipted_bytes: usize,
     },
     Nats {
         writer: NatsWriter,
@@ -132,6 +137,9 @@ pub enum Publisher {
         pings: u64,
     },
 }
+
+/// The receipt a STOMP publisher's closing DISCONNECT asks for.
+const LAST_RECEIPT: &str = "done";
 
 /// Bytes a NATS publisher writes between PINGs.
 const NATS_PING_BYTES: usize = IN_FLIGHT_BYTES / 4;
@@ -180,6 +188,10 @@ impl Publisher {
                                         }
                                     }
                                     permits.add_permits(1);
+                                    // The DISCONNECT's, last of all (see `finish`).
+                                    if frame.get("receipt-id") == Some(LAST_RECEIPT) {
+                                        return Ok(());
+                                    }
                                 }
                             }
                             bail!("the broker closed the connection")
@@ -201,6 +213,8 @@ impl Publisher {
                     destination,
                     options,
                     next_receipt: 1,
+                    unreceipted: 0,
+                    unreceipted_bytes: 0,
                 }
             }
             Target::Nats(addr) => {
@@ -243,6 +257,8 @@ impl Publisher {
                 destination,
                 options,
                 next_receipt,
+                unreceipted,
+                unreceipted_bytes,
                 ..
             } => {
                 let mut frame = StompFrame::new(Command::Send)
@@ -252,7 +268,14 @@ impl Publisher {
                     // Absent means non-persistent (ActiveMQ, RabbitMQ and actormq agree).
                     frame = frame.header("persistent", "true");
                 }
-                if let Some((window, task)) = receipts {
+                *unreceipted += 1;
+                *unreceipted_bytes += body.len();
+                if let Some((window, task)) = receipts
+                    .as_mut()
+                    .filter(|_| *unreceipted >= options.batch || *unreceipted_bytes >= BATCH_BYTES)
+                {
+                    *unreceipted = 0;
+                    *unreceipted_bytes = 0;
                     match window.acquire().await {
                         Ok(permit) => permit.forget(),
                         Err(_) => return Err(receipt_failure(task).await),
@@ -349,14 +372,31 @@ impl Publisher {
                 receipts,
                 round_trips,
                 options,
+                unreceipted,
                 ..
             } => {
                 if let Some((window, mut task)) = receipts {
-                    match window.acquire_many(options.confirm_window as u32).await {
-                        Ok(all) => all.forget(),
-                        Err(_) => return Err(receipt_failure(&mut task).await),
+                    if unreceipted > 0 {
+                        // The last SENDs asked for no receipt: a DISCONNECT's covers them,
+                        // and the reader stops at it, every receipt before it read.
+                        if let Ok(mut timings) = round_trips.lock() {
+                            timings.0.push_back(Instant::now());
+                        }
+                        writer.send(
+                            &StompFrame::new(Command::Disconnect).header("receipt", LAST_RECEIPT),
+                        )?;
+                        match task.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Err(e),
+                            Err(e) => bail!("the receipt reader failed: {e}"),
+                        }
+                    } else {
+                        match window.acquire_many(options.confirm_window as u32).await {
+                            Ok(all) => all.forget(),
+                            Err(_) => return Err(receipt_failure(&mut task).await),
+                        }
+                        task.abort();
                     }
-                    task.abort();
                     if let Ok(timings) = round_trips.lock() {
                         return Ok(Some(timings.1.clone()));
                     }
