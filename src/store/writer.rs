@@ -109,10 +109,6 @@ struct Current {
     /// Bytes were written since the last fsync (lazy records, a segment's head): the next
     /// write that must be durable fsyncs even if it adds nothing itself.
     unsynced: bool,
-    /// Fsyncs in this segment so far, and the bytes they made durable: whether spares
-    /// are worth making (see [`SPARE_GROUP_BELOW`]).
-    syncs: u64,
-    synced_bytes: u64,
 }
 
 /// Where a live message's Enqueue record is, and how often it was delivered.
@@ -142,6 +138,11 @@ pub(super) struct WriterState {
     /// deleting old segments never forgets them (see `store::producers`).
     producers: ProducerWindows,
     spares: Spares,
+    /// Fsyncs and the bytes they made durable, over the last stretch of
+    /// [`SPARE_AFTER_SYNCS`]; whether that stretch's groups were small, so that spares
+    /// are worth making (see [`SPARE_GROUP_BELOW`]).
+    sync_window: (u64, u64),
+    small_groups: bool,
     _lock: File,
 }
 
@@ -163,6 +164,8 @@ impl WriterState {
     ) -> WriterState {
         WriterState {
             spares: Spares::new(&settings.dir, settings.segment_bytes, settings.preallocate),
+            sync_window: (0, 0),
+            small_groups: false,
             settings,
             segments: BTreeMap::new(),
             live: HashMap::new(),
@@ -363,8 +366,6 @@ impl WriterState {
             bytes,
             preallocated,
             unsynced: true,
-            syncs: 0,
-            synced_bytes: 0,
         });
         self.report_usage();
         Ok(())
@@ -606,8 +607,8 @@ impl WriterState {
             Ok(()) => {
                 current.unsynced = !sync;
                 if sync {
-                    current.syncs += 1;
-                    current.synced_bytes += buf.len() as u64;
+                    self.sync_window.0 += 1;
+                    self.sync_window.1 += buf.len() as u64;
                 }
                 current.bytes += buf.len() as u64;
                 if let Some(segment) = self.segments.get_mut(&current.number) {
@@ -640,12 +641,14 @@ impl WriterState {
         let Some(current) = &self.current else {
             return Ok(());
         };
-        // Small durable groups: have the next spare made by the time this segment's
-        // zeros (if any) are used up.
-        if current.syncs >= SPARE_AFTER_SYNCS
-            && current.synced_bytes / current.syncs < SPARE_GROUP_BELOW
-            && current.bytes >= current.preallocated / 2
-        {
+        // Small durable groups lately: have the next spare made by the time this
+        // segment's zeros (if any) are used up.
+        let (syncs, synced) = self.sync_window;
+        if syncs >= SPARE_AFTER_SYNCS {
+            self.small_groups = synced / syncs < SPARE_GROUP_BELOW;
+            self.sync_window = (0, 0);
+        }
+        if self.small_groups && current.bytes >= current.preallocated / 2 {
             self.spares.make();
         }
         let outgrown = current.bytes >= current.preallocated && self.spares.ready();
