@@ -43,8 +43,9 @@ done
 for url in $ACTORMQ_NATIVE $NATS $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
   run latency --url "$url" --rate 5000 --duration 10
 done
-run queue --url $ACTORMQ_NATIVE --count "$COUNT" --producers 4 --consumers 4
-run queue --url $NATS --count "$COUNT" --producers 4 --consumers 4
+for url in $ACTORMQ_NATIVE $NATS $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
+  run queue --url "$url" --count "$COUNT" --producers 4 --consumers 4
+done
 for url in $ACTORMQ_NATIVE $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
   run request-reply --url "$url" --count 5000
 done
