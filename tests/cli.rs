@@ -326,6 +326,40 @@ fn the_benchmarks_report_round_trips_and_the_disk_floor() {
     assert_eq!(left, 0, "the disk workload left files in {}", dir.display());
 }
 
+/// Over STOMP the bench asks for a receipt every `--batch` SENDs; the SENDs after the
+/// last such receipt are covered by the closing DISCONNECT's, so a count that is not a
+/// multiple of the batch still ends with every message confirmed and received.
+#[test]
+fn the_stomp_benchmark_confirms_a_partial_last_batch() {
+    let broker = broker_process(&[]);
+    let url = format!("stomp://{}", broker.stomp_addr());
+    let mut command = Command::new(BIN);
+    command.args([
+        "bench",
+        "queue",
+        "--url",
+        &url,
+        "--persistent",
+        "--count",
+        "250",
+        "--batch",
+        "100",
+        "--confirm-window",
+        "2",
+        "--json",
+    ]);
+    let output = run_with_deadline(command, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success()
+            && stdout.contains("\"messages\":250")
+            && stdout.contains("\"lost\":0")
+            && stdout.contains("\"confirm_p50_us\":"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// `stat` lists a destination whatever the length of its name (here 70,000 characters,
 /// allowed by configuration), and the default limit refuses such a name.
 #[test]

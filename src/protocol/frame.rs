@@ -241,20 +241,14 @@ impl Frame {
     /// per message for the rest. Large bodies are then copied into the buffer once, not
     /// again each time it would grow; a wrong guess only costs a regrowth.
     pub fn encoded_size_hint(&self) -> usize {
-        fn of(messages: &[Message]) -> usize {
-            messages
-                .iter()
-                .map(|m| m.body.len() + MESSAGE_OVERHEAD)
-                .sum()
+        fn of<'a>(messages: impl Iterator<Item = &'a Message>) -> usize {
+            messages.map(|m| m.body.len() + MESSAGE_OVERHEAD).sum()
         }
         FRAME_ALLOWANCE
             + match self {
-                Frame::Send { messages, .. } => of(messages),
-                Frame::Deliver { deliveries } => deliveries
-                    .iter()
-                    .map(|d| d.message.body.len() + MESSAGE_OVERHEAD)
-                    .sum(),
-                Frame::Commit { sends, .. } => sends.iter().map(|s| of(&s.messages)).sum(),
+                Frame::Send { messages, .. } => of(messages.iter()),
+                Frame::Deliver { deliveries } => of(deliveries.iter().map(|d| &*d.message)),
+                Frame::Commit { sends, .. } => of(sends.iter().flat_map(|s| &s.messages)),
                 _ => 0,
             }
     }
