@@ -22,7 +22,7 @@ use actormq::destination::{
 };
 use actormq::protocol::{Frame, FrameCodec, encode_frame};
 use actormq::store::record::Record;
-use actormq::store::{FsyncMode, Journal, JournalSettings};
+use actormq::store::{FsyncMode, Journal, JournalSettings, SharedStore};
 use actormq::{Destination, Limits, Message};
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -119,78 +119,9 @@ impl Handler<Dispatch> for SettlingConsumer {
     }
 }
 
-fn queue_dispatch(c: &mut Criterion) {
-    const PER_ROUND: usize = 1_000;
-    let system = actix::System::new();
-    let limits = Limits::default();
-    let queue = system.block_on(async {
-        QueueActor::new(
-            Destination::queue("bench"),
-            QueueSettings {
-                max_per_dispatch: limits.max_deliveries_per_frame,
-                prefetch_bytes: limits.prefetch_bytes,
-                store: None,
-                policy: RedeliveryPolicy::default(),
-                registry: None,
-                memory: MemoryBudget::new(&limits),
-                send_timeout: Duration::from_secs(10),
-                fail_when_full: false,
-            },
-            Vec::new(),
-        )
-        .start()
-    });
-    let batches: Vec<Vec<Arc<Message>>> = (0..PER_ROUND / BATCH)
-        .map(|_| messages(BATCH).into_iter().map(Arc::new).collect())
-        .collect();
-
-    let mut group = c.benchmark_group("queue_dispatch");
-    group.throughput(Throughput::Elements(PER_ROUND as u64));
-    group.bench_function("enqueue_dispatch_settle_1000", |b| {
-        b.iter_custom(|rounds| {
-            system.block_on(async {
-                let start = Instant::now();
-                for _ in 0..rounds {
-                    let (done, finished) = tokio::sync::oneshot::channel();
-                    let consumer = SettlingConsumer {
-                        queue: Some(queue.clone()),
-                        seen: 0,
-                        expect: PER_ROUND,
-                        done: Some(done),
-                    }
-                    .start();
-                    queue
-                        .send(Subscribe {
-                            consumer: ConsumerId(1),
-                            prefetch: 1_000,
-                            sink: consumer.recipient(),
-                        })
-                        .await
-                        .expect("the queue is running")
-                        .expect("subscribed");
-                    for batch in &batches {
-                        queue
-                            .send(Enqueue {
-                                messages: batch.clone(),
-                                stored: Vec::new(),
-                                mark: None,
-                            })
-                            .await
-                            .expect("the queue is running")
-                            .expect("accepted");
-                    }
-                    finished.await.expect("every message dispatched");
-                    queue.do_send(Control::unsubscribe(ConsumerId(1)));
-                }
-                start.elapsed()
-            })
-        })
-    });
-    group.finish();
-}
-
-fn journal_append(c: &mut Criterion) {
-    let dir = std::env::temp_dir().join(format!("actormq-bench-journal-{}", std::process::id()));
+/// A journal without fsync in a fresh temporary folder (removed by the caller).
+fn scratch_journal(name: &str) -> (Journal, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("actormq-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (journal, _) = Journal::open(JournalSettings {
         dir: dir.clone(),
@@ -199,6 +130,99 @@ fn journal_append(c: &mut Criterion) {
         preallocate: true,
     })
     .expect("a journal in the temporary folder");
+    (journal, dir)
+}
+
+fn queue_dispatch(c: &mut Criterion) {
+    const PER_ROUND: usize = 1_000;
+    let system = actix::System::new();
+    let limits = Limits::default();
+    let (journal, dir) = scratch_journal("queue");
+    let journal: SharedStore = Arc::new(journal);
+    // In memory; persistent on a journal (no fsync) delivered once written; the same
+    // delivered while written (concurrent store and dispatch).
+    let cases = [
+        ("enqueue_dispatch_settle_1000", None, false),
+        ("stored_then_dispatched_1000", Some(journal.clone()), false),
+        ("stored_while_dispatched_1000", Some(journal), true),
+    ];
+    let mut group = c.benchmark_group("queue_dispatch");
+    group.throughput(Throughput::Elements(PER_ROUND as u64));
+    for (name, store, concurrent) in cases {
+        let persistent = store.is_some();
+        let batches: Vec<Vec<Arc<Message>>> = (0..PER_ROUND / BATCH)
+            .map(|_| {
+                let batch = messages(BATCH).into_iter();
+                batch
+                    .map(|m| Arc::new(m.with_persistent(persistent)))
+                    .collect()
+            })
+            .collect();
+        let queue = system.block_on(async {
+            QueueActor::new(
+                Destination::queue("bench"),
+                QueueSettings {
+                    max_per_dispatch: limits.max_deliveries_per_frame,
+                    prefetch_bytes: limits.prefetch_bytes,
+                    store,
+                    policy: RedeliveryPolicy::default(),
+                    registry: None,
+                    memory: MemoryBudget::new(&limits),
+                    send_timeout: Duration::from_secs(10),
+                    fail_when_full: false,
+                    concurrent_store_and_dispatch: concurrent,
+                },
+                Vec::new(),
+            )
+            .start()
+        });
+        group.bench_function(name, |b| {
+            b.iter_custom(|rounds| {
+                system.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..rounds {
+                        let (done, finished) = tokio::sync::oneshot::channel();
+                        let consumer = SettlingConsumer {
+                            queue: Some(queue.clone()),
+                            seen: 0,
+                            expect: PER_ROUND,
+                            done: Some(done),
+                        }
+                        .start();
+                        queue
+                            .send(Subscribe {
+                                consumer: ConsumerId(1),
+                                prefetch: 1_000,
+                                sink: consumer.recipient(),
+                            })
+                            .await
+                            .expect("the queue is running")
+                            .expect("subscribed");
+                        for batch in &batches {
+                            queue
+                                .send(Enqueue {
+                                    messages: batch.clone(),
+                                    stored: Vec::new(),
+                                    mark: None,
+                                })
+                                .await
+                                .expect("the queue is running")
+                                .expect("accepted");
+                        }
+                        finished.await.expect("every message dispatched");
+                        queue.do_send(Control::unsubscribe(ConsumerId(1)));
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn journal_append(c: &mut Criterion) {
+    let (journal, dir) = scratch_journal("journal");
     let batch: Vec<Arc<Message>> = messages(BATCH)
         .into_iter()
         .map(|m| Arc::new(m.with_persistent(true)))

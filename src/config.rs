@@ -422,6 +422,14 @@ pub struct StoreSettings {
     /// to one segment of disk beyond the journal's. Off for filesystems that write every
     /// block anew (copy-on-write: btrfs, ZFS), where zeros written ahead do not help.
     pub preallocate: bool,
+    /// Deliver a persistent message to a consumer that is waiting for it while it is being
+    /// written (true), and confirm it to its producer as soon as it is either durable or
+    /// acknowledged by its consumer — ActiveMQ's `concurrentStoreAndDispatchQueues`,
+    /// RabbitMQ's publisher confirms. Either way a confirmed message is never lost; what
+    /// changes is that after a crash a consumer may see again a message whose send was
+    /// never confirmed (its producer sends it again). Sends that carry a failover
+    /// producer's mark and transactions are always written before they are delivered.
+    pub concurrent_store_and_dispatch: bool,
     /// The PostgreSQL store's connection string (`postgres://user@host:port/db`).
     pub url: String,
 }
@@ -441,6 +449,7 @@ impl Default for StoreSettings {
             fsync: FsyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
             preallocate: true,
+            concurrent_store_and_dispatch: true,
             url: String::new(),
         }
     }

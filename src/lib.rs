@@ -106,6 +106,10 @@
 //!    answered it writes `Receipt`, which resolves the producer's future.
 //! 4. A persistent message bound for a queue is appended to the [`store::Journal`] first;
 //!    the enqueue (and so the receipt) is answered once its group of appends is fsynced.
+//!    When a consumer is waiting with credit for it (and nothing is queued ahead), the
+//!    queue delivers it while it is written and answers once it is fsynced or acknowledged,
+//!    whichever comes first (concurrent store and dispatch, `[store]`); a failover
+//!    producer's marked send and a transaction are always written first.
 //!    [`destination::QueueActor`] dispatches to consumers with credit (their prefetch),
 //!    in batches, keeping each delivery in that consumer's in-flight set;
 //!    [`destination::TopicActor`] copies the `Arc` of the message to every subscriber's

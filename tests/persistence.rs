@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use actormq::client::{AckMode, Connection};
+use actormq::client::{AckMode, Connection, ConsumerOptions};
 use actormq::config::StoreKind;
 use actormq::{BrokerThread, Destination, Message, Property};
 use common::process::BrokerProcess;
@@ -381,4 +381,53 @@ async fn a_stomp_disconnect_receipt_means_every_persistent_send_before_it_is_sto
         .await
         .expect("the queue is recovered");
     assert_eq!(stat.depth, 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_while_its_consumer_keeps_up_loses_no_confirmed_message() {
+    // With a consumer waiting, persistent messages are delivered while they are written
+    // and confirmed once durable or acknowledged: a confirmed message must then have
+    // reached the consumer before the kill, or come back after the restart.
+    let dir = data_dir("sigkill-concurrent");
+    let queue = Destination::queue("kept-up");
+    let broker = BrokerProcess::start(&dir, &[]);
+    let consuming = Connection::connect(&broker.url).await.unwrap();
+    let session = consuming.session(AckMode::Auto).unwrap();
+    let mut consumer = session
+        .consumer_with(queue.clone(), ConsumerOptions::prefetch(1000))
+        .await
+        .unwrap();
+    let received = tokio::spawn(async move {
+        let mut received = HashSet::new();
+        while let Ok(Some(m)) = consumer.receive(WAIT).await {
+            received.insert(seq_of(&m));
+        }
+        received
+    });
+
+    let connection = Connection::connect(&broker.url).await.unwrap();
+    let mut confirmations = common::produce_numbered(connection, queue.clone(), 100_000);
+    let mut confirmed = Vec::new();
+    while let Some((start, _)) = confirmations.recv().await {
+        confirmed.push(start);
+        if confirmed.len() * 100 >= 30_000 {
+            break;
+        }
+    }
+    broker.kill();
+    while let Some((start, _)) = confirmations.recv().await {
+        confirmed.push(start);
+    }
+    let received = received.await.unwrap();
+    let confirmed: HashSet<i64> = confirmed.into_iter().flat_map(|s| s..s + 100).collect();
+    assert!(
+        !received.is_empty(),
+        "the consumer received nothing before the kill"
+    );
+
+    let broker = BrokerProcess::start(&dir, &[]);
+    let not_received: HashSet<i64> = confirmed.difference(&received).copied().collect();
+    common::drain_exactly_once(&broker.url, queue, &not_received).await;
+    drop(session);
+    drop(broker);
 }

@@ -97,6 +97,8 @@ pub struct DestinationRegistry {
     groups: HashMap<String, Vec<Destination>>,
     arbiters: ArbiterPool,
     limits: Limits,
+    /// Queues deliver persistent messages while they are written (`[store]`).
+    concurrent_store_and_dispatch: bool,
     /// Where destinations homed elsewhere live, in a cluster.
     cluster: Option<Box<dyn Homes>>,
     /// This broker's mastership, shown by `stat` (master/slave only).
@@ -139,6 +141,7 @@ impl DestinationRegistry {
             groups,
             arbiters,
             limits: config.limits.clone(),
+            concurrent_store_and_dispatch: config.store.concurrent_store_and_dispatch,
             cluster,
             master: None,
         }
@@ -199,6 +202,7 @@ impl DestinationRegistry {
             memory: self.memory.clone(),
             send_timeout: std::time::Duration::from_millis(self.limits.send_timeout_ms),
             fail_when_full: self.limits.fail_when_full,
+            concurrent_store_and_dispatch: self.concurrent_store_and_dispatch,
         };
         let addr =
             QueueActor::start_in_arbiter(arbiter, move |_| QueueActor::new(d, settings, recovered));

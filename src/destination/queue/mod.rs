@@ -9,7 +9,9 @@
 //! or delivered: batches wait in `unconfirmed`, in arrival order, and move to the backlog
 //! once they and every batch before them are durable (so a non-persistent message never
 //! overtakes a persistent one sent before it). Acknowledging a persistent message appends a
-//! removal, without waiting for it.
+//! removal, without waiting for it. A batch a waiting consumer has credit for is the
+//! exception: it is delivered while it is written, and confirmed once durable or
+//! acknowledged ([`storage`], concurrent store and dispatch).
 //!
 //! This file holds the actor, its consumers and dispatch; [`flow`] the sends that wait for
 //! room, [`storage`] the journal and paging, [`redelivery`] what comes back or expires.
@@ -139,6 +141,9 @@ pub struct QueueActor {
     memory: MemoryBudget,
     send_timeout: Duration,
     fail_when_full: bool,
+    concurrent_store_and_dispatch: bool,
+    /// Batches delivered while being written, waiting to be confirmed.
+    early: storage::EarlyBatches,
     /// Sends waiting for room, oldest first.
     blocked: VecDeque<Blocked>,
     /// Backlog entries on disk only.
@@ -205,6 +210,8 @@ pub struct QueueSettings {
     pub memory: MemoryBudget,
     pub send_timeout: Duration,
     pub fail_when_full: bool,
+    /// Deliver a persistent batch to waiting consumers while it is written.
+    pub concurrent_store_and_dispatch: bool,
 }
 
 impl QueueActor {
@@ -223,6 +230,7 @@ impl QueueActor {
             memory,
             send_timeout,
             fail_when_full,
+            concurrent_store_and_dispatch,
         } = settings;
         // Recovered messages start on disk only: read back as consumers reach them.
         let held = 0;
@@ -251,6 +259,8 @@ impl QueueActor {
             memory,
             send_timeout,
             fail_when_full,
+            concurrent_store_and_dispatch,
+            early: storage::EarlyBatches::default(),
             blocked: VecDeque::new(),
             paged,
             paging_in: false,
@@ -452,6 +462,7 @@ impl Handler<Control> for QueueActor {
                                 queue: self.destination.name().to_string(),
                                 id,
                             });
+                            self.early.settled(id);
                         }
                     }
                 }
@@ -541,3 +552,6 @@ impl Handler<GetStat> for QueueActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

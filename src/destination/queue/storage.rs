@@ -2,6 +2,14 @@
 //! them) are durable, then join the backlog, on disk only while the queue is past half its
 //! memory limit (paging); paged messages are read back in batches as consumers reach them.
 //!
+//! Concurrent store and dispatch: a persistent batch that a waiting consumer has credit for
+//! (nothing ahead of it, no producer's mark, not from a transaction) joins the backlog at
+//! once and is delivered while it is written; its producer is answered as soon as it is
+//! durable or every stored message of it is acknowledged ([`EarlyBatches`]), whichever
+//! comes first. A confirmed message is thus on disk or consumed; after a crash a consumer
+//! may see again a message whose send was never confirmed. Its first delivery's count is
+//! in the same write as the message, so the counting below holds for it too.
+//!
 //! Deliveries of stored messages wait in `outgoing` until their delivery counts are
 //! durable (`Record::Delivered`), then go to their consumers in the order they were made:
 //! after a crash or a takeover, a message that was delivered comes again marked
@@ -199,10 +207,96 @@ impl Handler<DeliveriesCounted> for QueueActor {
     }
 }
 
+/// The answer to a producer whose batch is delivered while it is written.
+type EarlyReply = tokio::sync::oneshot::Sender<Result<(), DestinationError>>;
+
+/// Batches delivered while being written: each is confirmed to its producer once it is
+/// written or every stored message of it is acknowledged, whichever comes first.
+#[derive(Default)]
+pub(super) struct EarlyBatches {
+    /// By batch seq.
+    batches: HashMap<u64, EarlyBatch>,
+    /// The batch of each stored message not yet acknowledged.
+    batch_of: HashMap<u64, u64>,
+}
+
+struct EarlyBatch {
+    /// Journal ids of its messages not yet acknowledged.
+    unsettled: Vec<u64>,
+    /// Taken once answered.
+    reply: Option<EarlyReply>,
+}
+
+impl EarlyBatches {
+    fn insert(&mut self, seq: u64, ids: Vec<u64>, reply: EarlyReply) {
+        for id in &ids {
+            self.batch_of.insert(*id, seq);
+        }
+        self.batches.insert(
+            seq,
+            EarlyBatch {
+                unsettled: ids,
+                reply: Some(reply),
+            },
+        );
+    }
+
+    /// The stored message `id` was acknowledged: the last of its batch confirms the batch.
+    pub(super) fn settled(&mut self, id: u64) {
+        let Some(seq) = self.batch_of.remove(&id) else {
+            return;
+        };
+        if let Some(batch) = self.batches.get_mut(&seq) {
+            batch.unsettled.retain(|&other| other != id);
+            if batch.unsettled.is_empty()
+                && let Some(reply) = batch.reply.take()
+            {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// The write of batch `seq` finished: answers its producer, unless acknowledgements did.
+    fn written(&mut self, seq: u64, result: Result<(), DestinationError>) {
+        let Some(batch) = self.batches.remove(&seq) else {
+            return;
+        };
+        for id in &batch.unsettled {
+            self.batch_of.remove(id);
+        }
+        if let Some(reply) = batch.reply {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// The write of a batch delivered while it was being written has finished.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(super) struct EarlyWritten {
+    seq: u64,
+    result: Result<Vec<Location>, crate::store::StoreError>,
+}
+
+impl Handler<EarlyWritten> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EarlyWritten, _ctx: &mut Context<Self>) {
+        let result = msg.result.map(|_| ()).map_err(|e| {
+            // Already handed out: its messages stay (as if not persistent); the producer
+            // is told, unless its consumers acknowledged them all first.
+            tracing::error!(queue = %self.destination, "cannot store messages delivered while being written: {e}");
+            DestinationError::Refused(format!("the messages could not be stored: {e}"))
+        });
+        self.early.written(msg.seq, result);
+    }
+}
+
 /// Messages of one `Enqueue`, waiting for the journal.
 pub(super) struct Unconfirmed {
     pub(super) seq: u64,
     pub(super) messages: Vec<Queued>,
+    /// Written (or delivered while being written): it may join the backlog.
     pub(super) durable: bool,
     /// Where the journal put each stored message of the batch, in order.
     pub(super) locations: Vec<Location>,
@@ -215,6 +309,18 @@ impl QueueActor {
             .iter()
             .chain(self.unconfirmed.iter().flat_map(|b| b.messages.iter()))
             .filter_map(|q| q.store_id)
+    }
+
+    /// Lets a batch that needs no write (or is delivered while written) join the backlog,
+    /// in order behind any batch still being stored.
+    fn release_now(&mut self, seq: u64, messages: Vec<Queued>) {
+        self.unconfirmed.push_back(Unconfirmed {
+            seq,
+            messages,
+            durable: true,
+            locations: Vec::new(),
+        });
+        self.release_durable();
     }
 
     /// Moves every batch at the front of `unconfirmed` that is durable to the backlog.
@@ -347,16 +453,17 @@ impl QueueActor {
         let seq = self.next_batch;
         self.next_batch += 1;
         let (Some(store), false) = (&self.store, records.is_empty()) else {
-            // Nothing to store: in order behind any batch still being stored.
-            self.unconfirmed.push_back(Unconfirmed {
-                seq,
-                messages,
-                durable: true,
-                locations: Vec::new(),
-            });
-            self.release_durable();
+            // Nothing to store.
+            self.release_now(seq, messages);
             return Box::pin(fut::ready(Ok(())));
         };
+        // Every stored message has a consumer waiting for it and nothing is ahead: deliver
+        // while writing (see the module's doc).
+        let early = self.concurrent_store_and_dispatch
+            && mark.is_none()
+            && stored.is_empty()
+            && self.unconfirmed.is_empty()
+            && precounted.len() == records.len();
         if !precounted.is_empty() {
             records.push(Record::Delivered {
                 queue: self.destination.name().to_string(),
@@ -371,6 +478,20 @@ impl QueueActor {
             records = vec![Record::Transaction { records }];
         }
         let append = store.append(records);
+        if let (true, Some(me)) = (early, self.me.clone()) {
+            let ids = messages.iter().filter_map(|q| q.store_id).collect();
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.early.insert(seq, ids, reply);
+            actix::spawn(async move {
+                let result = append.await;
+                me.do_send(EarlyWritten { seq, result });
+            });
+            self.release_now(seq, messages);
+            let gone = DestinationError::Unavailable(self.destination.to_string());
+            return Box::pin(fut::wrap_future(async move {
+                answer.await.unwrap_or(Err(gone))
+            }));
+        }
         self.unconfirmed.push_back(Unconfirmed {
             seq,
             messages,
