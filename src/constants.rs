@@ -20,6 +20,11 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Room made in a reader's buffer before each read: the most one read adds, and what an
 /// idle connection's buffer costs.
 pub const READ_BYTES: usize = 8 * 1024;
+/// A reader makes room for all of a frame whose length it knows (so a large frame is read
+/// into one allocation, not grown and copied as it arrives) once at least 1/this of it
+/// has arrived and the partial-frame budget has room: a peer that claims much and sends
+/// little still makes the broker hold at most this many times what it sent.
+pub const WHOLE_FRAME_AFTER: usize = 16;
 /// How often a reader paused by a spent partial-frame budget looks again.
 pub const BUDGET_RETRY: Duration = Duration::from_millis(50);
 /// How long a writer tries to deliver its last frame (the reason) to a peer being dropped.

@@ -7,10 +7,13 @@
 //!   the window is full the reader stops reading, so TCP pushes back on the producer and
 //!   the broker holds at most a window of sends per connection, as ActiveMQ's producer
 //!   flow control blocks a producer's transport.
-//! - **Partial frames.** The decoder's buffer grows only as bytes arrive (never to a length
-//!   a frame merely claims). The bytes buffered by every connection count against one
-//!   broker-wide [`ReadBudget`]; past it, connections holding part of a frame stop reading
-//!   until others finish theirs.
+//! - **Partial frames.** The decoder's buffer grows as bytes arrive, not to the length a
+//!   frame claims — except that once a 16th of a frame whose length the decoder knows
+//!   ([`FrameSize`]) has arrived, and the budget has room, the rest is made room for at
+//!   once, so a large frame is read into one allocation instead of one grown and copied
+//!   as it arrives (a peer still makes the broker hold at most 16× what it sent). The
+//!   bytes buffered by every connection count against one broker-wide [`ReadBudget`];
+//!   past it, connections holding part of a frame stop reading until others finish theirs.
 //! - **Read deadline.** A frame that has started must be complete within the frame timeout
 //!   (time spent paused by a full window does not count), or the reader yields
 //!   [`ReadError::Stalled`] and the connection is closed with a reason.
@@ -28,7 +31,8 @@ use tokio::io::AsyncRead;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 
-use crate::constants::{BUDGET_RETRY, READ_BYTES};
+use crate::constants::{BUDGET_RETRY, READ_BYTES, WHOLE_FRAME_AFTER};
+use crate::protocol::FrameSize;
 
 /// Why a [`FrameReader`] stopped.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,11 @@ impl ReadBudget {
 
     fn spent(&self) -> bool {
         self.used() >= self.limit
+    }
+
+    /// Whether `more` bytes fit under the limit.
+    fn has_room(&self, more: usize) -> bool {
+        self.used().saturating_add(more) <= self.limit
     }
 }
 
@@ -150,7 +159,7 @@ pub struct FrameReader<R, D> {
     done: bool,
 }
 
-impl<R: AsyncRead, D: Decoder> FrameReader<R, D> {
+impl<R: AsyncRead, D: Decoder + FrameSize> FrameReader<R, D> {
     pub fn new(
         socket: R,
         decoder: D,
@@ -204,6 +213,23 @@ impl<R: AsyncRead, D: Decoder> FrameReader<R, D> {
         }
     }
 
+    /// Makes room for the next read: for the rest of the frame being read when its length
+    /// is known, enough of it has arrived and the budget allows (one allocation for a large
+    /// frame, instead of a buffer grown and copied as it arrives), else `READ_BYTES`.
+    fn make_room(&mut self) {
+        let (len, capacity) = (self.buffer.len(), self.buffer.capacity());
+        let rest = self
+            .decoder
+            .frame_size(&self.buffer)
+            .filter(|&size| size > len && len.saturating_mul(WHOLE_FRAME_AFTER) >= size)
+            .filter(|&size| size <= capacity || self.budget.has_room(size - capacity))
+            .map(|size| size - len);
+        let wanted = rest.unwrap_or(READ_BYTES);
+        if capacity - len < wanted {
+            self.buffer.reserve(wanted);
+        }
+    }
+
     /// Whether reading must wait for other connections to finish their frames; if so, the
     /// task is woken to look again shortly.
     fn budget_spent(&mut self, cx: &mut Context<'_>) -> bool {
@@ -222,7 +248,7 @@ impl<R: AsyncRead, D: Decoder> FrameReader<R, D> {
     }
 }
 
-impl<R: AsyncRead + Unpin, D: Decoder + Unpin> Stream for FrameReader<R, D> {
+impl<R: AsyncRead + Unpin, D: Decoder + FrameSize + Unpin> Stream for FrameReader<R, D> {
     type Item = Result<D::Item, ReadError<D::Error>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -263,9 +289,7 @@ impl<R: AsyncRead + Unpin, D: Decoder + Unpin> Stream for FrameReader<R, D> {
                 this.arm_deadline(cx);
                 return Poll::Pending;
             }
-            if this.buffer.capacity() - this.buffer.len() < READ_BYTES {
-                this.buffer.reserve(READ_BYTES);
-            }
+            this.make_room();
             let read =
                 tokio_util::io::poll_read_buf(Pin::new(&mut this.socket), cx, &mut this.buffer);
             this.account();
@@ -304,6 +328,12 @@ mod tests {
 
     /// Lines as frames.
     struct Lines;
+
+    impl FrameSize for Lines {
+        fn frame_size(&self, _buffered: &[u8]) -> Option<usize> {
+            None
+        }
+    }
 
     impl Decoder for Lines {
         type Item = Vec<u8>;
@@ -396,5 +426,52 @@ mod tests {
         drop(b_frames);
         assert_eq!(a_frames.next().await.unwrap().unwrap(), b"abc\n");
         assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_gets_one_allocation_once_a_sixteenth_of_it_has_arrived() {
+        use crate::protocol::{Frame, FrameCodec, encode_frame};
+        let frame = Frame::Send {
+            session: 1,
+            destination: crate::message::Destination::queue("q"),
+            receipt: None,
+            messages: vec![crate::message::Message::new(vec![7u8; 1 << 20])],
+            origin: None,
+        };
+        let bytes = encode_frame(&frame, 1 << 24).unwrap();
+        let window = SendWindow::new(1 << 30);
+        // Other connections' partial frames leave this one 64 MiB of room, then 512 KiB.
+        for (others, whole) in [(0, true), ((64 << 20) - (512 << 10), false)] {
+            let budget = ReadBudget::new(64 << 20);
+            budget.used.fetch_add(others, Ordering::Relaxed);
+            let (mut client, server) = tokio::io::duplex(2 << 20);
+            let mut frames = FrameReader::new(
+                server,
+                FrameCodec::new(1 << 24),
+                window.clone(),
+                budget.clone(),
+                Duration::from_secs(5),
+            );
+            // A sixteenth and a bit: the reader takes all of it in one poll.
+            client
+                .write_all(&bytes[..bytes.len() / 16 + 100])
+                .await
+                .unwrap();
+            assert!(futures::poll!(frames.next()).is_pending());
+            // Counted in the budget: the buffer's allocation.
+            let buffered = budget.used() - others;
+            assert_eq!(
+                buffered >= bytes.len(),
+                whole,
+                "{buffered} buffered for a frame of {}",
+                bytes.len()
+            );
+            budget.used.fetch_sub(others, Ordering::Relaxed);
+            client
+                .write_all(&bytes[bytes.len() / 16 + 100..])
+                .await
+                .unwrap();
+            assert_eq!(frames.next().await.unwrap().unwrap(), frame);
+        }
     }
 }

@@ -48,6 +48,13 @@ impl Decoder for FrameCodec {
     }
 }
 
+impl super::FrameSize for FrameCodec {
+    fn frame_size(&self, buffered: &[u8]) -> Option<usize> {
+        let len: [u8; LEN_BYTES] = buffered.get(..LEN_BYTES)?.try_into().ok()?;
+        Some(LEN_BYTES + u32::from_be_bytes(len) as usize)
+    }
+}
+
 /// Takes one length-prefixed body off `src` once all of it is there (`Ok(None)` until
 /// then), refusing a length over `max` before any of the body is buffered. Nothing is
 /// reserved for the length claimed: the buffer grows as bytes arrive, so a peer that

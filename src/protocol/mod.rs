@@ -17,6 +17,13 @@ pub mod stomp;
 pub use codec::{
     FrameCodec, ProtocolError, encode_frame, encode_frame_into, put_framed, take_framed,
 };
+
+/// A decoder that can tell, from the first bytes of the frame at the front of a buffer,
+/// how many bytes the whole frame takes — so a reader can make room for it at once.
+pub trait FrameSize {
+    /// The length of the frame starting at `buffered[0]`, counted from there, once known.
+    fn frame_size(&self, buffered: &[u8]) -> Option<usize>;
+}
 pub use frame::{
     ErrorCode, Frame, PROTOCOL_VERSION, Refusal, SendOrigin, TransactedSend, WireDelivery,
 };

@@ -44,11 +44,17 @@ pub struct StompCodec {
     limits: StompLimits,
     /// Where the search for the body's NUL resumes (bytes before it were checked).
     scanned: usize,
+    /// The length of the frame being read, once its headers (with `content-length`) are in.
+    expected: Option<usize>,
 }
 
 impl StompCodec {
     pub fn new(limits: StompLimits) -> StompCodec {
-        StompCodec { limits, scanned: 0 }
+        StompCodec {
+            limits,
+            scanned: 0,
+            expected: None,
+        }
     }
 
     /// The end of the header section (just past its blank line), if it has all arrived.
@@ -139,6 +145,12 @@ fn escape_into(value: &str, dst: &mut BytesMut) {
     dst.put_slice(rest);
 }
 
+impl crate::protocol::FrameSize for StompCodec {
+    fn frame_size(&self, _buffered: &[u8]) -> Option<usize> {
+        self.expected
+    }
+}
+
 impl Decoder for StompCodec {
     type Item = Inbound;
     type Error = StompError;
@@ -224,6 +236,7 @@ impl Decoder for StompCodec {
                     });
                 }
                 if src.len() < header_end + len + 1 {
+                    self.expected = Some(header_end + len + 1);
                     return Ok(None);
                 }
                 if src[header_end + len] != 0 {
@@ -257,6 +270,7 @@ impl Decoder for StompCodec {
             }
         };
         self.scanned = 0;
+        self.expected = None;
         src.advance(header_end);
         let body = src.split_to(body_len).freeze();
         src.advance(1); // the NUL
