@@ -25,6 +25,10 @@ pub const READ_BYTES: usize = 8 * 1024;
 /// has arrived and the partial-frame budget has room: a peer that claims much and sends
 /// little still makes the broker hold at most this many times what it sent.
 pub const WHOLE_FRAME_AFTER: usize = 16;
+/// A native frame's bodies at least this long are not copied out of the frame when it is
+/// decoded: they share its buffer, which lives until the last of them is dropped. Shorter
+/// ones are copied, so that a small message kept long does not pin a large buffer.
+pub const SHARED_BODY_BYTES: usize = 64 * 1024;
 /// How often a reader paused by a spent partial-frame budget looks again.
 pub const BUDGET_RETRY: Duration = Duration::from_millis(50);
 /// How long a writer tries to deliver its last frame (the reason) to a peer being dropped.

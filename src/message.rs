@@ -1,7 +1,8 @@
 //! The message model shared by the client, the wire and the broker: [`Message`], its
 //! typed [`Property`] values, the [`Destination`] names it travels to, and [`AckMode`].
 //!
-//! A body is `bytes::Bytes` from the socket to every consumer, and destination names are
+//! A body is `bytes::Bytes` from the socket to every consumer (a long one decoded from a
+//! native frame shares the frame's buffer: [`body`]), and destination names are
 //! `Arc<str>`: fanning a message out clones pointers, never payloads.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+pub mod body;
 
 /// Errors from parsing message-model values (destination names).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -304,6 +307,7 @@ pub struct Message {
     pub id: String,
     /// Where the broker received it; set by the broker on enqueue.
     pub destination: Option<Destination>,
+    #[serde(deserialize_with = "body::deserialize")]
     pub body: Bytes,
     pub headers: BTreeMap<String, String>,
     pub properties: BTreeMap<String, Property>,

@@ -26,11 +26,26 @@ pub enum ProtocolError {
 #[derive(Clone, Debug)]
 pub struct FrameCodec {
     max_frame_bytes: usize,
+    /// Long bodies share the frame's buffer instead of being copied out of it.
+    share_bodies: bool,
 }
 
 impl FrameCodec {
     pub fn new(max_frame_bytes: usize) -> FrameCodec {
-        FrameCodec { max_frame_bytes }
+        FrameCodec {
+            max_frame_bytes,
+            share_bodies: false,
+        }
+    }
+
+    /// Long bodies decoded stay in the frame's buffer ([`crate::message::body`]): for a
+    /// reader that reads a large frame into an allocation of its own (`net::reader`), so
+    /// that a body pins little more than itself (at most twice itself when the reader's
+    /// partial-frame budget was spent and the buffer grew by doubling). The client keeps
+    /// copying: its `FramedRead` reads many frames into one buffer.
+    pub fn sharing_bodies(mut self) -> FrameCodec {
+        self.share_bodies = true;
+        self
     }
 }
 
@@ -39,10 +54,17 @@ impl Decoder for FrameCodec {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        let Some(body) = take_framed(src, self.max_frame_bytes)? else {
+        let Some(frame) = take_framed(src, self.max_frame_bytes)? else {
             return Ok(None);
         };
-        rmp_serde::from_slice(&body)
+        let decode = |frame: &[u8]| rmp_serde::from_slice(frame);
+        let decoded = if self.share_bodies {
+            let frame = frame.freeze();
+            crate::message::body::sharing_bodies(&frame, || decode(&frame))
+        } else {
+            decode(&frame)
+        };
+        decoded
             .map(Some)
             .map_err(|e| ProtocolError::Malformed(e.to_string()))
     }
@@ -200,6 +222,31 @@ mod tests {
             receipt: Some(5),
         });
         round_trip(Frame::Disconnect);
+    }
+
+    #[test]
+    fn a_sharing_codec_leaves_long_bodies_in_the_frame_buffer() {
+        let frame = Frame::Send {
+            session: 1,
+            destination: Destination::queue("q"),
+            receipt: None,
+            messages: vec![Message::new(vec![3u8; crate::constants::SHARED_BODY_BYTES])],
+            origin: None,
+        };
+        for sharing in [true, false] {
+            let mut codec = FrameCodec::new(1 << 20);
+            if sharing {
+                codec = codec.sharing_bodies();
+            }
+            let mut src = BytesMut::new();
+            codec.encode(&frame, &mut src).unwrap();
+            let buffer = src.as_ptr() as usize..src.as_ptr() as usize + src.len();
+            let Some(Frame::Send { messages, .. }) = codec.decode(&mut src).unwrap() else {
+                panic!("not the Send frame");
+            };
+            let body = messages[0].body.as_ptr() as usize;
+            assert_eq!(buffer.contains(&body), sharing);
+        }
     }
 
     #[test]

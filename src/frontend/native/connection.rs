@@ -82,7 +82,7 @@ impl ConnectionActor {
         let window = SendWindow::new(limits.max_inflight_send_bytes);
         ctx.add_stream(FrameReader::new(
             read,
-            FrameCodec::new(limits.max_frame_bytes as usize),
+            FrameCodec::new(limits.max_frame_bytes as usize).sharing_bodies(),
             window.clone(),
             budget,
             Duration::from_millis(limits.frame_read_timeout_ms),
