@@ -20,6 +20,7 @@ use actormq::destination::{
     ConsumerControl, ConsumerId, Control, Dispatch, Enqueue, MemoryBudget, QueueActor,
     QueueSettings, Subscribe,
 };
+use actormq::protocol::stomp::{self, Command, FrameWriter, StompFrame};
 use actormq::protocol::{Frame, FrameCodec, encode_frame};
 use actormq::store::record::Record;
 use actormq::store::{FsyncMode, Journal, JournalSettings, SharedStore};
@@ -81,6 +82,54 @@ fn frame(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(1 << 20));
     group.bench_function("encode_deliver_1MiB", |b| {
         b.iter(|| encode_frame(&large, MAX_FRAME).expect("a frame within the limit"))
+    });
+    group.finish();
+}
+
+/// A batch of 100 STOMP MESSAGE frames of 256 B, written as the broker writes them
+/// (`FrameWriter`, no `StompFrame` in between), and the same built as `StompFrame`s.
+fn stomp_message(c: &mut Criterion) {
+    let body = vec![b'x'; BODY];
+    let mut group = c.benchmark_group("stomp");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("write_message_100x256B", |b| {
+        b.iter(|| {
+            let mut dst = BytesMut::new();
+            for i in 0..BATCH {
+                let mut frame = FrameWriter::start(&mut dst, Command::Message, 512 + BODY);
+                frame
+                    .header("subscription", "sub-0")
+                    .header("message-id", "ID:bench-1:1:1")
+                    .header("destination", "/queue/bench")
+                    .header_fmt("priority", format_args!("{}", 4))
+                    .header("persistent", "false")
+                    .header_fmt(
+                        "timestamp",
+                        format_args!("{}", 1_700_000_000_000u64 + i as u64),
+                    )
+                    .header_fmt("content-length", format_args!("{BODY}"));
+                frame.body(&body);
+            }
+            dst
+        })
+    });
+    group.bench_function("encode_message_frames_100x256B", |b| {
+        b.iter(|| {
+            let mut dst = BytesMut::new();
+            for i in 0..BATCH {
+                let frame = StompFrame::new(Command::Message)
+                    .header("subscription", "sub-0")
+                    .header("message-id", "ID:bench-1:1:1")
+                    .header("destination", "/queue/bench")
+                    .header("priority", 4.to_string())
+                    .header("persistent", "false")
+                    .header("timestamp", (1_700_000_000_000u64 + i as u64).to_string())
+                    .header("content-length", BODY.to_string())
+                    .body(body.clone());
+                stomp::encode_into(&frame, &mut dst);
+            }
+            dst
+        })
     });
     group.finish();
 }
@@ -251,5 +300,11 @@ fn journal_append(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, frame, queue_dispatch, journal_append);
+criterion_group!(
+    benches,
+    frame,
+    stomp_message,
+    queue_dispatch,
+    journal_append
+);
 criterion_main!(benches);

@@ -21,7 +21,7 @@ use crate::destination::DestinationError;
 use crate::message::{Destination, DestinationKind, Property};
 use crate::net::writer::FrameSink;
 use crate::protocol::WireDelivery;
-use crate::protocol::stomp::{Command, StompFrame, encode_into};
+use crate::protocol::stomp::{Command, FrameWriter};
 use crate::session::{ClientWire, SessionError};
 
 /// A subscription's `ack` header.
@@ -155,8 +155,13 @@ impl ClientWire for StompWire {
                 return Err(SessionError::Unsubscribed(consumer));
             };
             for delivery in &deliveries {
-                let frame = message_frame(&subscription.id, consumer, delivery, subscription.ack);
-                encode_into(&frame, &mut buf);
+                write_message(
+                    &mut buf,
+                    &subscription.id,
+                    consumer,
+                    delivery,
+                    subscription.ack,
+                );
                 if subscription.ack != AckKind::Auto {
                     subscription
                         .unacked
@@ -203,52 +208,117 @@ pub(super) fn stomp_name(destination: &Destination) -> String {
     format!("{prefix}{}", destination.name())
 }
 
-fn message_frame(
+/// Writes the MESSAGE frame of `delivery` for the subscription `subscription` (the
+/// client's consumer `consumer`) into `dst`.
+fn write_message(
+    dst: &mut BytesMut,
     subscription: &str,
     consumer: u32,
     delivery: &WireDelivery,
     ack: AckKind,
-) -> StompFrame {
+) {
     let message = &delivery.message;
-    let mut frame = StompFrame::new(Command::Message)
+    let mut frame = FrameWriter::start(dst, Command::Message, 512 + message.body.len());
+    frame
         .header("subscription", subscription)
-        .header("message-id", message.id.clone());
+        .header("message-id", &message.id);
     if let Some(destination) = &message.destination {
-        frame = frame.header("destination", stomp_name(destination));
+        frame.header("destination", &stomp_name(destination));
     }
     if ack != AckKind::Auto {
-        frame = frame.header("ack", format!("{consumer}:{}", delivery.tag));
+        // `:` is escaped in a value (`\c`).
+        frame.header("ack", &format!("{consumer}:{}", delivery.tag));
     }
     if delivery.redelivered {
-        frame = frame.header("redelivered", "true");
+        frame.header("redelivered", "true");
     }
     if let Some(id) = &message.correlation_id {
-        frame = frame.header("correlation-id", id.clone());
+        frame.header("correlation-id", id);
     }
     if let Some(reply_to) = &message.reply_to {
-        frame = frame.header("reply-to", stomp_name(reply_to));
+        frame.header("reply-to", &stomp_name(reply_to));
     }
     if message.expiration != 0 {
-        frame = frame.header("expires", message.expiration.to_string());
-    }
-    frame = frame
-        .header("priority", message.priority.to_string())
-        .header("persistent", message.persistent.to_string())
-        .header("timestamp", message.timestamp.to_string());
-    for (name, value) in &message.headers {
-        frame = frame.header(name.clone(), value.clone());
-    }
-    for (name, value) in &message.properties {
-        let text = match value {
-            Property::Bool(b) => b.to_string(),
-            Property::Int(i) => i.to_string(),
-            Property::Float(f) => f.to_string(),
-            Property::Text(t) => t.clone(),
-            Property::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        };
-        frame = frame.header(name.clone(), text);
+        frame.header_fmt("expires", format_args!("{}", message.expiration));
     }
     frame
-        .header("content-length", message.body.len().to_string())
-        .body(message.body.clone())
+        .header_fmt("priority", format_args!("{}", message.priority))
+        .header(
+            "persistent",
+            if message.persistent { "true" } else { "false" },
+        )
+        .header_fmt("timestamp", format_args!("{}", message.timestamp));
+    for (name, value) in &message.headers {
+        frame.header(name, value);
+    }
+    for (name, value) in &message.properties {
+        match value {
+            Property::Bool(b) => frame.header_fmt(name, format_args!("{b}")),
+            Property::Int(i) => frame.header_fmt(name, format_args!("{i}")),
+            Property::Float(f) => frame.header_fmt(name, format_args!("{f}")),
+            Property::Text(t) => frame.header(name, t),
+            Property::Bytes(b) => frame.header(name, &String::from_utf8_lossy(b)),
+        };
+    }
+    frame.header_fmt("content-length", format_args!("{}", message.body.len()));
+    frame.body(&message.body);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::message::Message;
+    use crate::protocol::stomp::{StompFrame, encode_into};
+
+    #[test]
+    fn a_message_frame_is_written_as_its_stomp_frame_would_encode() {
+        let message = Message::new("body")
+            .with_header("colon:ed", "line\nbreak")
+            .with_property("n", Property::Int(-3))
+            .with_property("f", Property::Float(1.5))
+            .with_property("ok", Property::Bool(true))
+            .with_correlation_id("corr")
+            .with_reply_to(Destination::queue("replies"))
+            .with_priority(7);
+        let mut message = message;
+        message.id = "p:1".into();
+        message.destination = Some(Destination::queue("orders"));
+        message.expiration = 99;
+        message.timestamp = 42;
+        let delivery = WireDelivery {
+            consumer: 3,
+            tag: 8,
+            redelivered: true,
+            delivery_count: 2,
+            message: Arc::new(message.clone()),
+        };
+        let expected = StompFrame::new(Command::Message)
+            .header("subscription", "sub-1")
+            .header("message-id", "p:1")
+            .header("destination", "/queue/orders")
+            .header("ack", "3:8")
+            .header("redelivered", "true")
+            .header("correlation-id", "corr")
+            .header("reply-to", "/queue/replies")
+            .header("expires", "99")
+            .header("priority", "7")
+            .header("persistent", "true")
+            .header("timestamp", "42")
+            .header("colon:ed", "line\nbreak")
+            .header("f", "1.5")
+            .header("n", "-3")
+            .header("ok", "true")
+            .header("content-length", "4")
+            .body("body");
+        let mut want = BytesMut::new();
+        encode_into(&expected, &mut want);
+        let mut got = BytesMut::new();
+        write_message(&mut got, "sub-1", 3, &delivery, AckKind::Client);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
 }

@@ -292,6 +292,64 @@ impl Encoder<&StompFrame> for StompCodec {
 }
 
 /// Appends one frame to `dst`.
+/// Writes one frame straight into a buffer, header by header, for a frame that is built
+/// only to be written (the broker's MESSAGE frames): no [`StompFrame`], no `String` per
+/// header in between. The output is what [`encode_into`] makes of the same frame.
+pub struct FrameWriter<'a> {
+    dst: &'a mut BytesMut,
+    escapes: bool,
+}
+
+impl<'a> FrameWriter<'a> {
+    /// Starts a `command` frame, making room for about `expected` bytes in all.
+    pub fn start(dst: &'a mut BytesMut, command: Command, expected: usize) -> FrameWriter<'a> {
+        dst.reserve(expected);
+        dst.put_slice(command.as_str().as_bytes());
+        dst.put_u8(b'\n');
+        FrameWriter {
+            dst,
+            escapes: command.escapes_headers(),
+        }
+    }
+
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.header_with(name, |dst, escapes| {
+            if escapes {
+                escape_into(value, dst);
+            } else {
+                dst.put_slice(value.as_bytes());
+            }
+        })
+    }
+
+    /// A header whose value is written by `value` (a number, a formatted name): no escape
+    /// needed, so its text must hold none of `\r \n : \\`.
+    pub fn header_fmt(&mut self, name: &str, value: std::fmt::Arguments) -> &mut Self {
+        self.header_with(name, |dst, _| {
+            let _ = std::fmt::Write::write_fmt(dst, value);
+        })
+    }
+
+    fn header_with(&mut self, name: &str, value: impl FnOnce(&mut BytesMut, bool)) -> &mut Self {
+        if self.escapes {
+            escape_into(name, self.dst);
+        } else {
+            self.dst.put_slice(name.as_bytes());
+        }
+        self.dst.put_u8(b':');
+        value(self.dst, self.escapes);
+        self.dst.put_u8(b'\n');
+        self
+    }
+
+    /// Ends the headers, writes the body and the frame's NUL.
+    pub fn body(self, body: &[u8]) {
+        self.dst.put_u8(b'\n');
+        self.dst.put_slice(body);
+        self.dst.put_u8(0);
+    }
+}
+
 pub fn encode_into(frame: &StompFrame, dst: &mut BytesMut) {
     dst.reserve(64 + frame.body.len());
     dst.put_slice(frame.command.as_str().as_bytes());

@@ -5,5 +5,5 @@
 mod codec;
 mod frame;
 
-pub use codec::{StompCodec, StompError, StompLimits, encode_into};
+pub use codec::{FrameWriter, StompCodec, StompError, StompLimits, encode_into};
 pub use frame::{Command, Inbound, StompFrame};
