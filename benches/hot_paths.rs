@@ -2,7 +2,8 @@
 //!
 //! - `frame`: encoding and decoding one native `Send` frame of 100 × 256 B messages (the
 //!   codec every message crosses twice), and encoding one `Deliver` of a 1 MiB body (the
-//!   buffer sized from the body, so the body is copied once);
+//!   buffer sized from the body, so the body is copied once; and spliced, as the broker
+//!   writes it: the body by reference);
 //! - `queue_dispatch`: a `QueueActor` taking 1,000 non-persistent messages in batches of
 //!   100 and dispatching them to one consumer that settles each batch (no sockets);
 //! - `journal_append`: appending batches of 100 persistent 256 B `Enqueue` records to the
@@ -21,7 +22,7 @@ use actormq::destination::{
     QueueSettings, Subscribe,
 };
 use actormq::protocol::stomp::{self, Command, FrameWriter, StompFrame};
-use actormq::protocol::{Frame, FrameCodec, encode_frame};
+use actormq::protocol::{Frame, FrameCodec, encode_frame, encode_frame_spliced};
 use actormq::store::record::Record;
 use actormq::store::{FsyncMode, Journal, JournalSettings, SharedStore};
 use actormq::{Destination, Limits, Message};
@@ -82,6 +83,9 @@ fn frame(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(1 << 20));
     group.bench_function("encode_deliver_1MiB", |b| {
         b.iter(|| encode_frame(&large, MAX_FRAME).expect("a frame within the limit"))
+    });
+    group.bench_function("encode_deliver_1MiB_spliced", |b| {
+        b.iter(|| encode_frame_spliced(&large, MAX_FRAME).expect("a frame within the limit"))
     });
     group.finish();
 }

@@ -75,6 +75,8 @@ pub struct WriterLimits {
 
 enum Command {
     Frame(Bytes),
+    /// One frame in several buffers, written in order with nothing between them.
+    Parts(Vec<Bytes>),
     /// Say when every frame queued before this has been written.
     Mark(oneshot::Sender<()>),
     /// Write this last frame (if any), then close the socket.
@@ -116,10 +118,26 @@ impl FrameSink {
     /// Queues one encoded frame. Fails once the connection is closed, or when the bytes
     /// waiting to be written would pass the limit (the connection is then closed).
     pub fn send(&self, frame: Bytes) -> Result<(), WriterError> {
+        let len = frame.len();
+        self.queue(len, Command::Frame(frame))
+    }
+
+    /// Queues one frame given as buffers to write in order
+    /// ([`crate::protocol::encode_frame_spliced`]), as [`FrameSink::send`] does one.
+    pub fn send_parts(&self, mut parts: Vec<Bytes>) -> Result<(), WriterError> {
+        if parts.len() == 1
+            && let Some(frame) = parts.pop()
+        {
+            return self.send(frame);
+        }
+        let len = parts.iter().map(Bytes::len).sum();
+        self.queue(len, Command::Parts(parts))
+    }
+
+    fn queue(&self, len: usize, command: Command) -> Result<(), WriterError> {
         if self.shared.closed.load(Ordering::Relaxed) {
             return Err(WriterError::Closed);
         }
-        let len = frame.len();
         let before = self.shared.pending.fetch_add(len, Ordering::Relaxed);
         // A single frame larger than the limit still goes out when nothing is waiting.
         if before > 0 && before + len > self.limit {
@@ -131,7 +149,7 @@ impl FrameSink {
                 limit: self.limit,
             });
         }
-        self.tx.send(Command::Frame(frame)).map_err(|_| {
+        self.tx.send(command).map_err(|_| {
             self.shared.pending.fetch_sub(len, Ordering::Relaxed);
             WriterError::Closed
         })
@@ -240,6 +258,7 @@ where
         match first {
             None => break CloseReason::Finished,
             Some(Command::Frame(frame)) => batch.push_back(frame),
+            Some(Command::Parts(parts)) => batch.extend(parts),
             Some(Command::Mark(mark)) => marks.push(mark),
             Some(Command::Close(frame)) => {
                 last = frame;
@@ -252,6 +271,10 @@ where
                 Ok(Command::Frame(frame)) => {
                     batch_len += frame.len();
                     batch.push_back(frame);
+                }
+                Ok(Command::Parts(parts)) => {
+                    batch_len += parts.iter().map(Bytes::len).sum::<usize>();
+                    batch.extend(parts);
                 }
                 Ok(Command::Mark(mark)) => marks.push(mark),
                 Ok(Command::Close(frame)) => {
@@ -373,6 +396,35 @@ mod tests {
             sink.send(Bytes::from_static(b"x")),
             Err(WriterError::Closed)
         );
+    }
+
+    #[tokio::test]
+    async fn a_frame_in_parts_is_written_whole_between_the_frames_around_it() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let (sink, run) = writer(client, limits(1 << 20));
+        let task = tokio::spawn(run);
+        let parts = vec![
+            Bytes::from_static(b"B1"),
+            Bytes::from(vec![b'b'; 300]),
+            Bytes::from_static(b"B3"),
+        ];
+        for round in 0..20 {
+            sink.send(Bytes::from(format!("A{round}"))).unwrap();
+            sink.send_parts(parts.clone()).unwrap();
+        }
+        sink.send_parts(vec![Bytes::from_static(b"C")]).unwrap();
+        sink.close(None);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        let mut expected = Vec::new();
+        for round in 0..20 {
+            expected.extend_from_slice(format!("A{round}").as_bytes());
+            parts.iter().for_each(|p| expected.extend_from_slice(p));
+        }
+        expected.push(b'C');
+        assert_eq!(got, expected);
+        assert_eq!(task.await.unwrap(), CloseReason::Finished);
+        assert_eq!(sink.pending_bytes(), 0);
     }
 
     #[tokio::test]

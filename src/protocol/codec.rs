@@ -5,6 +5,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::Frame;
+use crate::constants::SHARED_BODY_BYTES;
 
 /// Size of the length prefix.
 const LEN_BYTES: usize = 4;
@@ -147,6 +148,85 @@ pub fn encode_frame(frame: &Frame, max_frame_bytes: usize) -> Result<Bytes, Prot
     Ok(buf.freeze())
 }
 
+/// One frame as the buffers to write in order: the frame's own bytes, with every body of
+/// [`SHARED_BODY_BYTES`] or more spliced in by reference instead of copied. The parts
+/// concatenated are exactly [`encode_frame`]'s bytes; a writer that writes vectored
+/// ([`crate::net::writer::FrameSink::send_parts`]) sends a large message without copying
+/// it (and without touching the fresh pages a copy would need).
+pub fn encode_frame_spliced(
+    frame: &Frame,
+    max_frame_bytes: usize,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let long: Vec<&Bytes> = frame
+        .messages()
+        .map(|m| &m.body)
+        .filter(|body| body.len() >= SHARED_BODY_BYTES)
+        .collect();
+    if long.is_empty() {
+        return Ok(vec![encode_frame(frame, max_frame_bytes)?]);
+    }
+    let spliced: usize = long.iter().map(|body| body.len()).sum();
+    let mut writer = SplicingWriter {
+        inline: BytesMut::with_capacity(frame.encoded_size_hint().saturating_sub(spliced)),
+        long,
+        splices: Vec::new(),
+    };
+    writer.inline.put_u32(0);
+    rmp_serde::encode::write(&mut writer, frame)
+        .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    let SplicingWriter {
+        mut inline,
+        splices,
+        ..
+    } = writer;
+    let len = inline.len() - LEN_BYTES + splices.iter().map(|(_, b)| b.len()).sum::<usize>();
+    if len > max_frame_bytes {
+        return Err(ProtocolError::FrameTooLarge {
+            len,
+            max: max_frame_bytes,
+        });
+    }
+    inline[..LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    let inline = inline.freeze();
+    let mut parts = Vec::with_capacity(2 * splices.len() + 1);
+    let mut from = 0;
+    for (at, body) in splices {
+        parts.push(inline.slice(from..at));
+        parts.push(body);
+        from = at;
+    }
+    parts.push(inline.slice(from..));
+    parts.retain(|part| !part.is_empty());
+    Ok(parts)
+}
+
+/// Collects an encoding's bytes, except that a write of exactly one of `long` (the
+/// encoder hands a body over in one piece) is noted as a splice, not copied.
+struct SplicingWriter<'a> {
+    inline: BytesMut,
+    long: Vec<&'a Bytes>,
+    /// Where in `inline` each spliced body goes.
+    splices: Vec<(usize, Bytes)>,
+}
+
+impl std::io::Write for SplicingWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let body = self
+            .long
+            .iter()
+            .find(|body| body.as_ptr() == data.as_ptr() && body.len() == data.len());
+        match body {
+            Some(body) => self.splices.push((self.inline.len(), (*body).clone())),
+            None => self.inline.extend_from_slice(data),
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -247,6 +327,70 @@ mod tests {
             let body = messages[0].body.as_ptr() as usize;
             assert_eq!(buffer.contains(&body), sharing);
         }
+    }
+
+    #[test]
+    fn a_spliced_frame_is_the_same_bytes_with_long_bodies_by_reference() {
+        let long = Message::new(vec![7u8; crate::constants::SHARED_BODY_BYTES]);
+        let short = Message::new(vec![1u8; 100]);
+        let delivery = |tag, message: &Message| WireDelivery {
+            consumer: 1,
+            tag,
+            redelivered: false,
+            delivery_count: 1,
+            message: Arc::new(message.clone()),
+        };
+        let frames = [
+            Frame::Deliver {
+                deliveries: vec![
+                    delivery(1, &short),
+                    delivery(2, &long),
+                    delivery(3, &short),
+                    delivery(4, &long),
+                ],
+            },
+            Frame::Send {
+                session: 1,
+                destination: Destination::queue("q"),
+                receipt: Some(2),
+                messages: vec![long.clone()],
+                origin: None,
+            },
+            Frame::Send {
+                session: 1,
+                destination: Destination::queue("q"),
+                receipt: Some(2),
+                messages: vec![short.clone()],
+                origin: None,
+            },
+        ];
+        for frame in frames {
+            let parts = encode_frame_spliced(&frame, 1 << 20).unwrap();
+            let whole = encode_frame(&frame, 1 << 20).unwrap();
+            assert_eq!(parts.concat(), whole.to_vec());
+            let by_reference = parts
+                .iter()
+                .filter(|part| part.as_ptr() == long.body.as_ptr())
+                .count();
+            let long_bodies = frame.messages().filter(|m| m.body == long.body).count();
+            assert_eq!(by_reference, long_bodies);
+            assert_eq!(parts.len(), 2 * long_bodies + 1);
+        }
+    }
+
+    #[test]
+    fn a_spliced_frame_over_the_limit_is_refused() {
+        let frame = Frame::Send {
+            session: 1,
+            destination: Destination::queue("q"),
+            receipt: None,
+            messages: vec![Message::new(vec![0u8; crate::constants::SHARED_BODY_BYTES])],
+            origin: None,
+        };
+        assert!(matches!(
+            encode_frame_spliced(&frame, crate::constants::SHARED_BODY_BYTES),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

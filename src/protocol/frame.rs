@@ -241,16 +241,31 @@ impl Frame {
     /// per message for the rest. Large bodies are then copied into the buffer once, not
     /// again each time it would grow; a wrong guess only costs a regrowth.
     pub fn encoded_size_hint(&self) -> usize {
-        fn of<'a>(messages: impl Iterator<Item = &'a Message>) -> usize {
-            messages.map(|m| m.body.len() + MESSAGE_OVERHEAD).sum()
-        }
         FRAME_ALLOWANCE
-            + match self {
-                Frame::Send { messages, .. } => of(messages.iter()),
-                Frame::Deliver { deliveries } => of(deliveries.iter().map(|d| &*d.message)),
-                Frame::Commit { sends, .. } => of(sends.iter().flat_map(|s| &s.messages)),
-                _ => 0,
-            }
+            + self
+                .messages()
+                .map(|m| m.body.len() + MESSAGE_OVERHEAD)
+                .sum::<usize>()
+    }
+
+    /// The messages the frame carries (`Send`, `Deliver`, `Commit`), in the order they
+    /// are encoded.
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
+        let sent: &[Message] = match self {
+            Frame::Send { messages, .. } => messages,
+            _ => &[],
+        };
+        let delivered: &[WireDelivery] = match self {
+            Frame::Deliver { deliveries } => deliveries,
+            _ => &[],
+        };
+        let committed: &[TransactedSend] = match self {
+            Frame::Commit { sends, .. } => sends,
+            _ => &[],
+        };
+        sent.iter()
+            .chain(delivered.iter().map(|d| &*d.message))
+            .chain(committed.iter().flat_map(|s| &s.messages))
     }
 
     /// The frame's name, for logs and error messages.

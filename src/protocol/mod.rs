@@ -15,7 +15,8 @@ mod frame;
 pub mod stomp;
 
 pub use codec::{
-    FrameCodec, ProtocolError, encode_frame, encode_frame_into, put_framed, take_framed,
+    FrameCodec, ProtocolError, encode_frame, encode_frame_into, encode_frame_spliced, put_framed,
+    take_framed,
 };
 
 /// A decoder that can tell, from the first bytes of the frame at the front of a buffer,

@@ -1,11 +1,14 @@
 //! [`NativeWire`]: the native protocol's [`ClientWire`], encoding `Deliver`, `Receipt` and
-//! `Error` frames straight onto the connection's writer.
+//! `Error` frames straight onto the connection's writer (a long body by reference, not
+//! copied: [`encode_frame_spliced`]).
 
 use super::write_frame;
 use crate::config::Limits;
 use crate::destination::DestinationError;
 use crate::net::writer::FrameSink;
-use crate::protocol::{ErrorCode, Frame, ProtocolError, WireDelivery, encode_frame};
+use crate::protocol::{
+    ErrorCode, Frame, ProtocolError, WireDelivery, encode_frame, encode_frame_spliced,
+};
 use crate::session::{ClientWire, SessionError};
 
 /// The native protocol's wire.
@@ -20,11 +23,12 @@ impl NativeWire {
         NativeWire { sink, limits }
     }
 
-    /// One `Deliver` frame, or several if one would pass the frame limit.
+    /// One `Deliver` frame, or several if one would pass the frame limit. Long bodies are
+    /// written from the messages themselves, not copied into the frame.
     fn deliver_frames(&self, deliveries: Vec<WireDelivery>) -> Result<(), SessionError> {
         let frame = Frame::Deliver { deliveries };
-        match encode_frame(&frame, self.limits.max_frame_bytes as usize) {
-            Ok(bytes) => Ok(self.sink.send(bytes)?),
+        match encode_frame_spliced(&frame, self.limits.max_frame_bytes as usize) {
+            Ok(parts) => Ok(self.sink.send_parts(parts)?),
             Err(ProtocolError::FrameTooLarge { .. }) if matches!(&frame, Frame::Deliver { deliveries } if deliveries.len() > 1) =>
             {
                 let Frame::Deliver { mut deliveries } = frame else {
