@@ -119,7 +119,12 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<Opened, ClientErro
     let writer_task = tokio::spawn(async move {
         run_writer.await;
     });
-    let mut reader = FramedRead::new(read, FrameCodec::new(max_frame_bytes));
+    // Each large frame is read into an allocation of its own, which its long bodies
+    // then keep instead of being copied out.
+    let codec = FrameCodec::new(max_frame_bytes)
+        .reserving_whole_frames()
+        .sharing_bodies();
+    let mut reader = FramedRead::new(read, codec);
     let hello = Frame::Hello {
         version: PROTOCOL_VERSION,
         client_id: options.client_id.clone(),
@@ -657,7 +662,7 @@ impl Driver {
         for (&id, pending) in &state.pending {
             match &pending.replay {
                 Replay::Resend => {
-                    let _ = link.sink.send(pending.bytes.clone());
+                    let _ = link.sink.send_parts(pending.parts.clone());
                 }
                 Replay::Subscription | Replay::Forget => {}
                 Replay::Commit { producer, seq, .. } => {
@@ -785,7 +790,7 @@ impl Driver {
         if !kept && !has_acks {
             // Not kept, and nothing in it depends on the old socket: commit it now.
             if let Some(pending) = state.pending.get(&receipt) {
-                let _ = link.sink.send(pending.bytes.clone());
+                let _ = link.sink.send_parts(pending.parts.clone());
             }
             return;
         }

@@ -24,7 +24,7 @@ use crate::message::AckMode;
 use crate::net::writer::{FrameSink, WriterError};
 use crate::protocol::{
     DestinationStat, Frame, MasterStat, MemberStat, SendOrigin, StoreStat, TransactedSend,
-    WireDelivery, encode_frame,
+    WireDelivery, encode_frame, encode_frame_spliced,
 };
 
 /// What `stat` returns: every destination, the journal (if any), the cluster's members
@@ -121,7 +121,8 @@ pub(super) enum Replay {
 
 /// A request not yet answered.
 pub(super) struct Pending {
-    pub bytes: Bytes,
+    /// The encoded frame, long bodies by reference ([`encode_frame_spliced`]).
+    pub parts: Vec<Bytes>,
     pub replay: Replay,
     pub reply: Reply,
     /// A send or commit with an origin: its seq leaves the session's in-flight set once
@@ -165,6 +166,21 @@ pub(super) enum Unsent {
     Slow(ClientError),
     /// The socket is closed.
     Closed,
+}
+
+impl From<WriterError> for Unsent {
+    fn from(e: WriterError) -> Unsent {
+        match e {
+            WriterError::SlowConsumer { pending, limit } => {
+                Unsent::Slow(ClientError::ConnectionClosed(format!(
+                    "the broker did not take what this client sent fast enough: {pending} \
+                     bytes were waiting to be written (limit {limit}); wait for \
+                     confirmations before sending more"
+                )))
+            }
+            WriterError::Closed => Unsent::Closed,
+        }
+    }
 }
 
 /// The current socket.
@@ -266,16 +282,15 @@ impl Core {
         if !link.up {
             return Ok(());
         }
-        link.sink.send(bytes).map_err(|e| match e {
-            WriterError::SlowConsumer { pending, limit } => {
-                Unsent::Slow(ClientError::ConnectionClosed(format!(
-                    "the broker did not take what this client sent fast enough: {pending} \
-                     bytes were waiting to be written (limit {limit}); wait for \
-                     confirmations before sending more"
-                )))
-            }
-            WriterError::Closed => Unsent::Closed,
-        })
+        link.sink.send(bytes).map_err(Unsent::from)
+    }
+
+    /// [`Core::send_bytes`] for a frame in parts.
+    fn send_parts(&self, link: &Link, parts: Vec<Bytes>) -> Result<(), Unsent> {
+        if !link.up {
+            return Ok(());
+        }
+        link.sink.send_parts(parts).map_err(Unsent::from)
     }
 
     /// What a write that did not reach the socket means to the caller: nothing for a
@@ -349,25 +364,26 @@ impl Core {
         reply: Reply,
         settle: Option<(Arc<Mutex<BTreeSet<u64>>>, u64)>,
     ) -> Result<(), ClientError> {
-        let bytes = self.encode(frame)?;
+        // A message of its own is not copied into the frame (sends carry the bodies).
+        let parts = encode_frame_spliced(frame, self.max_frame_bytes)?;
         let link = self.link();
         self.usable(&link)?;
         // Only a failover connection writes it again: a plain one keeps no copy.
         let kept = match self.failover {
-            Some(_) => bytes.clone(),
-            None => Bytes::new(),
+            Some(_) => parts.clone(),
+            None => Vec::new(),
         };
         self.state().pending.insert(
             id,
             Pending {
-                bytes: kept,
+                parts: kept,
                 replay,
                 reply,
                 settle,
                 made: std::time::Instant::now(),
             },
         );
-        self.send_bytes(&link, bytes)
+        self.send_parts(&link, parts)
             .or_else(|e| self.unsent(e))
             .inspect_err(|_| {
                 // Not written, and not to be replayed: forget it.
@@ -426,7 +442,7 @@ impl Core {
             state.pending.insert(
                 receipt,
                 Pending {
-                    bytes: route.subscribe.clone(),
+                    parts: vec![route.subscribe.clone()],
                     replay: Replay::Subscription,
                     reply: Reply::Receipt(reply),
                     settle: None,

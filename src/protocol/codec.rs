@@ -29,6 +29,8 @@ pub struct FrameCodec {
     max_frame_bytes: usize,
     /// Long bodies share the frame's buffer instead of being copied out of it.
     share_bodies: bool,
+    /// Room for a whole frame is reserved as soon as its length is read.
+    reserve_whole_frames: bool,
 }
 
 impl FrameCodec {
@@ -36,16 +38,27 @@ impl FrameCodec {
         FrameCodec {
             max_frame_bytes,
             share_bodies: false,
+            reserve_whole_frames: false,
         }
     }
 
     /// Long bodies decoded stay in the frame's buffer ([`crate::message::body`]): for a
-    /// reader that reads a large frame into an allocation of its own (`net::reader`), so
-    /// that a body pins little more than itself (at most twice itself when the reader's
-    /// partial-frame budget was spent and the buffer grew by doubling). The client keeps
-    /// copying: its `FramedRead` reads many frames into one buffer.
+    /// reader that reads a large frame into an allocation of its own (the broker's
+    /// `net::reader`, or a `FramedRead` with [`FrameCodec::reserving_whole_frames`]), so
+    /// that a body pins little more than itself (at most twice itself when the broker's
+    /// partial-frame budget was spent and the buffer grew by doubling).
     pub fn sharing_bodies(mut self) -> FrameCodec {
         self.share_bodies = true;
+        self
+    }
+
+    /// Once a frame's length is known, room for all of it is reserved, so that a large
+    /// frame is read into one allocation instead of a buffer that doubles (copying what
+    /// it holds each time). For a reader that trusts its peer's lengths up to
+    /// `max_frame_bytes`: the client reading its broker. The broker's own reader decides
+    /// this itself, against its read budget (`net::reader`).
+    pub fn reserving_whole_frames(mut self) -> FrameCodec {
+        self.reserve_whole_frames = true;
         self
     }
 }
@@ -56,6 +69,11 @@ impl Decoder for FrameCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
         let Some(frame) = take_framed(src, self.max_frame_bytes)? else {
+            if self.reserve_whole_frames
+                && let Some(size) = super::FrameSize::frame_size(self, src)
+            {
+                src.reserve(size.saturating_sub(src.len()));
+            }
             return Ok(None);
         };
         let decode = |frame: &[u8]| rmp_serde::from_slice(frame);
@@ -410,6 +428,19 @@ mod tests {
         let before = src.capacity();
         assert!(codec.decode(&mut src).unwrap().is_none());
         assert_eq!(src.capacity(), before);
+    }
+
+    #[test]
+    fn a_reserving_codec_makes_room_for_the_whole_frame_once_its_length_is_read() {
+        let mut codec = FrameCodec::new(1 << 24).reserving_whole_frames();
+        let mut src = BytesMut::from(&[0u8, 0x10, 0, 0, 1][..]);
+        assert!(codec.decode(&mut src).unwrap().is_none());
+        assert!(src.capacity() >= 4 + 0x10_0000);
+        // A length over the limit is refused, not reserved.
+        let mut codec = FrameCodec::new(1 << 10).reserving_whole_frames();
+        let mut src = BytesMut::from(&[0u8, 0x10, 0, 0, 1][..]);
+        assert!(codec.decode(&mut src).is_err());
+        assert!(src.capacity() < 1 << 10);
     }
 
     #[test]
