@@ -15,8 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::Recipient;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
+use crate::constants::SHARED_BODY_BYTES;
 use crate::destination::DestinationError;
 use crate::message::{Destination, DestinationKind, Property};
 use crate::net::writer::FrameSink;
@@ -147,6 +148,8 @@ impl ClientWire for StompWire {
 
     fn deliver(&self, consumer: u32, deliveries: Vec<WireDelivery>) -> Result<(), SessionError> {
         let mut buf = BytesMut::new();
+        // Long bodies go by reference, between the buffer's pieces.
+        let mut parts = Vec::new();
         {
             let mut table = self.subscriptions.lock();
             let Some(subscription) = table.by_consumer(consumer) else {
@@ -157,6 +160,7 @@ impl ClientWire for StompWire {
             for delivery in &deliveries {
                 write_message(
                     &mut buf,
+                    &mut parts,
                     &subscription.id,
                     consumer,
                     delivery,
@@ -169,7 +173,8 @@ impl ClientWire for StompWire {
                 }
             }
         }
-        Ok(self.sink.send(buf.freeze())?)
+        parts.push(buf.freeze());
+        Ok(self.sink.send_parts(parts)?)
     }
 
     fn settles_on_write(&self, consumer: u32) -> bool {
@@ -212,13 +217,16 @@ pub(super) fn stomp_name(destination: &Destination) -> String {
 /// client's consumer `consumer`) into `dst`.
 fn write_message(
     dst: &mut BytesMut,
+    parts: &mut Vec<Bytes>,
     subscription: &str,
     consumer: u32,
     delivery: &WireDelivery,
     ack: AckKind,
 ) {
     let message = &delivery.message;
-    let mut frame = FrameWriter::start(dst, Command::Message, 512 + message.body.len());
+    let by_reference = message.body.len() >= SHARED_BODY_BYTES;
+    let inline_body = if by_reference { 0 } else { message.body.len() };
+    let mut frame = FrameWriter::start(dst, Command::Message, 512 + inline_body);
     frame
         .header("subscription", subscription)
         .header("message-id", &message.id);
@@ -261,7 +269,11 @@ fn write_message(
         };
     }
     frame.header_fmt("content-length", format_args!("{}", message.body.len()));
-    frame.body(&message.body);
+    if by_reference {
+        frame.body_by_reference(&message.body, parts);
+    } else {
+        frame.body(&message.body);
+    }
 }
 
 #[cfg(test)]
@@ -270,7 +282,8 @@ mod tests {
 
     use super::*;
     use crate::message::Message;
-    use crate::protocol::stomp::{StompFrame, encode_into};
+    use crate::protocol::stomp::{Inbound, StompCodec, StompFrame, StompLimits, encode_into};
+    use tokio_util::codec::Decoder;
 
     #[test]
     fn a_message_frame_is_written_as_its_stomp_frame_would_encode() {
@@ -315,10 +328,52 @@ mod tests {
         let mut want = BytesMut::new();
         encode_into(&expected, &mut want);
         let mut got = BytesMut::new();
-        write_message(&mut got, "sub-1", 3, &delivery, AckKind::Client);
+        let mut parts = Vec::new();
+        write_message(&mut got, &mut parts, "sub-1", 3, &delivery, AckKind::Client);
+        assert!(parts.is_empty());
         assert_eq!(
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(&want)
         );
+    }
+
+    #[test]
+    fn a_long_body_is_spliced_in_by_reference_between_the_frames_around_it() {
+        let short = Arc::new(Message::new("short"));
+        let long = Arc::new(Message::new(vec![b'L'; SHARED_BODY_BYTES]));
+        let sent = [&short, &long, &short, &long];
+        let mut buf = BytesMut::new();
+        let mut parts = Vec::new();
+        for message in sent {
+            let delivery = WireDelivery {
+                consumer: 3,
+                tag: 8,
+                redelivered: false,
+                delivery_count: 1,
+                message: message.clone(),
+            };
+            write_message(&mut buf, &mut parts, "s", 3, &delivery, AckKind::Auto);
+        }
+        parts.push(buf.freeze());
+        let by_reference = parts
+            .iter()
+            .filter(|part| part.as_ptr() == long.body.as_ptr())
+            .count();
+        assert_eq!(by_reference, 2);
+        let mut stream = BytesMut::from(&parts.concat()[..]);
+        let mut codec = StompCodec::new(StompLimits {
+            max_frame_bytes: 1 << 20,
+            max_headers: 100,
+            max_header_bytes: 1024,
+            max_body_bytes: 1 << 20,
+        });
+        for message in sent {
+            let Some(Inbound::Frame(frame)) = codec.decode(&mut stream).unwrap() else {
+                panic!("not a whole frame");
+            };
+            assert_eq!(frame.command, Command::Message);
+            assert_eq!(frame.body, message.body);
+        }
+        assert!(stream.is_empty());
     }
 }

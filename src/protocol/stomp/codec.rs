@@ -3,7 +3,7 @@
 //! an unbounded header or body; nor is room reserved for the length a `content-length`
 //! merely claims: the buffer grows as bytes arrive.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::{Command, Inbound, StompFrame};
@@ -291,7 +291,6 @@ impl Encoder<&StompFrame> for StompCodec {
     }
 }
 
-/// Appends one frame to `dst`.
 /// Writes one frame straight into a buffer, header by header, for a frame that is built
 /// only to be written (the broker's MESSAGE frames): no [`StompFrame`], no `String` per
 /// header in between. The output is what [`encode_into`] makes of the same frame.
@@ -348,8 +347,20 @@ impl<'a> FrameWriter<'a> {
         self.dst.put_slice(body);
         self.dst.put_u8(0);
     }
+
+    /// Ends the headers and splices the body in by reference: what `dst` holds so far
+    /// goes to `parts`, then `body`; the frame's NUL starts `dst` again. Writing `parts`
+    /// and then `dst` writes what [`FrameWriter::body`] would have, without copying a
+    /// long body.
+    pub fn body_by_reference(self, body: &Bytes, parts: &mut Vec<Bytes>) {
+        self.dst.put_u8(b'\n');
+        parts.push(self.dst.split().freeze());
+        parts.push(body.clone());
+        self.dst.put_u8(0);
+    }
 }
 
+/// Appends one frame to `dst`.
 pub fn encode_into(frame: &StompFrame, dst: &mut BytesMut) {
     dst.reserve(64 + frame.body.len());
     dst.put_slice(frame.command.as_str().as_bytes());
