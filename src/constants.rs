@@ -27,7 +27,9 @@ pub const READ_BYTES: usize = 8 * 1024;
 pub const WHOLE_FRAME_AFTER: usize = 16;
 /// A native frame's bodies at least this long are not copied out of the frame when it is
 /// decoded: they share its buffer, which lives until the last of them is dropped. Shorter
-/// ones are copied, so that a small message kept long does not pin a large buffer.
+/// ones are copied, so that a small message kept long does not pin a large buffer. Bodies
+/// this long are not copied into a frame being written either (native and STOMP): the
+/// writer sends them from the message, between the pieces of the frame around them.
 pub const SHARED_BODY_BYTES: usize = 64 * 1024;
 /// How often a reader paused by a spent partial-frame budget looks again.
 pub const BUDGET_RETRY: Duration = Duration::from_millis(50);

@@ -114,8 +114,10 @@
 //!    in batches, keeping each delivery in that consumer's in-flight set;
 //!    [`destination::TopicActor`] copies the `Arc` of the message to every subscriber's
 //!    backlog and drains each as its credit allows.
-//! 5. [`session::ConsumerActor`] writes a `Deliver` frame; the client's driver task routes it
-//!    to the [`client::Consumer`]. When the application takes it, the client acknowledges
+//! 5. [`session::ConsumerActor`] writes a `Deliver` frame (a body of 64 KiB or more is not
+//!    copied into it: the writer sends it from the message itself,
+//!    [`protocol::encode_frame_spliced`]); the client's driver task routes it to the
+//!    [`client::Consumer`]. When the application takes it, the client acknowledges
 //!    (in batches); the ack returns credit and removes the message from the in-flight set
 //!    (a STOMP `ack:auto` consumer settles instead once the writer says the MESSAGE is
 //!    written). A consumer that goes away leaves its in-flight messages to be redelivered.
