@@ -81,7 +81,8 @@ pub struct BenchArgs {
     /// Latency workload: seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Give up on a receiver that has had nothing for this many seconds.
+    /// Give up on a receiver that has had nothing for this many seconds (looked at every
+    /// as many seconds: it gives up within twice this).
     #[arg(long, default_value_t = 10.0)]
     idle_timeout: f64,
     /// Disk workload: the folder to write in (put it on the broker's data disk).
@@ -100,8 +101,13 @@ const TOPIC_AHEAD_BYTES: u64 = 32 << 20;
 
 /// Nanoseconds since the run began, on one clock for senders and receivers.
 fn now_nanos() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// The instant [`now_nanos`] counts from.
+fn epoch() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    *START.get_or_init(Instant::now)
 }
 
 /// A batching writer for a benchmark client's socket, on its own task.
@@ -279,24 +285,38 @@ async fn flow(
         let done_tx = done_tx.clone();
         receiving.push(tokio::spawn(async move {
             let mut tracker = Tracker::new(producers, per_producer);
-            let mut last = Instant::now();
-            let mut longest_pause = Duration::ZERO;
+            // One clock read per message (its arrival), no timer per message: the idle
+            // check looks every `idle` whether anything came since it last looked.
+            let mut last = now_nanos();
+            let mut longest_pause = 0;
+            let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+            // A late look must not be followed at once by another that sees nothing new.
+            idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut mine_at_check = 0u64;
             let mut mine = 0u64;
             while mine < expected_per_receiver && !*done.borrow() {
                 let next = tokio::select! {
-                    next = tokio::time::timeout(idle, subscriber.next()) => next,
+                    next = subscriber.next() => next,
                     _ = done.changed() => break,
+                    _ = idle_check.tick() => {
+                        if mine == mine_at_check {
+                            break;
+                        }
+                        mine_at_check = mine;
+                        continue;
+                    }
                 };
                 let (body, redelivered) = match next {
-                    Ok(Ok(Some(next))) => next,
-                    Ok(Ok(None)) | Err(_) => break,
-                    Ok(Err(e)) => return Err(e),
+                    Ok(Some(next)) => next,
+                    Ok(None) => break,
+                    Err(e) => return Err(e),
                 };
-                let stamp = tracker.record(&body, now_nanos(), redelivered);
+                let now = now_nanos();
+                let stamp = tracker.record(&body, now, redelivered);
                 if mine > 0 {
-                    longest_pause = longest_pause.max(last.elapsed());
+                    longest_pause = longest_pause.max(now.saturating_sub(last));
                 }
-                last = Instant::now();
+                last = now;
                 mine += 1;
                 received[receiver].store(mine, Ordering::Relaxed);
                 // A topic's receivers each get every message; a queue's share them.
@@ -314,7 +334,8 @@ async fn flow(
                 }
             }
             subscriber.close().await;
-            Ok::<_, anyhow::Error>((tracker, last, longest_pause))
+            let last = epoch() + Duration::from_nanos(last);
+            Ok::<_, anyhow::Error>((tracker, last, Duration::from_nanos(longest_pause)))
         }));
     }
 
