@@ -5,7 +5,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::Frame;
-use crate::constants::SHARED_BODY_BYTES;
+use crate::constants::{READ_BYTES, SHARED_BODY_BYTES};
 
 /// Size of the length prefix.
 const LEN_BYTES: usize = 4;
@@ -46,7 +46,9 @@ impl FrameCodec {
     /// reader that reads a large frame into an allocation of its own (the broker's
     /// `net::reader`, or a `FramedRead` with [`FrameCodec::reserving_whole_frames`]), so
     /// that a body pins little more than itself (at most twice itself when the broker's
-    /// partial-frame budget was spent and the buffer grew by doubling).
+    /// partial-frame budget was spent and the buffer grew by doubling). What follows such
+    /// a frame moves to a buffer of its own, so that the allocation is never reused for
+    /// later frames.
     pub fn sharing_bodies(mut self) -> FrameCodec {
         self.share_bodies = true;
         self
@@ -78,6 +80,9 @@ impl Decoder for FrameCodec {
         };
         let decode = |frame: &[u8]| rmp_serde::from_slice(frame);
         let decoded = if self.share_bodies {
+            if frame.len() >= SHARED_BODY_BYTES {
+                move_to_own_buffer(src);
+            }
             let frame = frame.freeze();
             crate::message::body::sharing_bodies(&frame, || decode(&frame))
         } else {
@@ -87,6 +92,17 @@ impl Decoder for FrameCodec {
             .map(Some)
             .map_err(|e| ProtocolError::Malformed(e.to_string()))
     }
+}
+
+/// Moves what `src` holds into a buffer of its own, leaving the allocation it shared
+/// with a frame just taken off it to that frame's bodies: a buffer that once held a long
+/// body is never reused for the frames after it, so a body pins at most the allocation
+/// its own frame was read into (which the reader sized for that frame), not one grown for
+/// an earlier, larger frame.
+fn move_to_own_buffer(src: &mut BytesMut) {
+    let mut own = BytesMut::with_capacity(src.len().max(READ_BYTES));
+    own.extend_from_slice(src);
+    *src = own;
 }
 
 impl super::FrameSize for FrameCodec {
@@ -409,6 +425,32 @@ mod tests {
             encode_frame_spliced(&frame, crate::constants::SHARED_BODY_BYTES),
             Err(ProtocolError::FrameTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_shared_body_never_shares_its_buffer_with_the_frames_after_it() {
+        let frame = Frame::Send {
+            session: 1,
+            destination: Destination::queue("q"),
+            receipt: None,
+            messages: vec![Message::new(vec![3u8; crate::constants::SHARED_BODY_BYTES])],
+            origin: None,
+        };
+        // A buffer much larger than the frame (one grown for an earlier, larger frame),
+        // holding the frame and the start of the next.
+        let mut src = BytesMut::with_capacity(16 << 20);
+        encode_frame_into(&frame, &mut src, 1 << 24).unwrap();
+        src.extend_from_slice(&[0, 0, 1]);
+        let allocation = src.as_ptr() as usize..src.as_ptr() as usize + (16 << 20);
+        let mut codec = FrameCodec::new(1 << 24).sharing_bodies();
+        let Some(Frame::Send { messages, .. }) = codec.decode(&mut src).unwrap() else {
+            panic!("not the Send frame");
+        };
+        assert!(allocation.contains(&(messages[0].body.as_ptr() as usize)));
+        // The rest moved out: the big allocation is the body's alone, not reused for
+        // what comes next (where a later long body would pin all of it).
+        assert_eq!(&src[..], &[0, 0, 1]);
+        assert!(!allocation.contains(&(src.as_ptr() as usize)));
     }
 
     #[test]
