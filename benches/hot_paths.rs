@@ -48,6 +48,19 @@ fn messages(count: usize) -> Vec<Message> {
         .collect()
 }
 
+/// One `Deliver` of one 1 MiB body.
+fn deliver_1mib() -> Frame {
+    Frame::Deliver {
+        deliveries: vec![actormq::protocol::WireDelivery {
+            consumer: 1,
+            tag: 1,
+            redelivered: false,
+            delivery_count: 1,
+            message: Arc::new(Message::new(vec![b'x'; 1 << 20])),
+        }],
+    }
+}
+
 fn frame(c: &mut Criterion) {
     let send = Frame::Send {
         session: 1,
@@ -74,15 +87,7 @@ fn frame(c: &mut Criterion) {
     });
     group.finish();
 
-    let large = Frame::Deliver {
-        deliveries: vec![actormq::protocol::WireDelivery {
-            consumer: 1,
-            tag: 1,
-            redelivered: false,
-            delivery_count: 1,
-            message: Arc::new(Message::new(vec![b'x'; 1 << 20])),
-        }],
-    };
+    let large = deliver_1mib();
     let mut group = c.benchmark_group("frame");
     group.throughput(Throughput::Bytes(1 << 20));
     group.bench_function("encode_deliver_1MiB", |b| {
@@ -176,15 +181,7 @@ fn stomp_message(c: &mut Criterion) {
 /// into a buffer that grows as bytes come and a body copied out (as it was), and into
 /// one allocation reserved once the length is read with the body left there.
 fn frame_read(c: &mut Criterion) {
-    let large = Frame::Deliver {
-        deliveries: vec![actormq::protocol::WireDelivery {
-            consumer: 1,
-            tag: 1,
-            redelivered: false,
-            delivery_count: 1,
-            message: Arc::new(Message::new(vec![b'x'; 1 << 20])),
-        }],
-    };
+    let large = deliver_1mib();
     let encoded = encode_frame(&large, MAX_FRAME).expect("a frame within the limit");
     let mut group = c.benchmark_group("frame");
     group.throughput(Throughput::Bytes(1 << 20));

@@ -119,7 +119,7 @@ async fn open(addr: &str, options: &ConnectOptions) -> Result<Opened, ClientErro
     let writer_task = tokio::spawn(async move {
         run_writer.await;
     });
-    // Each large frame is read into an allocation of its own, which its long bodies
+    // A large frame is read into one allocation reserved for it, which its long bodies
     // then keep instead of being copied out.
     let codec = FrameCodec::new(max_frame_bytes)
         .reserving_whole_frames()

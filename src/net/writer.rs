@@ -124,12 +124,7 @@ impl FrameSink {
 
     /// Queues one frame given as buffers to write in order
     /// ([`crate::protocol::encode_frame_spliced`]), as [`FrameSink::send`] does one.
-    pub fn send_parts(&self, mut parts: Vec<Bytes>) -> Result<(), WriterError> {
-        if parts.len() == 1
-            && let Some(frame) = parts.pop()
-        {
-            return self.send(frame);
-        }
+    pub fn send_parts(&self, parts: Vec<Bytes>) -> Result<(), WriterError> {
         let len = parts.iter().map(Bytes::len).sum();
         self.queue(len, Command::Parts(parts))
     }

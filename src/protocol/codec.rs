@@ -149,11 +149,19 @@ pub fn put_framed<T: serde::Serialize>(
         return Err(ProtocolError::Encode(e.to_string()));
     }
     let len = dst.len() - start - LEN_BYTES;
-    if len > max {
+    if let Err(e) = set_length(&mut dst[start..], len, max) {
         dst.truncate(start);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Writes `len` into the length prefix at the front of `framed`, refusing one over `max`.
+fn set_length(framed: &mut [u8], len: usize, max: usize) -> Result<(), ProtocolError> {
+    if len > max {
         return Err(ProtocolError::FrameTooLarge { len, max });
     }
-    dst[start..start + LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    framed[..LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
 }
 
@@ -214,13 +222,7 @@ pub fn encode_frame_spliced(
         ..
     } = writer;
     let len = inline.len() - LEN_BYTES + splices.iter().map(|(_, b)| b.len()).sum::<usize>();
-    if len > max_frame_bytes {
-        return Err(ProtocolError::FrameTooLarge {
-            len,
-            max: max_frame_bytes,
-        });
-    }
-    inline[..LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    set_length(&mut inline, len, max_frame_bytes)?;
     let inline = inline.freeze();
     let mut parts = Vec::with_capacity(2 * splices.len() + 1);
     let mut from = 0;
@@ -245,10 +247,14 @@ struct SplicingWriter<'a> {
 
 impl std::io::Write for SplicingWriter<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let body = self
-            .long
-            .iter()
-            .find(|body| body.as_ptr() == data.as_ptr() && body.len() == data.len());
+        // Most writes are a field or a marker: only one as long as a body can be one.
+        let body = (data.len() >= SHARED_BODY_BYTES)
+            .then(|| {
+                self.long
+                    .iter()
+                    .find(|body| body.as_ptr() == data.as_ptr() && body.len() == data.len())
+            })
+            .flatten();
         match body {
             Some(body) => self.splices.push((self.inline.len(), (*body).clone())),
             None => self.inline.extend_from_slice(data),
@@ -268,6 +274,17 @@ mod tests {
     use super::*;
     use crate::message::{Destination, Message, Property};
     use crate::protocol::{PROTOCOL_VERSION, WireDelivery};
+
+    /// A `Send` of `messages` to queue `q`.
+    fn send(messages: Vec<Message>) -> Frame {
+        Frame::Send {
+            session: 1,
+            destination: Destination::queue("q"),
+            receipt: None,
+            messages,
+            origin: None,
+        }
+    }
 
     fn round_trip(frame: Frame) {
         let mut codec = FrameCodec::new(1 << 20);
@@ -340,13 +357,7 @@ mod tests {
 
     #[test]
     fn a_sharing_codec_leaves_long_bodies_in_the_frame_buffer() {
-        let frame = Frame::Send {
-            session: 1,
-            destination: Destination::queue("q"),
-            receipt: None,
-            messages: vec![Message::new(vec![3u8; crate::constants::SHARED_BODY_BYTES])],
-            origin: None,
-        };
+        let frame = send(vec![Message::new(vec![3u8; SHARED_BODY_BYTES])]);
         for sharing in [true, false] {
             let mut codec = FrameCodec::new(1 << 20);
             if sharing {
@@ -365,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_spliced_frame_is_the_same_bytes_with_long_bodies_by_reference() {
-        let long = Message::new(vec![7u8; crate::constants::SHARED_BODY_BYTES]);
+        let long = Message::new(vec![7u8; SHARED_BODY_BYTES]);
         let short = Message::new(vec![1u8; 100]);
         let delivery = |tag, message: &Message| WireDelivery {
             consumer: 1,
@@ -383,20 +394,8 @@ mod tests {
                     delivery(4, &long),
                 ],
             },
-            Frame::Send {
-                session: 1,
-                destination: Destination::queue("q"),
-                receipt: Some(2),
-                messages: vec![long.clone()],
-                origin: None,
-            },
-            Frame::Send {
-                session: 1,
-                destination: Destination::queue("q"),
-                receipt: Some(2),
-                messages: vec![short.clone()],
-                origin: None,
-            },
+            send(vec![long.clone()]),
+            send(vec![short.clone()]),
         ];
         for frame in frames {
             let parts = encode_frame_spliced(&frame, 1 << 20).unwrap();
@@ -414,28 +413,16 @@ mod tests {
 
     #[test]
     fn a_spliced_frame_over_the_limit_is_refused() {
-        let frame = Frame::Send {
-            session: 1,
-            destination: Destination::queue("q"),
-            receipt: None,
-            messages: vec![Message::new(vec![0u8; crate::constants::SHARED_BODY_BYTES])],
-            origin: None,
-        };
+        let frame = send(vec![Message::new(vec![0u8; SHARED_BODY_BYTES])]);
         assert!(matches!(
-            encode_frame_spliced(&frame, crate::constants::SHARED_BODY_BYTES),
+            encode_frame_spliced(&frame, SHARED_BODY_BYTES),
             Err(ProtocolError::FrameTooLarge { .. })
         ));
     }
 
     #[test]
     fn a_shared_body_never_shares_its_buffer_with_the_frames_after_it() {
-        let frame = Frame::Send {
-            session: 1,
-            destination: Destination::queue("q"),
-            receipt: None,
-            messages: vec![Message::new(vec![3u8; crate::constants::SHARED_BODY_BYTES])],
-            origin: None,
-        };
+        let frame = send(vec![Message::new(vec![3u8; SHARED_BODY_BYTES])]);
         // A buffer much larger than the frame (one grown for an earlier, larger frame),
         // holding the frame and the start of the next.
         let mut src = BytesMut::with_capacity(16 << 20);
@@ -497,13 +484,7 @@ mod tests {
 
     #[test]
     fn encoding_refuses_oversize_frames() {
-        let frame = Frame::Send {
-            session: 1,
-            destination: Destination::queue("q"),
-            receipt: None,
-            messages: vec![Message::new(vec![0u8; 200])],
-            origin: None,
-        };
+        let frame = send(vec![Message::new(vec![0u8; 200])]);
         let mut buf = BytesMut::from(&b"keep"[..]);
         assert!(matches!(
             encode_frame_into(&frame, &mut buf, 100),
