@@ -85,6 +85,37 @@ fn frame(c: &mut Criterion) {
                 .expect("a whole frame")
         })
     });
+    let deliver = Frame::Deliver {
+        deliveries: messages(BATCH)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut message)| {
+                // Delivered messages name where the broker received them.
+                message.destination = Some(Destination::queue("bench"));
+                actormq::protocol::WireDelivery {
+                    consumer: 1,
+                    tag: i as u64,
+                    redelivered: false,
+                    delivery_count: 1,
+                    message: Arc::new(message),
+                }
+            })
+            .collect(),
+    };
+    let encoded = encode_frame(&deliver, MAX_FRAME).expect("a frame within the limit");
+    group.bench_function("encode_deliver_100x256B", |b| {
+        b.iter(|| encode_frame(&deliver, MAX_FRAME).expect("a frame within the limit"))
+    });
+    group.bench_function("decode_deliver_100x256B", |b| {
+        let mut codec = FrameCodec::new(MAX_FRAME);
+        b.iter(|| {
+            let mut buf = BytesMut::from(&encoded[..]);
+            codec
+                .decode(&mut buf)
+                .expect("a valid frame")
+                .expect("a whole frame")
+        })
+    });
     group.finish();
 
     let large = deliver_1mib();

@@ -77,26 +77,25 @@ impl DestinationKind {
 
 /// A destination. Written `queue:orders`, `topic:prices.>`, `temp-queue:ID`,
 /// `group:billing` or `queue:orders,topic:audit` on the command line and on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+///
+/// It keeps its written form, so that writing it (into every delivered message) copies
+/// nothing and formats nothing, and reading it allocates once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Destination {
     kind: DestinationKind,
-    name: Arc<str>,
+    /// The written form: `queue:orders`; for a composite, the whole list.
+    text: Arc<str>,
+    /// Where the name starts in `text` (after `kind:`; 0 for a composite).
+    name_at: usize,
 }
 
 impl Destination {
     pub fn queue(name: impl AsRef<str>) -> Destination {
-        Destination {
-            kind: DestinationKind::Queue,
-            name: Arc::from(name.as_ref()),
-        }
+        Destination::with_kind(DestinationKind::Queue, name.as_ref())
     }
 
     pub fn topic(name: impl AsRef<str>) -> Destination {
-        Destination {
-            kind: DestinationKind::Topic,
-            name: Arc::from(name.as_ref()),
-        }
+        Destination::with_kind(DestinationKind::Topic, name.as_ref())
     }
 
     pub fn kind(&self) -> DestinationKind {
@@ -104,15 +103,17 @@ impl Destination {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.text[self.name_at..]
+    }
+
+    /// The written form, as `Display` writes it: `queue:orders`.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     /// A named group configured on the broker (`[[groups]]`).
     pub fn group(name: impl AsRef<str>) -> Destination {
-        Destination {
-            kind: DestinationKind::Group,
-            name: Arc::from(name.as_ref()),
-        }
+        Destination::with_kind(DestinationKind::Group, name.as_ref())
     }
 
     /// Several queues and topics as one destination. Fails if a part is itself composite,
@@ -139,14 +140,27 @@ impl Destination {
         if self.kind != DestinationKind::Durable {
             return None;
         }
-        let (_, topic) = self.name.split_once('@')?;
+        let (_, topic) = self.name().split_once('@')?;
         (!topic.is_empty()).then(|| Destination::topic(topic))
     }
 
     pub(crate) fn with_kind(kind: DestinationKind, name: &str) -> Destination {
+        if kind == DestinationKind::Composite {
+            return Destination {
+                kind,
+                text: Arc::from(name),
+                name_at: 0,
+            };
+        }
+        let prefix = kind.as_str();
+        let mut text = String::with_capacity(prefix.len() + 1 + name.len());
+        text.push_str(prefix);
+        text.push(':');
+        text.push_str(name);
         Destination {
             kind,
-            name: Arc::from(name),
+            text: Arc::from(text),
+            name_at: prefix.len() + 1,
         }
     }
 
@@ -175,7 +189,7 @@ impl Destination {
 
     /// A topic name with a `*` or `>` segment.
     pub fn is_wildcard(&self) -> bool {
-        self.kind == DestinationKind::Topic && self.name.split('.').any(|s| s == "*" || s == ">")
+        self.kind == DestinationKind::Topic && self.name().split('.').any(|s| s == "*" || s == ">")
     }
 
     /// The parts of a composite destination; a single destination is its own only part.
@@ -183,7 +197,7 @@ impl Destination {
         if self.kind != DestinationKind::Composite {
             return vec![self.clone()];
         }
-        self.name
+        self.text
             .split(',')
             .filter_map(|part| parse_single(part).ok())
             .collect()
@@ -192,7 +206,7 @@ impl Destination {
     /// Whether this wildcard topic matches the topic `name`: `*` matches one segment, `>`
     /// one or more trailing segments (as NATS does; `prices.>` does not match `prices`).
     pub fn matches(&self, name: &str) -> bool {
-        self.kind == DestinationKind::Topic && wildcard_matches(&self.name, name)
+        self.kind == DestinationKind::Topic && wildcard_matches(self.name(), name)
     }
 }
 
@@ -214,10 +228,7 @@ pub fn wildcard_matches(pattern: &str, name: &str) -> bool {
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            DestinationKind::Composite => f.write_str(&self.name),
-            kind => write!(f, "{}:{}", kind.as_str(), self.name),
-        }
+        f.write_str(self.as_str())
     }
 }
 
@@ -231,7 +242,11 @@ fn parse_single(s: &str) -> Result<Destination, MessageError> {
     }
     let kind =
         DestinationKind::parse(kind).ok_or_else(|| MessageError::BadDestination(s.to_string()))?;
-    Ok(Destination::with_kind(kind, name))
+    Ok(Destination {
+        kind,
+        text: Arc::from(s),
+        name_at: s.len() - name.len(),
+    })
 }
 
 impl FromStr for Destination {
@@ -266,6 +281,30 @@ impl TryFrom<String> for Destination {
     type Error = MessageError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
+    }
+}
+
+/// Written as its text form (`queue:orders`), without formatting it again.
+impl Serialize for Destination {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Read from its text form, parsed straight from the input (one allocation).
+impl<'de> Deserialize<'de> for Destination {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Destination;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a destination such as queue:orders")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Destination, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 
@@ -430,6 +469,25 @@ mod tests {
         let t: Destination = "temp-queue:c1.1".parse().unwrap();
         assert!(t.is_temporary() && t.is_queue());
         assert_eq!(t.to_string(), "temp-queue:c1.1");
+        assert_eq!((d.name(), t.name()), ("orders", "c1.1"));
+        assert!(Destination::queue("a") < Destination::queue("b"));
+        assert!(Destination::queue("z") < Destination::topic("a"));
+    }
+
+    #[test]
+    fn a_destination_is_written_and_read_as_its_text() {
+        let t: Destination = "temp-queue:c1.1".parse().unwrap();
+        let bytes = rmp_serde::to_vec(&t).unwrap();
+        assert_eq!(
+            rmp_serde::from_slice::<String>(&bytes).unwrap(),
+            "temp-queue:c1.1"
+        );
+        assert_eq!(rmp_serde::from_slice::<Destination>(&bytes).unwrap(), t);
+        let c: Destination = "queue:a,topic:b".parse().unwrap();
+        let bytes = rmp_serde::to_vec(&c).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Destination>(&bytes).unwrap(), c);
+        let bad = rmp_serde::to_vec("orders").unwrap();
+        assert!(rmp_serde::from_slice::<Destination>(&bad).is_err());
     }
 
     #[test]

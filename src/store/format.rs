@@ -339,13 +339,13 @@ enum RecordOut<'a> {
 #[derive(Serialize)]
 struct MessageOut<'a> {
     id: &'a str,
-    destination: Option<String>,
+    destination: Option<&'a str>,
     body: &'a Bytes,
     headers: &'a BTreeMap<String, String>,
     properties: BTreeMap<&'a str, PropertyOut<'a>>,
     timestamp: u64,
     correlation_id: Option<&'a str>,
-    reply_to: Option<String>,
+    reply_to: Option<&'a str>,
     priority: u8,
     expiration: u64,
     persistent: bool,
@@ -388,7 +388,7 @@ impl<'a> From<&'a Message> for MessageOut<'a> {
     fn from(m: &'a Message) -> Self {
         MessageOut {
             id: &m.id,
-            destination: m.destination.as_ref().map(Destination::to_string),
+            destination: m.destination.as_ref().map(Destination::as_str),
             body: &m.body,
             headers: &m.headers,
             properties: m
@@ -407,7 +407,7 @@ impl<'a> From<&'a Message> for MessageOut<'a> {
                 .collect(),
             timestamp: m.timestamp,
             correlation_id: m.correlation_id.as_deref(),
-            reply_to: m.reply_to.as_ref().map(Destination::to_string),
+            reply_to: m.reply_to.as_ref().map(Destination::as_str),
             priority: m.priority,
             expiration: m.expiration,
             persistent: m.persistent,
