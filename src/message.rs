@@ -85,8 +85,8 @@ pub struct Destination {
     kind: DestinationKind,
     /// The written form: `queue:orders`; for a composite, the whole list.
     text: Arc<str>,
-    /// Where the name starts in `text` (after `kind:`; 0 for a composite).
-    name_at: usize,
+    /// Where the name starts in `text` (after `kind:`, at most 11; 0 for a composite).
+    name_at: u8,
 }
 
 impl Destination {
@@ -103,7 +103,7 @@ impl Destination {
     }
 
     pub fn name(&self) -> &str {
-        &self.text[self.name_at..]
+        &self.text[usize::from(self.name_at)..]
     }
 
     /// The written form, as `Display` writes it: `queue:orders`.
@@ -160,7 +160,7 @@ impl Destination {
         Destination {
             kind,
             text: Arc::from(text),
-            name_at: prefix.len() + 1,
+            name_at: prefix.len() as u8 + 1,
         }
     }
 
@@ -245,7 +245,7 @@ fn parse_single(s: &str) -> Result<Destination, MessageError> {
     Ok(Destination {
         kind,
         text: Arc::from(s),
-        name_at: s.len() - name.len(),
+        name_at: (kind.as_str().len() + 1) as u8,
     })
 }
 

@@ -55,7 +55,14 @@ pub struct WireDelivery {
     pub redelivered: bool,
     /// 1 on the first delivery.
     pub delivery_count: u32,
+    #[serde(deserialize_with = "shared_message")]
     pub message: Arc<Message>,
+}
+
+/// Reads a message straight into its `Arc` (serde's own `Arc<T>` reads into a `Box` and
+/// then copies it into a new allocation).
+fn shared_message<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Message>, D::Error> {
+    Message::deserialize(d).map(Arc::new)
 }
 
 /// Who made a send or commit and where it is in that producer's sequence (failover
