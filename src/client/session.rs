@@ -368,11 +368,7 @@ impl Producer {
         let now = now_millis();
         for message in &mut messages {
             if message.id.is_empty() {
-                let seq = self.session.sequence.fetch_add(1, Ordering::Relaxed);
-                message.id = format!(
-                    "{}:{}:{seq}",
-                    self.session.shared.client_id, self.session.id
-                );
+                message.id = self.session.next_message_id();
             }
             if message.timestamp == 0 {
                 message.timestamp = now;

@@ -506,6 +506,8 @@ pub(super) struct SessionInner {
     pub shared: Arc<Shared>,
     /// Numbers the session's messages: ids are `<client id>:<session>:<n>`.
     pub sequence: AtomicU64,
+    /// `<client id>:<session>:`, written once.
+    id_prefix: String,
     /// Client and Individual modes: what the application has taken and not acknowledged,
     /// in the order it took it: (consumer, tag, message id).
     pub unacked: Mutex<Vec<(u32, Tag, String)>>,
@@ -522,13 +524,33 @@ impl SessionInner {
         SessionInner {
             id,
             ack_mode,
-            shared,
             sequence: AtomicU64::new(1),
+            id_prefix: format!("{}:{id}:", shared.client_id),
+            shared,
             unacked: Mutex::new(Vec::new()),
             pending_sends: Mutex::new(Vec::new()),
             in_flight: Arc::default(),
             next_seq: AtomicU64::new(1),
         }
+    }
+
+    /// The id of the session's next message: `<client id>:<session>:<n>`.
+    pub fn next_message_id(&self) -> String {
+        let mut n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut id = String::with_capacity(self.id_prefix.len() + digits.len() - at);
+        id.push_str(&self.id_prefix);
+        id.extend(digits[at..].iter().map(|&d| char::from(d)));
+        id
     }
 
     /// Everything taken and not acknowledged; forgets it.
