@@ -20,7 +20,9 @@ mod flow;
 mod redelivery;
 mod storage;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,7 +110,8 @@ struct QueueConsumer {
     /// 0 = pull mode: credit comes only from grants.
     prefetch: u32,
     credit: u32,
-    in_flight: HashMap<u64, Queued>,
+    /// By delivery tag (the queue's own sequence numbers: a fast hash is safe).
+    in_flight: FxHashMap<u64, Queued>,
     /// Bytes of `in_flight`, against the queue's `prefetch_bytes`.
     in_flight_bytes: usize,
 }
@@ -407,7 +410,7 @@ impl Handler<Subscribe> for QueueActor {
             sink: msg.sink,
             prefetch: msg.prefetch,
             credit: msg.prefetch,
-            in_flight: HashMap::new(),
+            in_flight: FxHashMap::default(),
             in_flight_bytes: 0,
         });
         self.dispatch();

@@ -16,6 +16,8 @@
 //! redelivered, with its count (what ActiveMQ calls `persistJMSRedelivered`, always on).
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -214,10 +216,10 @@ type EarlyReply = tokio::sync::oneshot::Sender<Result<(), DestinationError>>;
 /// written or every stored message of it is acknowledged, whichever comes first.
 #[derive(Default)]
 pub(super) struct EarlyBatches {
-    /// By batch seq.
-    batches: HashMap<u64, EarlyBatch>,
+    /// By batch seq (the queue's and the journal's own numbers: a fast hash is safe).
+    batches: FxHashMap<u64, EarlyBatch>,
     /// The batch of each stored message not yet acknowledged.
-    batch_of: HashMap<u64, u64>,
+    batch_of: FxHashMap<u64, u64>,
 }
 
 struct EarlyBatch {
