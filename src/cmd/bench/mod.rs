@@ -332,7 +332,7 @@ async fn flow(
                 if first {
                     let total = delivered.fetch_add(1, Ordering::Relaxed) + 1;
                     // The bar reads the clock on each step: a step per thousand messages.
-                    if total % PROGRESS_STEP == 0 {
+                    if total.is_multiple_of(PROGRESS_STEP) {
                         bar.inc(PROGRESS_STEP);
                     }
                     if total >= expected_total {
