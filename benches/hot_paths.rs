@@ -142,16 +142,13 @@ fn stomp_message(c: &mut Criterion) {
             for i in 0..BATCH {
                 let mut frame = FrameWriter::start(&mut dst, Command::Message, 512 + BODY);
                 frame
-                    .header("subscription", "sub-0")
-                    .header("message-id", "ID:bench-1:1:1")
-                    .header("destination", "/queue/bench")
-                    .header_fmt("priority", format_args!("{}", 4))
-                    .header("persistent", "false")
-                    .header_fmt(
-                        "timestamp",
-                        format_args!("{}", 1_700_000_000_000u64 + i as u64),
-                    )
-                    .header_fmt("content-length", format_args!("{BODY}"));
+                    .protocol_header("subscription", "sub-0")
+                    .protocol_header("message-id", "ID:bench-1:1:1")
+                    .protocol_header("destination", "/queue/bench")
+                    .protocol_header_u64("priority", 4)
+                    .protocol_header("persistent", "false")
+                    .protocol_header_u64("timestamp", 1_700_000_000_000 + i as u64)
+                    .protocol_header_u64("content-length", BODY as u64);
                 frame.body(&body);
             }
             dst

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub mod body;
+pub mod decimal;
 
 /// Errors from parsing message-model values (destination names).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use super::ClientError;
 use super::url::FailoverOptions;
 use crate::constants::MAX_SENDS_PER_PRODUCER;
 use crate::message::AckMode;
+use crate::message::decimal::Decimal;
 use crate::net::writer::{FrameSink, WriterError};
 use crate::protocol::{
     DestinationStat, Frame, MasterStat, MemberStat, SendOrigin, StoreStat, TransactedSend,
@@ -536,20 +537,10 @@ impl SessionInner {
 
     /// The id of the session's next message: `<client id>:<session>:<n>`.
     pub fn next_message_id(&self) -> String {
-        let mut n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let mut id = String::with_capacity(self.id_prefix.len() + digits.len() - at);
+        let n = Decimal::new(self.sequence.fetch_add(1, Ordering::Relaxed));
+        let mut id = String::with_capacity(self.id_prefix.len() + n.as_bytes().len());
         id.push_str(&self.id_prefix);
-        id.extend(digits[at..].iter().map(|&d| char::from(d)));
+        id.push_str(n.as_str());
         id
     }
 

@@ -118,7 +118,9 @@ pub struct StompConnectionActor {
     transactions: HashMap<String, Transaction>,
     /// Temporary names this client made up → the destinations created for them.
     temporaries: HashMap<(DestinationKind, String), Destination>,
-    last_read: Instant,
+    /// Something was read since the heart-beat check last looked (one flag per frame
+    /// rather than a clock read per frame).
+    read_since_check: bool,
 }
 
 impl StompConnectionActor {
@@ -186,7 +188,7 @@ impl StompConnectionActor {
             commits: HashMap::new(),
             transactions: HashMap::new(),
             temporaries: HashMap::new(),
-            last_read: Instant::now(),
+            read_since_check: false,
         }
     }
 
@@ -296,8 +298,11 @@ impl StompConnectionActor {
             let within = Duration::from_millis(
                 ours.max(client_sends) + self.limits.stomp_heartbeat_grace_ms,
             );
+            let mut last_read = Instant::now();
             ctx.run_interval(within / 4, move |act, ctx| {
-                if act.last_read.elapsed() > within {
+                if std::mem::take(&mut act.read_since_check) {
+                    last_read = Instant::now();
+                } else if last_read.elapsed() > within {
                     act.fail(
                         Failure::new(format!(
                             "no heart-beat from the client within {} ms",
@@ -802,7 +807,7 @@ impl Actor for StompConnectionActor {
 
 impl StreamHandler<Result<Inbound, ReadError<StompError>>> for StompConnectionActor {
     fn handle(&mut self, item: Result<Inbound, ReadError<StompError>>, ctx: &mut Context<Self>) {
-        self.last_read = Instant::now();
+        self.read_since_check = true;
         match item {
             Ok(Inbound::Frame(frame)) => self.on_frame(frame, ctx),
             Ok(Inbound::Heartbeat) => {}

@@ -228,34 +228,34 @@ fn write_message(
     let inline_body = if by_reference { 0 } else { message.body.len() };
     let mut frame = FrameWriter::start(dst, Command::Message, 512 + inline_body);
     frame
-        .header("subscription", subscription)
-        .header("message-id", &message.id);
+        .protocol_header("subscription", subscription)
+        .protocol_header("message-id", &message.id);
     if let Some(destination) = &message.destination {
-        frame.header("destination", &stomp_name(destination));
+        frame.protocol_header("destination", &stomp_name(destination));
     }
     if ack != AckKind::Auto {
         // `:` is escaped in a value (`\c`).
-        frame.header("ack", &format!("{consumer}:{}", delivery.tag));
+        frame.protocol_header("ack", &format!("{consumer}:{}", delivery.tag));
     }
     if delivery.redelivered {
-        frame.header("redelivered", "true");
+        frame.protocol_header("redelivered", "true");
     }
     if let Some(id) = &message.correlation_id {
-        frame.header("correlation-id", id);
+        frame.protocol_header("correlation-id", id);
     }
     if let Some(reply_to) = &message.reply_to {
-        frame.header("reply-to", &stomp_name(reply_to));
+        frame.protocol_header("reply-to", &stomp_name(reply_to));
     }
     if message.expiration != 0 {
-        frame.header_fmt("expires", format_args!("{}", message.expiration));
+        frame.protocol_header_u64("expires", message.expiration);
     }
     frame
-        .header_fmt("priority", format_args!("{}", message.priority))
-        .header(
+        .protocol_header_u64("priority", message.priority.into())
+        .protocol_header(
             "persistent",
             if message.persistent { "true" } else { "false" },
         )
-        .header_fmt("timestamp", format_args!("{}", message.timestamp));
+        .protocol_header_u64("timestamp", message.timestamp);
     for (name, value) in &message.headers {
         frame.header(name, value);
     }
@@ -268,7 +268,7 @@ fn write_message(
             Property::Bytes(b) => frame.header(name, &String::from_utf8_lossy(b)),
         };
     }
-    frame.header_fmt("content-length", format_args!("{}", message.body.len()));
+    frame.protocol_header_u64("content-length", message.body.len() as u64);
     if by_reference {
         frame.body_by_reference(&message.body, parts);
     } else {

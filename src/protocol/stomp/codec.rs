@@ -7,6 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::{Command, Inbound, StompFrame};
+use crate::message::decimal::Decimal;
 
 /// The limits a STOMP connection enforces.
 #[derive(Clone, Copy, Debug)]
@@ -126,13 +127,20 @@ fn unescape(raw: &[u8]) -> Result<String, StompError> {
     String::from_utf8(out).map_err(|_| malformed("a header is not UTF-8"))
 }
 
+/// The bytes a header escapes (STOMP 1.1 and later): `\r \n : \\`.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'\r' as usize] = true;
+    table[b'\n' as usize] = true;
+    table[b':' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 fn escape_into(value: &str, dst: &mut BytesMut) {
     // Runs of bytes that need no escape are copied whole.
     let mut rest = value.as_bytes();
-    while let Some(at) = rest
-        .iter()
-        .position(|b| matches!(b, b'\r' | b'\n' | b':' | b'\\'))
-    {
+    while let Some(at) = rest.iter().position(|&b| ESCAPED[usize::from(b)]) {
         dst.put_slice(&rest[..at]);
         dst.put_slice(match rest[at] {
             b'\r' => b"\\r",
@@ -321,6 +329,27 @@ impl<'a> FrameWriter<'a> {
         })
     }
 
+    /// A header of STOMP's own (`destination`, `message-id`, …): its name, which holds
+    /// nothing to escape, is written as it is; the value is escaped.
+    pub fn protocol_header(&mut self, name: &'static str, value: &str) -> &mut Self {
+        self.write_name(name, false);
+        if self.escapes {
+            escape_into(value, self.dst);
+        } else {
+            self.dst.put_slice(value.as_bytes());
+        }
+        self.dst.put_u8(b'\n');
+        self
+    }
+
+    /// A header of STOMP's own whose value is a number, written without `core::fmt`.
+    pub fn protocol_header_u64(&mut self, name: &'static str, value: u64) -> &mut Self {
+        self.write_name(name, false);
+        self.dst.put_slice(Decimal::new(value).as_bytes());
+        self.dst.put_u8(b'\n');
+        self
+    }
+
     /// A header whose value is written by `value` (a number, a formatted name): no escape
     /// needed, so its text must hold none of `\r \n : \\`.
     pub fn header_fmt(&mut self, name: &str, value: std::fmt::Arguments) -> &mut Self {
@@ -329,13 +358,18 @@ impl<'a> FrameWriter<'a> {
         })
     }
 
-    fn header_with(&mut self, name: &str, value: impl FnOnce(&mut BytesMut, bool)) -> &mut Self {
-        if self.escapes {
+    /// `name:`, escaped if `escape` and the frame escapes headers.
+    fn write_name(&mut self, name: &str, escape: bool) {
+        if escape && self.escapes {
             escape_into(name, self.dst);
         } else {
             self.dst.put_slice(name.as_bytes());
         }
         self.dst.put_u8(b':');
+    }
+
+    fn header_with(&mut self, name: &str, value: impl FnOnce(&mut BytesMut, bool)) -> &mut Self {
+        self.write_name(name, true);
         value(self.dst, self.escapes);
         self.dst.put_u8(b'\n');
         self
