@@ -172,6 +172,32 @@ fn stomp_message(c: &mut Criterion) {
             dst
         })
     });
+    // SEND frames as a STOMP producer writes them (the bench's: a destination and a
+    // length), decoded as the broker reads them.
+    let mut sends = BytesMut::new();
+    for _ in 0..BATCH {
+        let frame = StompFrame::new(Command::Send)
+            .header("destination", "/queue/bench")
+            .header("content-length", BODY.to_string())
+            .body(body.clone());
+        stomp::encode_into(&frame, &mut sends);
+    }
+    group.bench_function("decode_send_100x256B", |b| {
+        let mut codec = stomp::StompCodec::new(stomp::StompLimits {
+            max_frame_bytes: MAX_FRAME,
+            max_headers: 1000,
+            max_header_bytes: 1 << 20,
+            max_body_bytes: MAX_FRAME,
+        });
+        b.iter(|| {
+            let mut src = sends.clone();
+            let mut frames = Vec::with_capacity(BATCH);
+            while let Some(frame) = codec.decode(&mut src).expect("valid frames") {
+                frames.push(frame);
+            }
+            frames
+        })
+    });
     group.finish();
 
     let large = bytes::Bytes::from(vec![b'x'; 1 << 20]);

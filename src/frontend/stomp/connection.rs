@@ -48,6 +48,7 @@ use crate::destination::{
     footprint,
 };
 use crate::frontend::{Services, WriterStopped, slow_consumer_reason, start_writer, writer_limits};
+use crate::message::decimal::Decimal;
 use crate::message::{AckMode, Destination, DestinationKind, Message};
 use crate::net::reader::{FrameReader, ReadError, SendWindow, WindowPermit};
 use crate::net::writer::{CloseReason, FrameSink};
@@ -118,6 +119,8 @@ pub struct StompConnectionActor {
     transactions: HashMap<String, Transaction>,
     /// Temporary names this client made up → the destinations created for them.
     temporaries: HashMap<(DestinationKind, String), Destination>,
+    /// The queue or topic named last (see `destination`).
+    last_destination: Option<Destination>,
     /// Something was read since the heart-beat check last looked (one flag per frame
     /// rather than a clock read per frame).
     read_since_check: bool,
@@ -188,6 +191,7 @@ impl StompConnectionActor {
             commits: HashMap::new(),
             transactions: HashMap::new(),
             temporaries: HashMap::new(),
+            last_destination: None,
             read_since_check: false,
         }
     }
@@ -530,8 +534,12 @@ impl StompConnectionActor {
             None => None,
         };
         let mut message = message_from(&frame, reply_to)?;
-        let n = self.next();
-        message.id = format!("{}:{n}", self.connection_id);
+        let n = Decimal::new(self.next());
+        let mut id = String::with_capacity(self.connection_id.len() + 1 + n.as_bytes().len());
+        id.push_str(&self.connection_id);
+        id.push(':');
+        id.push_str(n.as_str());
+        message.id = id;
         let permit = self.window.take(footprint(&message));
         // Inside a transaction the COMMIT is what is confirmed: no duplicate detection.
         let origin = match commit {
@@ -750,7 +758,16 @@ impl StompConnectionActor {
             kind,
             DestinationKind::TempQueue | DestinationKind::TempTopic
         ) {
-            return Ok(Destination::with_kind(kind, rest));
+            // A producer mostly sends to one destination: parsed once, then shared.
+            if let Some(last) = &self.last_destination
+                && last.kind() == kind
+                && last.name() == rest
+            {
+                return Ok(last.clone());
+            }
+            let destination = Destination::with_kind(kind, rest);
+            self.last_destination = Some(destination.clone());
+            return Ok(destination);
         }
         if let Some(found) = self.temporaries.get(&(kind, rest.to_string())) {
             return Ok(found.clone());

@@ -159,8 +159,9 @@ pub(super) fn message_from(
     }
     message.timestamp = crate::message::now_millis();
     for (name, value) in &frame.headers {
-        if !SEND_HEADERS.contains(&name.as_str()) && !message.headers.contains_key(name) {
-            message.headers.insert(name.clone(), value.clone());
+        let name: &str = name;
+        if !SEND_HEADERS.contains(&name) && !message.headers.contains_key(name) {
+            message.headers.insert(name.to_string(), value.clone());
         }
     }
     Ok(message)

@@ -6,7 +6,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::frame::{Command, Inbound, StompFrame};
+use super::frame::{Command, HeaderName, Inbound, StompFrame, known_name};
 use crate::message::decimal::Decimal;
 
 /// The limits a STOMP connection enforces.
@@ -62,7 +62,7 @@ impl StompCodec {
     fn header_end(&self, src: &[u8]) -> Result<Option<usize>, StompError> {
         let mut start = 0;
         let mut lines = 0;
-        while let Some(offset) = src[start..].iter().position(|&b| b == b'\n') {
+        while let Some(offset) = memchr::memchr(b'\n', &src[start..]) {
             let line = trim_cr(&src[start..start + offset]);
             if line.len() > self.limits.max_header_bytes {
                 return Err(StompError::HeaderTooLong {
@@ -100,7 +100,7 @@ fn malformed(what: impl Into<String>) -> StompError {
 /// Undoes STOMP 1.2 header escaping (`\r \n \c \\`).
 fn unescape(raw: &[u8]) -> Result<String, StompError> {
     // Most values escape nothing: one copy, no per-byte work.
-    if !raw.contains(&b'\\') {
+    if memchr::memchr(b'\\', raw).is_none() {
         return String::from_utf8(raw.to_vec()).map_err(|_| malformed("a header is not UTF-8"));
     }
     let mut out = Vec::with_capacity(raw.len());
@@ -206,18 +206,22 @@ impl Decoder for StompCodec {
         })?;
         let mut headers = Vec::new();
         for line in lines.filter(|l| !l.is_empty()) {
-            let colon = line
-                .iter()
-                .position(|&b| b == b':')
+            let colon = memchr::memchr(b':', line)
                 .ok_or_else(|| malformed("a header line has no colon"))?;
             let (name, value) = (&line[..colon], &line[colon + 1..]);
-            let (name, value) = if command.escapes_headers() {
-                (unescape(name)?, unescape(value)?)
+            let escapes = command.escapes_headers();
+            let name = match known_name(name) {
+                Some(known) => known,
+                None if escapes => HeaderName::Owned(unescape(name)?),
+                None => HeaderName::Owned(
+                    String::from_utf8(name.to_vec())
+                        .map_err(|_| malformed("a header is not UTF-8"))?,
+                ),
+            };
+            let value = if escapes {
+                unescape(value)?
             } else {
-                let text = |b: &[u8]| {
-                    String::from_utf8(b.to_vec()).map_err(|_| malformed("a header is not UTF-8"))
-                };
-                (text(name)?, text(value)?)
+                String::from_utf8(value.to_vec()).map_err(|_| malformed("a header is not UTF-8"))?
             };
             headers.push((name, value));
         }
@@ -256,7 +260,7 @@ impl Decoder for StompCodec {
             }
             None => {
                 let from = self.scanned.max(header_end);
-                match src[from..].iter().position(|&b| b == 0) {
+                match memchr::memchr(0, &src[from..]) {
                     Some(offset) => from + offset - header_end,
                     None => {
                         let len = src.len() - header_end;
@@ -441,6 +445,20 @@ mod tests {
             }
         }
         Ok(out)
+    }
+
+    #[test]
+    fn stomp_s_own_header_names_are_read_without_allocating() {
+        let frames = decode_all(b"SEND\ndestination:/queue/a\nx-custom:1\nodd\\cname:v\n\nhi\0")
+            .expect("a valid frame");
+        let [Inbound::Frame(frame)] = frames.as_slice() else {
+            panic!("one frame, got {frames:?}");
+        };
+        let names: Vec<&HeaderName> = frame.headers.iter().map(|(name, _)| name).collect();
+        assert!(matches!(names[0], HeaderName::Borrowed("destination")));
+        assert!(matches!(names[1], HeaderName::Owned(name) if name == "x-custom"));
+        assert_eq!(names[2], "odd:name");
+        assert_eq!(frame.get("odd:name"), Some("v"));
     }
 
     #[test]

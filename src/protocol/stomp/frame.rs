@@ -1,5 +1,7 @@
 //! STOMP frames: a command, headers in order (the first of a repeated header wins), a body.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// Every STOMP 1.2 command.
@@ -70,11 +72,61 @@ impl Command {
     }
 }
 
+/// A header's name: STOMP's own names are `&'static` (decoding one allocates nothing),
+/// any other is owned.
+pub type HeaderName = Cow<'static, str>;
+
+/// STOMP's own header names (1.2 and the extensions brokers commonly read), as the decoder
+/// finds them.
+const KNOWN_NAMES: [&str; 28] = [
+    "destination",
+    "content-length",
+    "content-type",
+    "receipt",
+    "receipt-id",
+    "transaction",
+    "subscription",
+    "id",
+    "ack",
+    "message-id",
+    "persistent",
+    "priority",
+    "expires",
+    "reply-to",
+    "correlation-id",
+    "selector",
+    "redelivered",
+    "timestamp",
+    "message",
+    "accept-version",
+    "version",
+    "host",
+    "login",
+    "passcode",
+    "heart-beat",
+    "session",
+    "server",
+    "prefetch-count",
+];
+
+/// `name` as a [`HeaderName`]: one of [`KNOWN_NAMES`] without allocating.
+pub fn header_name(name: &str) -> HeaderName {
+    known_name(name.as_bytes()).unwrap_or_else(|| Cow::Owned(name.to_string()))
+}
+
+/// `name` if it is one of [`KNOWN_NAMES`] (no UTF-8 check needed for those).
+pub fn known_name(name: &[u8]) -> Option<HeaderName> {
+    KNOWN_NAMES
+        .iter()
+        .find(|known| known.as_bytes() == name)
+        .map(|known| Cow::Borrowed(*known))
+}
+
 /// One STOMP frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StompFrame {
     pub command: Command,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, String)>,
     pub body: Bytes,
 }
 
@@ -87,8 +139,9 @@ impl StompFrame {
         }
     }
 
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> StompFrame {
-        self.headers.push((name.into(), value.into()));
+    pub fn header(mut self, name: impl AsRef<str>, value: impl Into<String>) -> StompFrame {
+        self.headers
+            .push((header_name(name.as_ref()), value.into()));
         self
     }
 
