@@ -210,7 +210,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`message`] | `Message`, `Destination`, `Property`, `AckMode` |
+//! | [`message`] | `Message`, `Destination` (kept in its written form), `Property`, `AckMode`; `decimal`, numbers as text without `core::fmt` |
 //! | [`stats`] | the counters `stat` reports (destinations, store, members) |
 //! | [`config`] | settings, profiles, validation, and every limit with its default |
 //! | [`constants`] | every fixed number that is not a setting, with why |
