@@ -21,12 +21,11 @@ mod redelivery;
 mod storage;
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use rustc_hash::FxHashMap;
 
 use super::{
     ConsumerControl, ConsumerId, Control, Delivery, DestinationError, Dispatch, GetStat, Subscribe,

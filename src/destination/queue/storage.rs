@@ -16,11 +16,10 @@
 //! redelivered, with its count (what ActiveMQ calls `persistJMSRedelivered`, always on).
 
 use std::collections::{HashMap, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use rustc_hash::FxHashMap;
 
 use super::{Body, QueueActor, Queued};
 use crate::constants::{COUNT_AHEAD_MAX, COUNT_AHEAD_PREFETCHES, PAGE_IN_BATCH, PAGE_IN_RETRY};
