@@ -9,7 +9,7 @@ use actormq::protocol::stomp::{
     Command, Inbound, StompCodec, StompFrame, StompLimits, encode_into,
 };
 use anyhow::{Context, bail};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -36,8 +36,13 @@ impl StompWriter {
     pub fn send(&self, frame: &StompFrame) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(128 + frame.body.len());
         encode_into(frame, &mut buf);
+        self.send_encoded(buf.freeze())
+    }
+
+    /// One frame already encoded (a `FrameWriter`'s).
+    pub fn send_encoded(&self, frame: Bytes) -> anyhow::Result<()> {
         self.sink
-            .send(buf.freeze())
+            .send(frame)
             .context("the STOMP connection is closed")
     }
 }
