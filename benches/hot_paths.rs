@@ -31,7 +31,8 @@ use actormq::store::record::Record;
 use actormq::store::{FsyncMode, Journal, JournalSettings, SharedStore};
 use actormq::{Destination, Limits, Message};
 use bytes::BytesMut;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::codec::Decoder;
 
 const BATCH: usize = 100;
@@ -61,21 +62,13 @@ fn deliver_1mib() -> Frame {
     }
 }
 
-fn frame(c: &mut Criterion) {
-    let send = Frame::Send {
-        session: 1,
-        destination: Destination::queue("bench"),
-        receipt: None,
-        messages: messages(BATCH),
-        origin: None,
-    };
-    let encoded = encode_frame(&send, MAX_FRAME).expect("a frame within the limit");
-    let mut group = c.benchmark_group("frame");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("encode_send_100x256B", |b| {
-        b.iter(|| encode_frame(&send, MAX_FRAME).expect("a frame within the limit"))
+/// `encode_<name>` and `decode_<name>`: `frame` encoded, and its bytes decoded.
+fn encode_and_decode(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, frame: &Frame) {
+    let encoded = encode_frame(frame, MAX_FRAME).expect("a frame within the limit");
+    group.bench_function(format!("encode_{name}"), |b| {
+        b.iter(|| encode_frame(frame, MAX_FRAME).expect("a frame within the limit"))
     });
-    group.bench_function("decode_send_100x256B", |b| {
+    group.bench_function(format!("decode_{name}"), |b| {
         let mut codec = FrameCodec::new(MAX_FRAME);
         b.iter(|| {
             let mut buf = BytesMut::from(&encoded[..]);
@@ -85,6 +78,19 @@ fn frame(c: &mut Criterion) {
                 .expect("a whole frame")
         })
     });
+}
+
+fn frame(c: &mut Criterion) {
+    let send = Frame::Send {
+        session: 1,
+        destination: Destination::queue("bench"),
+        receipt: None,
+        messages: messages(BATCH),
+        origin: None,
+    };
+    let mut group = c.benchmark_group("frame");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    encode_and_decode(&mut group, "send_100x256B", &send);
     let deliver = Frame::Deliver {
         deliveries: messages(BATCH)
             .into_iter()
@@ -102,20 +108,7 @@ fn frame(c: &mut Criterion) {
             })
             .collect(),
     };
-    let encoded = encode_frame(&deliver, MAX_FRAME).expect("a frame within the limit");
-    group.bench_function("encode_deliver_100x256B", |b| {
-        b.iter(|| encode_frame(&deliver, MAX_FRAME).expect("a frame within the limit"))
-    });
-    group.bench_function("decode_deliver_100x256B", |b| {
-        let mut codec = FrameCodec::new(MAX_FRAME);
-        b.iter(|| {
-            let mut buf = BytesMut::from(&encoded[..]);
-            codec
-                .decode(&mut buf)
-                .expect("a valid frame")
-                .expect("a whole frame")
-        })
-    });
+    encode_and_decode(&mut group, "deliver_100x256B", &deliver);
     group.finish();
 
     let large = deliver_1mib();

@@ -21,7 +21,7 @@ use super::ClientError;
 use super::url::FailoverOptions;
 use crate::constants::MAX_SENDS_PER_PRODUCER;
 use crate::message::AckMode;
-use crate::message::decimal::Decimal;
+use crate::message::decimal::numbered;
 use crate::net::writer::{FrameSink, WriterError};
 use crate::protocol::{
     DestinationStat, Frame, MasterStat, MemberStat, SendOrigin, StoreStat, TransactedSend,
@@ -537,11 +537,10 @@ impl SessionInner {
 
     /// The id of the session's next message: `<client id>:<session>:<n>`.
     pub fn next_message_id(&self) -> String {
-        let n = Decimal::new(self.sequence.fetch_add(1, Ordering::Relaxed));
-        let mut id = String::with_capacity(self.id_prefix.len() + n.as_bytes().len());
-        id.push_str(&self.id_prefix);
-        id.push_str(n.as_str());
-        id
+        numbered(
+            &self.id_prefix,
+            self.sequence.fetch_add(1, Ordering::Relaxed),
+        )
     }
 
     /// Everything taken and not acknowledged; forgets it.

@@ -32,14 +32,24 @@ impl Decimal {
     }
 }
 
+/// `prefix` followed by `n`: a message id such as `<client id>:<session>:<n>`.
+pub fn numbered(prefix: &str, n: u64) -> String {
+    let n = Decimal::new(n);
+    let mut text = String::with_capacity(prefix.len() + n.as_bytes().len());
+    text.push_str(prefix);
+    text.push_str(n.as_str());
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Decimal;
+    use super::{Decimal, numbered};
 
     #[test]
     fn digits_are_those_display_writes() {
         for n in [0, 7, 10, 99, 1_700_000_000_123, u64::MAX] {
             assert_eq!(Decimal::new(n).as_str(), n.to_string());
         }
+        assert_eq!(numbered("c1:2:", 17), "c1:2:17");
     }
 }

@@ -48,7 +48,7 @@ use crate::destination::{
     footprint,
 };
 use crate::frontend::{Services, WriterStopped, slow_consumer_reason, start_writer, writer_limits};
-use crate::message::decimal::Decimal;
+use crate::message::decimal::numbered;
 use crate::message::{AckMode, Destination, DestinationKind, Message};
 use crate::net::reader::{FrameReader, ReadError, SendWindow, WindowPermit};
 use crate::net::writer::{CloseReason, FrameSink};
@@ -94,6 +94,8 @@ struct Transaction {
 pub struct StompConnectionActor {
     id: ConnectionId,
     connection_id: String,
+    /// `<connection id>:`, what its messages' ids start with.
+    message_id_prefix: String,
     peer: SocketAddr,
     broker_name: String,
     limits: Limits,
@@ -171,9 +173,11 @@ impl StompConnectionActor {
             },
         );
         let id = ConnectionId::next();
+        let connection_id = format!("{}.s{}", config.broker.name, id.0);
         StompConnectionActor {
             id,
-            connection_id: format!("{}.s{}", config.broker.name, id.0),
+            message_id_prefix: format!("{connection_id}:"),
+            connection_id,
             peer,
             broker_name: config.broker.name,
             limits,
@@ -534,12 +538,8 @@ impl StompConnectionActor {
             None => None,
         };
         let mut message = message_from(&frame, reply_to)?;
-        let n = Decimal::new(self.next());
-        let mut id = String::with_capacity(self.connection_id.len() + 1 + n.as_bytes().len());
-        id.push_str(&self.connection_id);
-        id.push(':');
-        id.push_str(n.as_str());
-        message.id = id;
+        let n = self.next();
+        message.id = numbered(&self.message_id_prefix, n);
         let permit = self.window.take(footprint(&message));
         // Inside a transaction the COMMIT is what is confirmed: no duplicate detection.
         let origin = match commit {

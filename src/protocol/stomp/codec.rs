@@ -204,12 +204,12 @@ impl Decoder for StompCodec {
             let shown: String = String::from_utf8_lossy(name).chars().take(40).collect();
             StompError::UnknownCommand(shown)
         })?;
+        let escapes = command.escapes_headers();
         let mut headers = Vec::new();
         for line in lines.filter(|l| !l.is_empty()) {
             let colon = memchr::memchr(b':', line)
                 .ok_or_else(|| malformed("a header line has no colon"))?;
             let (name, value) = (&line[..colon], &line[colon + 1..]);
-            let escapes = command.escapes_headers();
             let name = match known_name(name) {
                 Some(known) => known,
                 None if escapes => HeaderName::Owned(unescape(name)?),
