@@ -7,7 +7,8 @@
 //!   client does, into a growing buffer with the body copied out, or into one allocation
 //!   reserved from the length with the body left there;
 //! - `stomp`: MESSAGE frames written as the broker writes them, 100 × 256 B and one of
-//!   1 MiB (its body copied, or by reference);
+//!   1 MiB (its body copied, or by reference); 100 SENDs decoded as the broker reads them,
+//!   and 100 MESSAGEs as a consumer reads them;
 //! - `queue_dispatch`: a `QueueActor` taking 1,000 non-persistent messages in batches of
 //!   100 and dispatching them to one consumer that settles each batch (no sockets);
 //! - `journal_append`: appending batches of 100 persistent 256 B `Enqueue` records to the
@@ -34,6 +35,10 @@ use bytes::BytesMut;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::codec::Decoder;
+
+/// The binary's allocator (`main.rs`), so that an allocation here costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: usize = 100;
 const BODY: usize = 256;
@@ -123,6 +128,45 @@ fn frame(c: &mut Criterion) {
     group.finish();
 }
 
+/// 100 MESSAGE frames of `body` as the broker writes them (`FrameWriter`, no `StompFrame`
+/// in between); their ids have a `:` (escaped), as a natively sent message's do.
+fn write_messages(body: &[u8]) -> BytesMut {
+    let mut dst = BytesMut::new();
+    for i in 0..BATCH {
+        let mut frame = FrameWriter::start(&mut dst, Command::Message, 512 + BODY);
+        frame
+            .protocol_header("subscription", "sub-0")
+            .protocol_header("message-id", "ID:bench-1:1:1")
+            .protocol_header("destination", "/queue/bench")
+            .protocol_header_u64("priority", 4)
+            .protocol_header("persistent", "false")
+            .protocol_header_u64("timestamp", 1_700_000_000_000 + i as u64)
+            .protocol_header_u64("content-length", BODY as u64);
+        frame.body(body);
+    }
+    dst
+}
+
+/// Registers `name`: decoding the STOMP frames in `input`, all of them, each iteration.
+fn decode_stomp(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, input: BytesMut) {
+    group.bench_function(name, |b| {
+        let mut codec = stomp::StompCodec::new(stomp::StompLimits {
+            max_frame_bytes: MAX_FRAME,
+            max_headers: 1000,
+            max_header_bytes: 1 << 20,
+            max_body_bytes: MAX_FRAME,
+        });
+        b.iter(|| {
+            let mut src = input.clone();
+            let mut frames = Vec::with_capacity(BATCH);
+            while let Some(frame) = codec.decode(&mut src).expect("valid frames") {
+                frames.push(frame);
+            }
+            frames
+        })
+    });
+}
+
 /// A batch of 100 STOMP MESSAGE frames of 256 B, written as the broker writes them
 /// (`FrameWriter`, no `StompFrame` in between), and the same built as `StompFrame`s.
 fn stomp_message(c: &mut Criterion) {
@@ -130,22 +174,7 @@ fn stomp_message(c: &mut Criterion) {
     let mut group = c.benchmark_group("stomp");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("write_message_100x256B", |b| {
-        b.iter(|| {
-            let mut dst = BytesMut::new();
-            for i in 0..BATCH {
-                let mut frame = FrameWriter::start(&mut dst, Command::Message, 512 + BODY);
-                frame
-                    .protocol_header("subscription", "sub-0")
-                    .protocol_header("message-id", "ID:bench-1:1:1")
-                    .protocol_header("destination", "/queue/bench")
-                    .protocol_header_u64("priority", 4)
-                    .protocol_header("persistent", "false")
-                    .protocol_header_u64("timestamp", 1_700_000_000_000 + i as u64)
-                    .protocol_header_u64("content-length", BODY as u64);
-                frame.body(&body);
-            }
-            dst
-        })
+        b.iter(|| write_messages(&body))
     });
     group.bench_function("encode_message_frames_100x256B", |b| {
         b.iter(|| {
@@ -175,22 +204,9 @@ fn stomp_message(c: &mut Criterion) {
             .body(body.clone());
         stomp::encode_into(&frame, &mut sends);
     }
-    group.bench_function("decode_send_100x256B", |b| {
-        let mut codec = stomp::StompCodec::new(stomp::StompLimits {
-            max_frame_bytes: MAX_FRAME,
-            max_headers: 1000,
-            max_header_bytes: 1 << 20,
-            max_body_bytes: MAX_FRAME,
-        });
-        b.iter(|| {
-            let mut src = sends.clone();
-            let mut frames = Vec::with_capacity(BATCH);
-            while let Some(frame) = codec.decode(&mut src).expect("valid frames") {
-                frames.push(frame);
-            }
-            frames
-        })
-    });
+    decode_stomp(&mut group, "decode_send_100x256B", sends);
+    // MESSAGE frames as the broker writes them, decoded as a STOMP consumer reads them.
+    decode_stomp(&mut group, "decode_message_100x256B", write_messages(&body));
     group.finish();
 
     let large = bytes::Bytes::from(vec![b'x'; 1 << 20]);

@@ -528,6 +528,8 @@ async fn message_ids_are_unique_and_acknowledge_the_right_message() {
         let message = client.next().await;
         let id = message.get("message-id").unwrap_or_default().to_string();
         assert!(!id.is_empty(), "{:?}", message.headers);
+        // Nothing in a STOMP-sent message's id needs escaping (`<connection>-<n>`).
+        assert!(!id.contains([':', '\\', '\r', '\n']), "{id}");
         ids.push(id);
     }
     let mut unique = ids.clone();

@@ -21,7 +21,8 @@
 //!   A DISCONNECT's receipt comes after every earlier frame's work is done.
 //! - Producer flow control: SENDs read and not yet accepted count against the connection's
 //!   [`SendWindow`]; while it is full the socket is not read.
-//! - Each SEND is given a `message-id` unique in this broker (`<connection>:<n>`).
+//! - Each SEND is given a `message-id` unique in this broker (`<connection>-<n>`: nothing in
+//!   it needs escaping in a header, so neither side escapes it per message).
 //! - Heart-beats are offered and required as `limits.stomp_heartbeat_ms`; a client silent
 //!   past the negotiated interval plus `stomp_heartbeat_grace_ms` is dropped with an ERROR.
 //! - Selectors are refused with a clear ERROR until selectors exist; login and passcode
@@ -94,7 +95,7 @@ struct Transaction {
 pub struct StompConnectionActor {
     id: ConnectionId,
     connection_id: String,
-    /// `<connection id>:`, what its messages' ids start with.
+    /// `<connection id>-`, what its messages' ids start with.
     message_id_prefix: String,
     peer: SocketAddr,
     broker_name: String,
@@ -176,7 +177,7 @@ impl StompConnectionActor {
         let connection_id = format!("{}.s{}", config.broker.name, id.0);
         StompConnectionActor {
             id,
-            message_id_prefix: format!("{connection_id}:"),
+            message_id_prefix: format!("{connection_id}-"),
             connection_id,
             peer,
             broker_name: config.broker.name,

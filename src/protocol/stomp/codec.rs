@@ -58,8 +58,9 @@ impl StompCodec {
         }
     }
 
-    /// The end of the header section (just past its blank line), if it has all arrived.
-    fn header_end(&self, src: &[u8]) -> Result<Option<usize>, StompError> {
+    /// The end of the header section (just past its blank line), if it has all arrived,
+    /// and how many lines it has (an upper bound on its headers).
+    fn header_end(&self, src: &[u8]) -> Result<Option<(usize, usize)>, StompError> {
         let mut start = 0;
         let mut lines = 0;
         while let Some(offset) = memchr::memchr(b'\n', &src[start..]) {
@@ -71,7 +72,7 @@ impl StompCodec {
             }
             start += offset + 1;
             if line.is_empty() {
-                return Ok(Some(start));
+                return Ok(Some((start, lines)));
             }
             lines += 1;
             if lines > self.limits.max_headers + 1 {
@@ -98,33 +99,30 @@ fn malformed(what: impl Into<String>) -> StompError {
 }
 
 /// Undoes STOMP 1.2 header escaping (`\r \n \c \\`).
-fn unescape(raw: &[u8]) -> Result<String, StompError> {
-    // Most values escape nothing: one copy, no per-byte work.
-    if memchr::memchr(b'\\', raw).is_none() {
-        return String::from_utf8(raw.to_vec()).map_err(|_| malformed("a header is not UTF-8"));
+fn unescape(raw: &str) -> Result<String, StompError> {
+    // Most values escape nothing: one copy, no per-character work.
+    if memchr::memchr(b'\\', raw.as_bytes()).is_none() {
+        return Ok(raw.to_string());
     }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut bytes = raw.iter();
-    while let Some(&b) = bytes.next() {
-        if b != b'\\' {
-            out.push(b);
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
             continue;
         }
-        out.push(match bytes.next() {
-            Some(b'r') => b'\r',
-            Some(b'n') => b'\n',
-            Some(b'c') => b':',
-            Some(b'\\') => b'\\',
+        out.push(match chars.next() {
+            Some('r') => '\r',
+            Some('n') => '\n',
+            Some('c') => ':',
+            Some('\\') => '\\',
             Some(other) => {
-                return Err(malformed(format!(
-                    "invalid escape `\\{}` in a header",
-                    *other as char
-                )));
+                return Err(malformed(format!("invalid escape `\\{other}` in a header")));
             }
             None => return Err(malformed("a header ends in a lone backslash")),
         });
     }
-    String::from_utf8(out).map_err(|_| malformed("a header is not UTF-8"))
+    Ok(out)
 }
 
 /// The bytes a header escapes (STOMP 1.1 and later): `\r \n : \\`.
@@ -194,46 +192,52 @@ impl Decoder for StompCodec {
             }
             _ => {}
         }
-        let Some(header_end) = self.header_end(src)? else {
+        let Some((header_end, lines)) = self.header_end(src)? else {
             return Ok(None);
         };
         let head = &src[..header_end];
-        let mut lines = head.split(|&b| b == b'\n').map(trim_cr);
-        let name = lines.next().unwrap_or_default();
+        // The command line ends before `header_end`, which is just past a blank line.
+        let command_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+        let name = trim_cr(&head[..command_end]);
         let command = Command::parse(name).ok_or_else(|| {
             let shown: String = String::from_utf8_lossy(name).chars().take(40).collect();
             StompError::UnknownCommand(shown)
         })?;
+        // Checked as UTF-8 once, then cut at ASCII `\n` and `:` into slices that stay so.
+        let mut rest = std::str::from_utf8(&head[command_end..])
+            .map_err(|_| malformed("a header is not UTF-8"))?;
         let escapes = command.escapes_headers();
-        let mut headers = Vec::new();
-        for line in lines.filter(|l| !l.is_empty()) {
-            let colon = memchr::memchr(b':', line)
+        let mut headers = Vec::with_capacity(lines);
+        let mut content_length = None;
+        while let Some(end) = memchr::memchr(b'\n', rest.as_bytes()) {
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let colon = memchr::memchr(b':', line.as_bytes())
                 .ok_or_else(|| malformed("a header line has no colon"))?;
             let (name, value) = (&line[..colon], &line[colon + 1..]);
             let name = match known_name(name) {
                 Some(known) => known,
                 None if escapes => HeaderName::Owned(unescape(name)?),
-                None => HeaderName::Owned(
-                    String::from_utf8(name.to_vec())
-                        .map_err(|_| malformed("a header is not UTF-8"))?,
-                ),
+                None => HeaderName::Owned(name.to_string()),
             };
             let value = if escapes {
                 unescape(value)?
             } else {
-                String::from_utf8(value.to_vec()).map_err(|_| malformed("a header is not UTF-8"))?
+                value.to_string()
             };
+            // The first of a repeated header wins.
+            if content_length.is_none() && name == "content-length" {
+                content_length =
+                    Some(value.trim().parse::<usize>().map_err(|_| {
+                        malformed(format!("content-length `{value}` is not a number"))
+                    })?);
+            }
             headers.push((name, value));
         }
-        let content_length = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .map(|(_, v)| {
-                v.trim()
-                    .parse::<usize>()
-                    .map_err(|_| malformed(format!("content-length `{v}` is not a number")))
-            })
-            .transpose()?;
         let body_len = match content_length {
             Some(len) => {
                 if len > self.limits.max_body_bytes {

@@ -76,49 +76,38 @@ impl Command {
 /// any other is owned.
 pub type HeaderName = Cow<'static, str>;
 
-/// STOMP's own header names (1.2 and the extensions brokers commonly read), as the decoder
-/// finds them.
-const KNOWN_NAMES: [&str; 28] = [
-    "destination",
-    "content-length",
-    "content-type",
-    "receipt",
-    "receipt-id",
-    "transaction",
-    "subscription",
-    "id",
-    "ack",
-    "message-id",
-    "persistent",
-    "priority",
-    "expires",
-    "reply-to",
-    "correlation-id",
-    "selector",
-    "redelivered",
-    "timestamp",
-    "message",
-    "accept-version",
-    "version",
-    "host",
-    "login",
-    "passcode",
-    "heart-beat",
-    "session",
-    "server",
-    "prefetch-count",
-];
-
-/// `name` as a [`HeaderName`]: one of [`KNOWN_NAMES`] without allocating.
+/// `name` as a [`HeaderName`]: one of STOMP's own without allocating.
 pub fn header_name(name: &str) -> HeaderName {
-    known_name(name.as_bytes()).unwrap_or_else(|| Cow::Owned(name.to_string()))
+    known_name(name).unwrap_or_else(|| Cow::Owned(name.to_string()))
 }
 
-/// `name` if it is one of [`KNOWN_NAMES`] (no UTF-8 check needed for those).
-pub fn known_name(name: &[u8]) -> Option<HeaderName> {
-    KNOWN_NAMES
+/// `name` if it is one of STOMP's own header names (1.2's and the extensions brokers
+/// commonly read), borrowed. Looked up among those of its length only: one or two
+/// comparisons for the common ones.
+pub fn known_name(name: &str) -> Option<HeaderName> {
+    let same_length: &[&'static str] = match name.len() {
+        2 => &["id"],
+        3 => &["ack"],
+        4 => &["host"],
+        5 => &["login"],
+        6 => &["server"],
+        7 => &["receipt", "expires", "message", "session", "version"],
+        8 => &["priority", "reply-to", "selector", "passcode"],
+        9 => &["timestamp"],
+        10 => &["persistent", "receipt-id", "message-id", "heart-beat"],
+        11 => &["destination", "transaction", "redelivered"],
+        12 => &["subscription", "content-type"],
+        14 => &[
+            "content-length",
+            "correlation-id",
+            "accept-version",
+            "prefetch-count",
+        ],
+        _ => return None,
+    };
+    same_length
         .iter()
-        .find(|known| known.as_bytes() == name)
+        .find(|known| **known == name)
         .map(|known| Cow::Borrowed(*known))
 }
 
