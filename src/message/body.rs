@@ -34,7 +34,7 @@ pub fn sharing_bodies<T>(source: &Bytes, decode: impl FnOnce() -> T) -> T {
 }
 
 /// `bytes`, shared with the buffer being decoded if it lies in it and is long enough.
-fn share_or_copy(bytes: &[u8]) -> Bytes {
+pub(crate) fn share_or_copy(bytes: &[u8]) -> Bytes {
     if bytes.len() >= SHARED_BODY_BYTES {
         let shared = SOURCE.with(|s| {
             let source = s.borrow();

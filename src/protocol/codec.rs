@@ -78,7 +78,11 @@ impl Decoder for FrameCodec {
             }
             return Ok(None);
         };
-        let decode = |frame: &[u8]| rmp_serde::from_slice(frame);
+        // `Send` and `Deliver` by hand; anything else (or anything odd) by `rmp_serde`.
+        let decode = |frame: &[u8]| match super::hot_frames::decode(frame) {
+            Some(frame) => Ok(frame),
+            None => rmp_serde::from_slice(frame),
+        };
         let decoded = if self.share_bodies {
             if frame.len() >= SHARED_BODY_BYTES {
                 move_to_own_buffer(src);
