@@ -50,7 +50,7 @@ use crate::destination::{
 };
 use crate::frontend::{Services, WriterStopped, slow_consumer_reason, start_writer, writer_limits};
 use crate::message::decimal::numbered;
-use crate::message::{AckMode, Destination, DestinationKind, Message};
+use crate::message::{AckMode, Destination, DestinationKind, Message, now_millis};
 use crate::net::reader::{FrameReader, ReadError, SendWindow, WindowPermit};
 use crate::net::writer::{CloseReason, FrameSink};
 use crate::protocol::stomp::{
@@ -113,6 +113,8 @@ pub struct StompConnectionActor {
     /// SENDs (outside transactions) to one destination read in a row, passed to the
     /// session as one batch once the frames read so far are handled.
     batch: Option<SendBatch>,
+    /// When the SENDs being batched were read (ms since the epoch): read once per batch.
+    batch_clock: Option<u64>,
     /// COMMIT id → sends not yet confirmed.
     commits: HashMap<u64, usize>,
     /// RECEIPTs owed, in the order their frames came.
@@ -191,6 +193,7 @@ impl StompConnectionActor {
             next_number: 1,
             pending: HashMap::new(),
             batch: None,
+            batch_clock: None,
             receipts: Receipts::default(),
             disconnecting: None,
             commits: HashMap::new(),
@@ -538,7 +541,10 @@ impl StompConnectionActor {
             Some(reply_to) => Some(self.destination(reply_to, true, ctx)?),
             None => None,
         };
-        let mut message = message_from(&frame, reply_to)?;
+        // SENDs read together share one clock reading (their batch is passed on within
+        // microseconds, well inside the millisecond the timestamp counts).
+        let now = *self.batch_clock.get_or_insert_with(now_millis);
+        let mut message = message_from(&frame, reply_to, now)?;
         let n = self.next();
         message.id = numbered(&self.message_id_prefix, n);
         let permit = self.window.take(footprint(&message));
@@ -606,6 +612,7 @@ impl StompConnectionActor {
 
     /// Passes the batched SENDs to the session; their RECEIPTs follow its answer.
     fn flush_sends(&mut self) -> Result<(), Failure> {
+        self.batch_clock = None;
         let Some(batch) = self.batch.take() else {
             return Ok(());
         };

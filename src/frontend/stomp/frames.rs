@@ -133,9 +133,11 @@ pub(super) fn origin_from(frame: &StompFrame) -> Result<Option<SendOrigin>, Fail
     Ok(Some(origin))
 }
 
+/// The message a SEND carries, received at `now` (milliseconds since the epoch).
 pub(super) fn message_from(
     frame: &StompFrame,
     reply_to: Option<Destination>,
+    now: u64,
 ) -> Result<Message, Failure> {
     let mut message = Message::new(frame.body.clone());
     message.reply_to = reply_to;
@@ -157,7 +159,7 @@ pub(super) fn message_from(
             .map_err(|_| Failure::new(format!("priority `{p}` is not 0-9")))?;
         message = message.with_priority(priority);
     }
-    message.timestamp = crate::message::now_millis();
+    message.timestamp = now;
     for (name, value) in &frame.headers {
         let name: &str = name;
         if !SEND_HEADERS.contains(&name) && !message.headers.contains_key(name) {

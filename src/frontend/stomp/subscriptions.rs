@@ -199,18 +199,19 @@ impl ClientWire for StompWire {
     }
 }
 
-/// A broker destination in STOMP's spelling.
-pub(super) fn stomp_name(destination: &Destination) -> String {
+/// A broker destination in STOMP's spelling, in two parts to write one after the other
+/// (`/queue/` and `orders`), so that naming it in every MESSAGE formats nothing.
+pub(super) fn stomp_name(destination: &Destination) -> (&'static str, &str) {
     let prefix = match destination.kind() {
         DestinationKind::Queue => "/queue/",
         DestinationKind::Topic => "/topic/",
         DestinationKind::TempQueue => "/temp-queue/",
         DestinationKind::TempTopic => "/temp-topic/",
         DestinationKind::Composite | DestinationKind::Group | DestinationKind::Durable => {
-            return destination.to_string();
+            return ("", destination.as_str());
         }
     };
-    format!("{prefix}{}", destination.name())
+    (prefix, destination.name())
 }
 
 /// Writes the MESSAGE frame of `delivery` for the subscription `subscription` (the
@@ -231,11 +232,11 @@ fn write_message(
         .protocol_header("subscription", subscription)
         .protocol_header("message-id", &message.id);
     if let Some(destination) = &message.destination {
-        frame.protocol_header("destination", &stomp_name(destination));
+        let (prefix, name) = stomp_name(destination);
+        frame.protocol_header_prefixed("destination", prefix, name);
     }
     if ack != AckKind::Auto {
-        // `:` is escaped in a value (`\c`).
-        frame.protocol_header("ack", &format!("{consumer}:{}", delivery.tag));
+        frame.protocol_header_u64_pair("ack", consumer.into(), delivery.tag);
     }
     if delivery.redelivered {
         frame.protocol_header("redelivered", "true");
@@ -244,7 +245,8 @@ fn write_message(
         frame.protocol_header("correlation-id", id);
     }
     if let Some(reply_to) = &message.reply_to {
-        frame.protocol_header("reply-to", &stomp_name(reply_to));
+        let (prefix, name) = stomp_name(reply_to);
+        frame.protocol_header_prefixed("reply-to", prefix, name);
     }
     if message.expiration != 0 {
         frame.protocol_header_u64("expires", message.expiration);

@@ -340,12 +340,41 @@ impl<'a> FrameWriter<'a> {
     /// A header of STOMP's own (`destination`, `message-id`, …): its name, which holds
     /// nothing to escape, is written as it is; the value is escaped.
     pub fn protocol_header(&mut self, name: &'static str, value: &str) -> &mut Self {
+        self.protocol_header_prefixed(name, "", value)
+    }
+
+    /// A header of STOMP's own whose value is `prefix` followed by `value` (`/queue/` and a
+    /// name), written without joining them first; both are escaped.
+    pub fn protocol_header_prefixed(
+        &mut self,
+        name: &'static str,
+        prefix: &str,
+        value: &str,
+    ) -> &mut Self {
         self.write_name(name, false);
-        if self.escapes {
-            escape_into(value, self.dst);
-        } else {
-            self.dst.put_slice(value.as_bytes());
+        for part in [prefix, value] {
+            if self.escapes {
+                escape_into(part, self.dst);
+            } else {
+                self.dst.put_slice(part.as_bytes());
+            }
         }
+        self.dst.put_u8(b'\n');
+        self
+    }
+
+    /// A header of STOMP's own whose value is two numbers joined by `:` (an `ack` id,
+    /// `3:8`), written without `core::fmt`; the `:` is escaped where the frame escapes.
+    pub fn protocol_header_u64_pair(
+        &mut self,
+        name: &'static str,
+        first: u64,
+        second: u64,
+    ) -> &mut Self {
+        self.write_name(name, false);
+        self.dst.put_slice(Decimal::new(first).as_bytes());
+        self.dst.put_slice(if self.escapes { b"\\c" } else { b":" });
+        self.dst.put_slice(Decimal::new(second).as_bytes());
         self.dst.put_u8(b'\n');
         self
     }
