@@ -54,13 +54,7 @@ async fn no_disconnect_receipt_for_sends_that_were_dropped() {
         .send(&StompFrame::new(Command::Disconnect).header("receipt", "bye"))
         .await;
     let answer = client.next().await;
-    assert_eq!(
-        answer.command,
-        Command::Error,
-        "{} {:?}",
-        answer.command.as_str(),
-        answer.headers
-    );
+    assert_eq!(answer.command, Command::Error, "{answer:?}");
     let message = answer.get("message").unwrap_or_default();
     assert!(message.contains("is full"), "{message}");
     let (connection, _session) = connect(&broker).await;
@@ -104,12 +98,7 @@ async fn a_disconnect_receipt_means_every_send_was_kept() {
         received += 1;
     }
     let answer = producer.await.unwrap();
-    assert_eq!(
-        answer.get("receipt-id"),
-        Some("bye"),
-        "{:?}",
-        answer.headers
-    );
+    assert_eq!(answer.get("receipt-id"), Some("bye"), "{answer:?}");
 }
 
 /// A producer that writes its SENDs (no receipts) and hangs up at once: everything the

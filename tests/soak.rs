@@ -192,7 +192,7 @@ async fn stomp_consumer(world: Arc<World>, ack: &'static str, stall: bool) {
             if ack != "auto" {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let ack = StompFrame::new(Command::Ack)
-                    .header("id", frame.get("ack").unwrap_or_default().to_string());
+                    .header("id", frame.get("ack").unwrap_or_default());
                 if stomp.send(&ack).await.is_none() {
                     break;
                 }

@@ -481,8 +481,8 @@ async fn wildcards_are_refused_where_they_make_no_sense() {
         let mut client = RawStomp::connected(stomp_addr(&broker)).await;
         client.raw(frame).await;
         let error = client.next().await;
-        assert_eq!(error.command, Command::Error, "{:?}", error.headers);
-        assert_eq!(error.get("receipt-id"), Some("w"), "{:?}", error.headers);
+        assert_eq!(error.command, Command::Error, "{error:?}");
+        assert_eq!(error.get("receipt-id"), Some("w"), "{error:?}");
         let message = error.get("message").unwrap_or_default();
         assert!(message.contains("wildcard"), "{message}");
     }
@@ -527,7 +527,7 @@ async fn message_ids_are_unique_and_acknowledge_the_right_message() {
     for _ in 0..3 {
         let message = client.next().await;
         let id = message.get("message-id").unwrap_or_default().to_string();
-        assert!(!id.is_empty(), "{:?}", message.headers);
+        assert!(!id.is_empty(), "{message:?}");
         // Nothing in a STOMP-sent message's id needs escaping (`<connection>-<n>`).
         assert!(!id.contains([':', '\\', '\r', '\n']), "{id}");
         ids.push(id);
@@ -573,12 +573,7 @@ async fn an_error_names_the_receipt_of_the_frame_that_caused_it() {
         .await;
     let error = client.next().await;
     assert_eq!(error.command, Command::Error);
-    assert_eq!(
-        error.get("receipt-id"),
-        Some("sub-9"),
-        "{:?}",
-        error.headers
-    );
+    assert_eq!(error.get("receipt-id"), Some("sub-9"), "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,10 +160,9 @@ pub(super) fn message_from(
         message = message.with_priority(priority);
     }
     message.timestamp = now;
-    for (name, value) in &frame.headers {
-        let name: &str = name;
+    for (name, value) in frame.headers() {
         if !SEND_HEADERS.contains(&name) && !message.headers.contains_key(name) {
-            message.headers.insert(name.to_string(), value.clone());
+            message.headers.insert(name.to_string(), value.to_string());
         }
     }
     Ok(message)

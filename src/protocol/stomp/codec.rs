@@ -203,41 +203,13 @@ impl Decoder for StompCodec {
             let shown: String = String::from_utf8_lossy(name).chars().take(40).collect();
             StompError::UnknownCommand(shown)
         })?;
-        // Checked as UTF-8 once, then cut at ASCII `\n` and `:` into slices that stay so.
-        let mut rest = std::str::from_utf8(&head[command_end..])
-            .map_err(|_| malformed("a header is not UTF-8"))?;
-        let escapes = command.escapes_headers();
-        let mut headers = Vec::with_capacity(lines);
-        let mut content_length = None;
-        while let Some(end) = memchr::memchr(b'\n', rest.as_bytes()) {
-            let line = &rest[..end];
-            rest = &rest[end + 1..];
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            let colon = memchr::memchr(b':', line.as_bytes())
-                .ok_or_else(|| malformed("a header line has no colon"))?;
-            let (name, value) = (&line[..colon], &line[colon + 1..]);
-            let name = match known_name(name) {
-                Some(known) => known,
-                None if escapes => HeaderName::Owned(unescape(name)?),
-                None => HeaderName::Owned(name.to_string()),
-            };
-            let value = if escapes {
-                unescape(value)?
-            } else {
-                value.to_string()
-            };
-            // The first of a repeated header wins.
-            if content_length.is_none() && name == "content-length" {
-                content_length =
-                    Some(value.trim().parse::<usize>().map_err(|_| {
-                        malformed(format!("content-length `{value}` is not a number"))
-                    })?);
-            }
-            headers.push((name, value));
-        }
+        // The header lines, checked as UTF-8 and copied once: each header is where its
+        // value is in that text (cut at ASCII `\n` and `:`, so the slices stay UTF-8).
+        let text = std::str::from_utf8(&head[command_end..])
+            .map_err(|_| malformed("a header is not UTF-8"))?
+            .to_string();
+        let mut frame = StompFrame::with_text(command, text, lines);
+        let content_length = read_headers(&mut frame, command.escapes_headers())?;
         let body_len = match content_length {
             Some(len) => {
                 if len > self.limits.max_body_bytes {
@@ -288,14 +260,56 @@ impl Decoder for StompCodec {
         self.scanned = 0;
         self.expected = None;
         src.advance(header_end);
-        let body = src.split_to(body_len).freeze();
+        frame.body = src.split_to(body_len).freeze();
         src.advance(1); // the NUL
-        Ok(Some(Inbound::Frame(StompFrame {
-            command,
-            headers,
-            body,
-        })))
+        Ok(Some(Inbound::Frame(frame)))
     }
+}
+
+/// Reads the header lines in `frame`'s text into its headers, in order, and answers the
+/// `content-length` (the first one given, as a repeated header's first value wins).
+fn read_headers(frame: &mut StompFrame, escapes: bool) -> Result<Option<usize>, StompError> {
+    let lines_end = frame.text().len();
+    let mut content_length = None;
+    let mut at = 0;
+    while let Some(end) = memchr::memchr(b'\n', &frame.text().as_bytes()[at..lines_end]) {
+        let (start, mut end) = (at, at + end);
+        at = end + 1;
+        let text = frame.text();
+        if text[start..end].ends_with('\r') {
+            end -= 1;
+        }
+        if start == end {
+            continue;
+        }
+        let colon = start
+            + memchr::memchr(b':', &text.as_bytes()[start..end])
+                .ok_or_else(|| malformed("a header line has no colon"))?;
+        let name = &text[start..colon];
+        let name = match known_name(name) {
+            Some(known) => known,
+            None if escapes => HeaderName::Owned(unescape(name)?),
+            None => HeaderName::Owned(name.to_string()),
+        };
+        let value = &text[colon + 1..end];
+        if content_length.is_none() && name == "content-length" {
+            content_length = Some(
+                value
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| malformed(format!("content-length `{value}` is not a number")))?,
+            );
+        }
+        if escapes && memchr::memchr(b'\\', value.as_bytes()).is_some() {
+            // Undone, at the end of the text.
+            let unescaped = unescape(value)?;
+            let (from, to) = frame.append_text(&unescaped);
+            frame.push_header(name, from, to);
+        } else {
+            frame.push_header(name, colon + 1, end);
+        }
+    }
+    Ok(content_length)
 }
 
 impl Encoder<&StompFrame> for StompCodec {
@@ -436,7 +450,7 @@ pub fn encode_into(frame: &StompFrame, dst: &mut BytesMut) {
     dst.reserve(64 + frame.body.len());
     dst.put_slice(frame.command.as_str().as_bytes());
     dst.put_u8(b'\n');
-    for (name, value) in &frame.headers {
+    for (name, value) in frame.headers() {
         if frame.command.escapes_headers() {
             escape_into(name, dst);
             dst.put_u8(b':');
@@ -480,18 +494,29 @@ mod tests {
         Ok(out)
     }
 
+    /// STOMP's own names are borrowed, other names owned; every value is a slice of the
+    /// frame's one copy of its header lines, or (escapes undone) appended to it.
     #[test]
-    fn stomp_s_own_header_names_are_read_without_allocating() {
-        let frames = decode_all(b"SEND\ndestination:/queue/a\nx-custom:1\nodd\\cname:v\n\nhi\0")
-            .expect("a valid frame");
+    fn headers_are_read_into_one_text() {
+        let frames =
+            decode_all(b"SEND\ndestination:/queue/a\nx-custom:1\nodd\\cname:v\nesc:a\\nb\n\nhi\0")
+                .expect("a valid frame");
         let [Inbound::Frame(frame)] = frames.as_slice() else {
             panic!("one frame, got {frames:?}");
         };
-        let names: Vec<&HeaderName> = frame.headers.iter().map(|(name, _)| name).collect();
+        let names: Vec<&HeaderName> = frame.header_names().collect();
         assert!(matches!(names[0], HeaderName::Borrowed("destination")));
         assert!(matches!(names[1], HeaderName::Owned(name) if name == "x-custom"));
         assert_eq!(names[2], "odd:name");
         assert_eq!(frame.get("odd:name"), Some("v"));
+        assert_eq!(frame.get("esc"), Some("a\nb"));
+        let text = frame.text().as_bytes().as_ptr_range();
+        for (_, value) in frame.headers() {
+            assert!(
+                text.contains(&value.as_ptr()),
+                "{value:?} is not in the text"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! STOMP frames: a command, headers in order (the first of a repeated header wins), a body.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use bytes::Bytes;
 
@@ -111,27 +112,78 @@ pub fn known_name(name: &str) -> Option<HeaderName> {
         .map(|known| Cow::Borrowed(*known))
 }
 
-/// One STOMP frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One STOMP frame: a command, headers in order, a body.
+///
+/// Every header value lives in one `String` (`text`), each header holding where its value
+/// is: a decoded frame copies its header section once and points into it (a value with
+/// escapes to undo is appended, undone), instead of allocating a `String` per header.
+#[derive(Clone)]
 pub struct StompFrame {
     pub command: Command,
-    pub headers: Vec<(HeaderName, String)>,
+    /// The values' text (for a decoded frame, its whole header section).
+    text: String,
+    headers: Vec<(HeaderName, Span)>,
     pub body: Bytes,
+}
+
+/// Where a header's value is in its frame's `text`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Span {
+    start: u32,
+    end: u32,
 }
 
 impl StompFrame {
     pub fn new(command: Command) -> StompFrame {
         StompFrame {
             command,
+            text: String::new(),
             headers: Vec::new(),
             body: Bytes::new(),
         }
     }
 
-    pub fn header(mut self, name: impl AsRef<str>, value: impl Into<String>) -> StompFrame {
-        self.headers
-            .push((header_name(name.as_ref()), value.into()));
+    /// A frame whose header values are found in `text` (the decoder's).
+    pub(super) fn with_text(command: Command, text: String, headers: usize) -> StompFrame {
+        StompFrame {
+            command,
+            text,
+            headers: Vec::with_capacity(headers),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> StompFrame {
+        let (start, end) = self.append_text(value.as_ref());
+        self.push_header(header_name(name.as_ref()), start, end);
         self
+    }
+
+    /// A header whose value is `text[start..end]` (the decoder's).
+    pub(super) fn push_header(&mut self, name: HeaderName, start: usize, end: usize) {
+        let span = self.span(start, end);
+        self.headers.push((name, span));
+    }
+
+    /// The values' text (the decoder reads the header lines from it).
+    pub(super) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Appends a value to the text (one whose escapes the decoder undid), answering where
+    /// it is.
+    pub(super) fn append_text(&mut self, value: &str) -> (usize, usize) {
+        let start = self.text.len();
+        self.text.push_str(value);
+        (start, self.text.len())
+    }
+
+    fn span(&self, start: usize, end: usize) -> Span {
+        // A frame's text is bounded by the frame limit, far below 4 GiB.
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(end).unwrap_or(u32::MAX),
+        }
     }
 
     pub fn body(mut self, body: impl Into<Bytes>) -> StompFrame {
@@ -139,12 +191,53 @@ impl StompFrame {
         self
     }
 
+    /// The headers in order, repeated ones included.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(name, span)| (name.as_ref(), self.value(*span)))
+    }
+
+    #[cfg(test)]
+    pub(super) fn header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers.iter().map(|(name, _)| name)
+    }
+
     /// The first value of header `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, span)| self.value(*span))
+    }
+
+    fn value(&self, span: Span) -> &str {
+        self.text
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// Equal when the commands, the headers in order and the bodies are (however the values'
+/// text is laid out).
+impl PartialEq for StompFrame {
+    fn eq(&self, other: &StompFrame) -> bool {
+        self.command == other.command
+            && self.body == other.body
+            && self.headers.len() == other.headers.len()
+            && self.headers().eq(other.headers())
+    }
+}
+
+impl Eq for StompFrame {}
+
+impl fmt::Debug for StompFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StompFrame")
+            .field("command", &self.command)
+            .field("headers", &self.headers().collect::<Vec<_>>())
+            .field("body", &self.body)
+            .finish()
     }
 }
 
