@@ -238,8 +238,8 @@ async fn prefetch_is_bounded_in_bytes() {
     // An absence can only be seen by waiting a little.
     let quiet = tokio::time::timeout(Duration::from_millis(300), consumer.reader.next()).await;
     assert!(quiet.is_err(), "a fifth message arrived");
-    let ack = StompFrame::new(Command::Ack)
-        .header("id", held[0].get("ack").expect("an ack header"));
+    let ack =
+        StompFrame::new(Command::Ack).header("id", held[0].get("ack").expect("an ack header"));
     consumer.send(&ack).await;
     let fifth = consumer.next().await;
     assert_eq!(fifth.command, Command::Message, "{}", describe(&fifth));

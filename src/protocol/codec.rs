@@ -184,6 +184,18 @@ pub fn encode_frame_into(
     max_frame_bytes: usize,
 ) -> Result<(), ProtocolError> {
     dst.reserve(frame.encoded_size_hint());
+    // `Send` and `Deliver` by hand (the same bytes); anything else by `rmp_serde`.
+    let start = dst.len();
+    dst.put_u32(0);
+    if super::hot_frames::encode(frame, dst) {
+        let len = dst.len() - start - LEN_BYTES;
+        if let Err(e) = set_length(&mut dst[start..], len, max_frame_bytes) {
+            dst.truncate(start);
+            return Err(e);
+        }
+        return Ok(());
+    }
+    dst.truncate(start);
     put_framed(frame, dst, max_frame_bytes)
 }
 

@@ -1,7 +1,10 @@
-//! The two frames every message crosses, `Send` and `Deliver`, read by hand: the same
-//! bytes `rmp_serde` writes (positional MessagePack, see the module above), read field by
-//! field with `rmp`'s primitives instead of through serde's generic visitor machinery,
-//! which was the largest single item in both the broker's and the client's profiles.
+//! The two frames every message crosses, `Send` and `Deliver`, read and written by hand:
+//! the same bytes `rmp_serde` writes (positional MessagePack, see the module above), field
+//! by field with `rmp`'s primitives instead of through serde's generic machinery (reading
+//! was the largest single item in both the broker's and the client's profiles).
+//!
+//! [`encode`] writes what `rmp_serde` would, byte for byte (the tests compare them), for a
+//! `Send` or `Deliver` whose messages carry no typed properties; it declines anything else.
 //!
 //! [`decode`] is only a fast path: it takes exactly the shape `rmp_serde` writes and
 //! answers `None` for anything else — another frame, a message with typed properties, a
@@ -13,8 +16,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::{BufMut, BytesMut};
 use rmp::Marker;
 use rmp::decode as read;
+use rmp::encode as write;
 
 use super::frame::{Frame, SendOrigin, WireDelivery};
 use crate::message::{Destination, Message, body};
@@ -43,6 +48,104 @@ pub fn decode(bytes: &[u8]) -> Option<Frame> {
     };
     // Trailing bytes: not what `rmp_serde` wrote; let it say so.
     rd.is_empty().then_some(frame)
+}
+
+/// Appends `frame` to `dst` as `rmp_serde` would write it, if it is a `Send` or a
+/// `Deliver` whose messages carry no typed properties (`true`); otherwise writes nothing
+/// (`false`) and the caller encodes with `rmp_serde`.
+pub fn encode(frame: &Frame, dst: &mut BytesMut) -> bool {
+    if frame.messages().any(|m| !m.properties.is_empty()) {
+        return false;
+    }
+    let start = dst.len();
+    let mut wr = dst.writer();
+    let written = match frame {
+        Frame::Send { .. } => write_send(&mut wr, frame),
+        Frame::Deliver { deliveries } => write_deliver(&mut wr, deliveries),
+        _ => None,
+    };
+    if written.is_none() {
+        dst.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// What the hand-written encoder writes into.
+type Writer<'a> = bytes::buf::Writer<&'a mut BytesMut>;
+
+fn write_send(wr: &mut Writer<'_>, frame: &Frame) -> Option<()> {
+    let Frame::Send {
+        session,
+        destination,
+        receipt,
+        messages,
+        origin,
+    } = frame
+    else {
+        return None;
+    };
+    write::write_map_len(wr, 1).ok()?;
+    write::write_str(wr, "Send").ok()?;
+    write::write_array_len(wr, SEND_FIELDS).ok()?;
+    write::write_uint(wr, u64::from(*session)).ok()?;
+    write::write_str(wr, destination.as_str()).ok()?;
+    match receipt {
+        Some(receipt) => write::write_uint(wr, *receipt).ok().map(drop)?,
+        None => write::write_nil(wr).ok()?,
+    }
+    write::write_array_len(wr, u32::try_from(messages.len()).ok()?).ok()?;
+    for message in messages {
+        write_message(wr, message)?;
+    }
+    match origin {
+        Some(origin) => {
+            write::write_array_len(wr, ORIGIN_FIELDS).ok()?;
+            write::write_str(wr, &origin.producer).ok()?;
+            write::write_uint(wr, origin.seq).ok()?;
+            write::write_uint(wr, origin.confirmed_below).ok().map(drop)
+        }
+        None => write::write_nil(wr).ok(),
+    }
+}
+
+fn write_deliver(wr: &mut Writer<'_>, deliveries: &[WireDelivery]) -> Option<()> {
+    write::write_map_len(wr, 1).ok()?;
+    write::write_str(wr, "Deliver").ok()?;
+    write::write_array_len(wr, 1).ok()?;
+    write::write_array_len(wr, u32::try_from(deliveries.len()).ok()?).ok()?;
+    for delivery in deliveries {
+        write::write_array_len(wr, DELIVERY_FIELDS).ok()?;
+        write::write_uint(wr, u64::from(delivery.consumer)).ok()?;
+        write::write_uint(wr, delivery.tag).ok()?;
+        write::write_bool(wr, delivery.redelivered).ok()?;
+        write::write_uint(wr, u64::from(delivery.delivery_count)).ok()?;
+        write_message(wr, &delivery.message)?;
+    }
+    Some(())
+}
+
+fn write_message(wr: &mut Writer<'_>, m: &Message) -> Option<()> {
+    let optional_str = |wr: &mut Writer<'_>, s: Option<&str>| match s {
+        Some(s) => write::write_str(wr, s).ok(),
+        None => write::write_nil(wr).ok(),
+    };
+    write::write_array_len(wr, MESSAGE_FIELDS).ok()?;
+    write::write_str(wr, &m.id).ok()?;
+    optional_str(wr, m.destination.as_ref().map(Destination::as_str))?;
+    write::write_bin(wr, &m.body).ok()?;
+    write::write_map_len(wr, u32::try_from(m.headers.len()).ok()?).ok()?;
+    for (name, value) in &m.headers {
+        write::write_str(wr, name).ok()?;
+        write::write_str(wr, value).ok()?;
+    }
+    write::write_map_len(wr, 0).ok()?;
+    write::write_uint(wr, m.timestamp).ok()?;
+    optional_str(wr, m.correlation_id.as_deref())?;
+    optional_str(wr, m.reply_to.as_ref().map(Destination::as_str))?;
+    write::write_uint(wr, u64::from(m.priority)).ok()?;
+    write::write_uint(wr, m.expiration).ok()?;
+    write::write_bool(wr, m.persistent).ok()
 }
 
 fn send(rd: &mut &[u8]) -> Option<Frame> {
@@ -263,6 +366,31 @@ mod tests {
     }
 
     #[test]
+    fn sends_and_deliveries_written_by_hand_are_what_rmp_serde_writes() {
+        let origin = SendOrigin {
+            producer: "p".repeat(300),
+            seq: u64::MAX,
+            confirmed_below: 70_000,
+        };
+        let mut long_header =
+            Message::new(vec![1u8; 300]).with_header("k".repeat(40), "v".repeat(70_000));
+        long_header.id = "i".repeat(33);
+        let mixed = Frame::Send {
+            session: 70_000,
+            destination: Destination::queue("q"),
+            receipt: Some(200),
+            messages: vec![long_header],
+            origin: None,
+        };
+        for frame in [send(None), send(Some(origin)), deliver(), mixed] {
+            let mut dst = BytesMut::from(&b"before"[..]);
+            assert!(encode(&frame, &mut dst), "{}", frame.name());
+            assert_eq!(&dst[..6], b"before");
+            assert_eq!(dst[6..], encoded(&frame)[..], "{}", frame.name());
+        }
+    }
+
+    #[test]
     fn other_frames_and_typed_properties_are_left_to_rmp_serde() {
         let ack = Frame::Ack {
             session: 1,
@@ -278,6 +406,9 @@ mod tests {
             origin: None,
         };
         assert_eq!(decode(&encoded(&typed)), None);
+        let mut dst = BytesMut::from(&b"kept"[..]);
+        assert!(!encode(&typed, &mut dst) && !encode(&ack, &mut dst));
+        assert_eq!(&dst[..], b"kept");
     }
 
     /// Cut short, or with a byte changed anywhere, a frame is either read as `rmp_serde`
