@@ -1,6 +1,6 @@
 //! Every fixed number the broker and its client use that is not a setting, each with why,
 //! in one place (as nats-server's `const.go`). The settings — limits an operator may change —
-//! are [`crate::config::Limits`] and the other `config` sections. Format constants (magic
+//! are `config::Limits` and the other `config` sections. Format constants (magic
 //! numbers, protocol versions) stay with the format they define.
 
 use std::time::Duration;

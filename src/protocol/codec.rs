@@ -209,7 +209,7 @@ pub fn encode_frame(frame: &Frame, max_frame_bytes: usize) -> Result<Bytes, Prot
 /// One frame as the buffers to write in order: the frame's own bytes, with every body of
 /// [`SHARED_BODY_BYTES`] or more spliced in by reference instead of copied. The parts
 /// concatenated are exactly [`encode_frame`]'s bytes; a writer that writes vectored
-/// ([`crate::net::writer::FrameSink::send_parts`]) sends a large message without copying
+/// (`net::writer::FrameSink::send_parts`) sends a large message without copying
 /// it (and without touching the fresh pages a copy would need).
 pub fn encode_frame_spliced(
     frame: &Frame,
