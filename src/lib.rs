@@ -216,7 +216,7 @@
 //! | [`constants`] | every fixed number that is not a setting, with why |
 //! | [`runtime`] | the arbiter pool and the memory-trim hook |
 //! | [`net`] | the bounded socket writer (broker and client) and the bounded frame reader of a client connection (send window, partial-frame budget, frame deadline) |
-//! | [`protocol`] | native frames and the length-prefixed MessagePack codec; [`protocol::stomp`], STOMP frames and codec (no I/O) |
+//! | [`protocol`] | native frames and the length-prefixed MessagePack codec (`Send` and `Deliver` read and written by hand, `hot_frames`; the rest by `rmp_serde`); [`protocol::stomp`], STOMP frames (header values in one text per frame) and codec (no I/O) |
 //! | [`store`] | the `Store` trait and the `Fence` it writes behind; `ProducerWindows` (producers' stored sends, bounded); the journal (versioned record and segment format, group-committing writer with retries and compaction, zero-filled spare segments, reader, recovery), the PostgreSQL store (schema, group commit fenced by the lease) and the memory store |
 //! | [`ha`] | master/slave: the file lock and the database lease, epochs, the keeper that checks the lock and closes the fence, `Mastership` |
 //! | [`destination`] | queue and topic actors, the registry, `DestinationRef`, `Homes` |

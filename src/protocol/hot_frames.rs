@@ -60,7 +60,20 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) -> bool {
     let start = dst.len();
     let mut wr = dst.writer();
     let written = match frame {
-        Frame::Send { .. } => write_send(&mut wr, frame),
+        Frame::Send {
+            session,
+            destination,
+            receipt,
+            messages,
+            origin,
+        } => write_send(
+            &mut wr,
+            *session,
+            destination,
+            *receipt,
+            messages,
+            origin.as_ref(),
+        ),
         Frame::Deliver { deliveries } => write_deliver(&mut wr, deliveries),
         _ => None,
     };
@@ -74,24 +87,21 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) -> bool {
 /// What the hand-written encoder writes into.
 type Writer<'a> = bytes::buf::Writer<&'a mut BytesMut>;
 
-fn write_send(wr: &mut Writer<'_>, frame: &Frame) -> Option<()> {
-    let Frame::Send {
-        session,
-        destination,
-        receipt,
-        messages,
-        origin,
-    } = frame
-    else {
-        return None;
-    };
+fn write_send(
+    wr: &mut Writer<'_>,
+    session: u32,
+    destination: &Destination,
+    receipt: Option<u64>,
+    messages: &[Message],
+    origin: Option<&SendOrigin>,
+) -> Option<()> {
     write::write_map_len(wr, 1).ok()?;
     write::write_str(wr, "Send").ok()?;
     write::write_array_len(wr, SEND_FIELDS).ok()?;
-    write::write_uint(wr, u64::from(*session)).ok()?;
+    write::write_uint(wr, u64::from(session)).ok()?;
     write::write_str(wr, destination.as_str()).ok()?;
     match receipt {
-        Some(receipt) => write::write_uint(wr, *receipt).ok().map(drop)?,
+        Some(receipt) => write::write_uint(wr, receipt).ok().map(drop)?,
         None => write::write_nil(wr).ok()?,
     }
     write::write_array_len(wr, u32::try_from(messages.len()).ok()?).ok()?;

@@ -76,6 +76,9 @@ struct SendBatch {
     receipts: Vec<String>,
     /// Their bytes in the connection's send window.
     permit: WindowPermit,
+    /// When the first was read (ms since the epoch): the timestamp of those read after it
+    /// too, since a batch is passed on within microseconds (one clock reading per batch).
+    read_at: u64,
 }
 
 /// Work held back by a transaction until COMMIT.
@@ -113,8 +116,6 @@ pub struct StompConnectionActor {
     /// SENDs (outside transactions) to one destination read in a row, passed to the
     /// session as one batch once the frames read so far are handled.
     batch: Option<SendBatch>,
-    /// When the SENDs being batched were read (ms since the epoch): read once per batch.
-    batch_clock: Option<u64>,
     /// COMMIT id → sends not yet confirmed.
     commits: HashMap<u64, usize>,
     /// RECEIPTs owed, in the order their frames came.
@@ -193,7 +194,6 @@ impl StompConnectionActor {
             next_number: 1,
             pending: HashMap::new(),
             batch: None,
-            batch_clock: None,
             receipts: Receipts::default(),
             disconnecting: None,
             commits: HashMap::new(),
@@ -541,9 +541,10 @@ impl StompConnectionActor {
             Some(reply_to) => Some(self.destination(reply_to, true, ctx)?),
             None => None,
         };
-        // SENDs read together share one clock reading (their batch is passed on within
-        // microseconds, well inside the millisecond the timestamp counts).
-        let now = *self.batch_clock.get_or_insert_with(now_millis);
+        let now = self
+            .batch
+            .as_ref()
+            .map_or_else(now_millis, |batch| batch.read_at);
         let mut message = message_from(&frame, reply_to, now)?;
         let n = self.next();
         message.id = numbered(&self.message_id_prefix, n);
@@ -599,6 +600,7 @@ impl StompConnectionActor {
             ctx.notify(FlushSends);
             SendBatch {
                 destination,
+                read_at: message.timestamp,
                 messages: Vec::new(),
                 receipts: Vec::new(),
                 permit: WindowPermit::default(),
@@ -612,7 +614,6 @@ impl StompConnectionActor {
 
     /// Passes the batched SENDs to the session; their RECEIPTs follow its answer.
     fn flush_sends(&mut self) -> Result<(), Failure> {
-        self.batch_clock = None;
         let Some(batch) = self.batch.take() else {
             return Ok(());
         };

@@ -135,6 +135,17 @@ const ESCAPED: [bool; 256] = {
     table
 };
 
+/// `text` into `dst`, escaped if `escape` (headers of frames other than CONNECT, STOMP and
+/// CONNECTED).
+#[inline]
+fn put_text(dst: &mut BytesMut, text: &str, escape: bool) {
+    if escape {
+        escape_into(text, dst);
+    } else {
+        dst.put_slice(text.as_bytes());
+    }
+}
+
 fn escape_into(value: &str, dst: &mut BytesMut) {
     // Runs of bytes that need no escape are copied whole.
     let mut rest = value.as_bytes();
@@ -302,11 +313,10 @@ fn read_headers(frame: &mut StompFrame, escapes: bool) -> Result<Option<usize>, 
         }
         if escapes && memchr::memchr(b'\\', value.as_bytes()).is_some() {
             // Undone, at the end of the text.
-            let unescaped = unescape(value)?;
-            let (from, to) = frame.append_text(&unescaped);
-            frame.push_header(name, from, to);
+            let unescaped = frame.append_text(&unescape(value)?);
+            frame.push_header(name, unescaped);
         } else {
-            frame.push_header(name, colon + 1, end);
+            frame.push_header(name, colon + 1..end);
         }
     }
     Ok(content_length)
@@ -342,19 +352,16 @@ impl<'a> FrameWriter<'a> {
     }
 
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
-        self.header_with(name, |dst, escapes| {
-            if escapes {
-                escape_into(value, dst);
-            } else {
-                dst.put_slice(value.as_bytes());
-            }
-        })
+        self.header_with(name, |dst, escapes| put_text(dst, value, escapes))
     }
 
     /// A header of STOMP's own (`destination`, `message-id`, …): its name, which holds
     /// nothing to escape, is written as it is; the value is escaped.
     pub fn protocol_header(&mut self, name: &'static str, value: &str) -> &mut Self {
-        self.protocol_header_prefixed(name, "", value)
+        self.write_name(name, false);
+        put_text(self.dst, value, self.escapes);
+        self.dst.put_u8(b'\n');
+        self
     }
 
     /// A header of STOMP's own whose value is `prefix` followed by `value` (`/queue/` and a
@@ -366,13 +373,8 @@ impl<'a> FrameWriter<'a> {
         value: &str,
     ) -> &mut Self {
         self.write_name(name, false);
-        for part in [prefix, value] {
-            if self.escapes {
-                escape_into(part, self.dst);
-            } else {
-                self.dst.put_slice(part.as_bytes());
-            }
-        }
+        put_text(self.dst, prefix, self.escapes);
+        put_text(self.dst, value, self.escapes);
         self.dst.put_u8(b'\n');
         self
     }
@@ -411,11 +413,7 @@ impl<'a> FrameWriter<'a> {
 
     /// `name:`, escaped if `escape` and the frame escapes headers.
     fn write_name(&mut self, name: &str, escape: bool) {
-        if escape && self.escapes {
-            escape_into(name, self.dst);
-        } else {
-            self.dst.put_slice(name.as_bytes());
-        }
+        put_text(self.dst, name, escape && self.escapes);
         self.dst.put_u8(b':');
     }
 
@@ -450,16 +448,11 @@ pub fn encode_into(frame: &StompFrame, dst: &mut BytesMut) {
     dst.reserve(64 + frame.body.len());
     dst.put_slice(frame.command.as_str().as_bytes());
     dst.put_u8(b'\n');
+    let escapes = frame.command.escapes_headers();
     for (name, value) in frame.headers() {
-        if frame.command.escapes_headers() {
-            escape_into(name, dst);
-            dst.put_u8(b':');
-            escape_into(value, dst);
-        } else {
-            dst.put_slice(name.as_bytes());
-            dst.put_u8(b':');
-            dst.put_slice(value.as_bytes());
-        }
+        put_text(dst, name, escapes);
+        dst.put_u8(b':');
+        put_text(dst, value, escapes);
         dst.put_u8(b'\n');
     }
     dst.put_u8(b'\n');

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -122,25 +123,14 @@ pub struct StompFrame {
     pub command: Command,
     /// The values' text (for a decoded frame, its whole header section).
     text: String,
-    headers: Vec<(HeaderName, Span)>,
+    /// Each header's name and where its value is in `text`.
+    headers: Vec<(HeaderName, Range<usize>)>,
     pub body: Bytes,
-}
-
-/// Where a header's value is in its frame's `text`.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Span {
-    start: u32,
-    end: u32,
 }
 
 impl StompFrame {
     pub fn new(command: Command) -> StompFrame {
-        StompFrame {
-            command,
-            text: String::new(),
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        StompFrame::with_text(command, String::new(), 0)
     }
 
     /// A frame whose header values are found in `text` (the decoder's).
@@ -154,15 +144,14 @@ impl StompFrame {
     }
 
     pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> StompFrame {
-        let (start, end) = self.append_text(value.as_ref());
-        self.push_header(header_name(name.as_ref()), start, end);
+        let value = self.append_text(value.as_ref());
+        self.push_header(header_name(name.as_ref()), value);
         self
     }
 
-    /// A header whose value is `text[start..end]` (the decoder's).
-    pub(super) fn push_header(&mut self, name: HeaderName, start: usize, end: usize) {
-        let span = self.span(start, end);
-        self.headers.push((name, span));
+    /// A header whose value is `text[value]` (the decoder's).
+    pub(super) fn push_header(&mut self, name: HeaderName, value: Range<usize>) {
+        self.headers.push((name, value));
     }
 
     /// The values' text (the decoder reads the header lines from it).
@@ -172,18 +161,10 @@ impl StompFrame {
 
     /// Appends a value to the text (one whose escapes the decoder undid), answering where
     /// it is.
-    pub(super) fn append_text(&mut self, value: &str) -> (usize, usize) {
+    pub(super) fn append_text(&mut self, value: &str) -> Range<usize> {
         let start = self.text.len();
         self.text.push_str(value);
-        (start, self.text.len())
-    }
-
-    fn span(&self, start: usize, end: usize) -> Span {
-        // A frame's text is bounded by the frame limit, far below 4 GiB.
-        Span {
-            start: u32::try_from(start).unwrap_or(u32::MAX),
-            end: u32::try_from(end).unwrap_or(u32::MAX),
-        }
+        start..self.text.len()
     }
 
     pub fn body(mut self, body: impl Into<Bytes>) -> StompFrame {
@@ -195,7 +176,7 @@ impl StompFrame {
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers
             .iter()
-            .map(|(name, span)| (name.as_ref(), self.value(*span)))
+            .map(|(name, value)| (name.as_ref(), self.value(value)))
     }
 
     #[cfg(test)]
@@ -208,13 +189,11 @@ impl StompFrame {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, span)| self.value(*span))
+            .map(|(_, value)| self.value(value))
     }
 
-    fn value(&self, span: Span) -> &str {
-        self.text
-            .get(span.start as usize..span.end as usize)
-            .unwrap_or_default()
+    fn value(&self, value: &Range<usize>) -> &str {
+        self.text.get(value.clone()).unwrap_or_default()
     }
 }
 
