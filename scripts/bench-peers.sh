@@ -6,7 +6,9 @@
 #   cargo build --release && ./target/release/actormq broker --data-dir /tmp/peerbench &
 #   ../shared/peers/start-peers.sh && scripts/bench-peers.sh | tee bench.jsonl
 # DATA_DIR (default /tmp/peerbench) is the broker's data folder: the disk floor is
-# measured there.
+# measured there. WARMUP (default 3) rounds of queue 1→1 and topic runs go to every
+# target first, their lines to stderr: each broker is measured warm (a JVM's JIT, a
+# fresh process's first pages), the same for all of them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/actormq
@@ -33,6 +35,14 @@ resident() {
 }
 
 resident before
+
+WARMUP=${WARMUP:-3}
+for _ in $(seq "$WARMUP"); do
+  for url in $ACTORMQ_NATIVE $NATS $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
+    run queue --url "$url" --count "$COUNT" | sed 's/^/warm-up: /' >&2
+    run topic --url "$url" --count $((COUNT / 4)) --subscribers 4 | sed 's/^/warm-up: /' >&2
+  done
+done
 
 for url in $ACTORMQ_NATIVE $NATS $ACTORMQ_STOMP $ACTIVEMQ $RABBITMQ; do
   run queue --url "$url" --count "$COUNT"

@@ -73,7 +73,8 @@ fn init_logging(default: &str) {
         .init();
 }
 
-/// mimalloc's `mi_option_purge_delay` (v2 headers; the crate does not name it).
+/// mimalloc's `mi_option_purge_delay` (15 in both its v2 and v3 headers; v3 is the one built;
+/// the crate does not name the option).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed memory stays with the process before mimalloc returns it. Its default,
 /// 10 ms, makes a stream of large messages fault in fresh zeroed pages for every one; at
