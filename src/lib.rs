@@ -20,7 +20,7 @@
 //! │                  (cluster::home, serves the peer's requests), writer task, heartbeat
 //! ├── RemoteConsumer ─ (cluster) one per consumer of a peer on a destination here:
 //! │                    Dispatch → envelopes back to the peer
-//! └── ArbiterPool: one Arbiter (thread) per core
+//! └── ArbiterPool: one Arbiter (thread) per core but one (at least one)
 //!     ├── ConnectionActor ─ (frontend::native) one per native socket: FrameReader
 //!     │   │                 (FrameCodec, send window, frame deadline) reads; handshake,
 //!     │   │                 sessions

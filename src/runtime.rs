@@ -1,4 +1,5 @@
-//! The broker's threads: one actix [`Arbiter`] per core. Destination actors are placed by a
+//! The broker's threads: a fixed set of actix [`Arbiter`]s (`broker.arbiters`; by default one
+//! per core but one). Destination actors are placed by a
 //! hash of the destination name (so one hot queue stays on one core and many queues use
 //! them all); connection actors are placed round-robin.
 //!

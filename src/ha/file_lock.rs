@@ -242,8 +242,13 @@ mod tests {
             "epoch=9\nholder=x\npid=1\nhost=h\nsince=0\n",
         )
         .unwrap();
+        // `fs::write` truncates before it writes: a keeper that reads in between finds a
+        // file naming nobody, as correct an answer as the other broker's epoch.
         let reason = runtime.block_on(held.lost());
-        assert!(reason.contains("epoch 9"), "{reason}");
+        assert!(
+            reason.contains("epoch 9") || reason.contains("no longer names this broker"),
+            "{reason}"
+        );
         assert!(fence.check().is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
