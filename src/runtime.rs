@@ -1,7 +1,7 @@
 //! The broker's threads: a fixed set of actix [`Arbiter`]s (`broker.arbiters`; by default one
-//! per core but one). Destination actors are placed by a
-//! hash of the destination name (so one hot queue stays on one core and many queues use
-//! them all); connection actors are placed round-robin.
+//! per core but one). Destination actors are placed by a hash of the destination name (so
+//! one hot queue stays on one core and many queues use them all); connection actors are
+//! placed round-robin.
 //!
 //! Memory a burst took is given back: every [`TRIM_EVERY`] each arbiter calls the trim hook
 //! a program registers with [`set_memory_trim`] — the `actormq` binary's asks its allocator
