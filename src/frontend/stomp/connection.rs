@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use tokio::net::TcpStream;
 
 use super::frames::{
@@ -114,7 +115,7 @@ pub struct StompConnectionActor {
     next_number: u64,
     pending: HashMap<u64, Pending>,
     /// SENDs (outside transactions) to one destination read in a row, passed to the
-    /// session as one batch once the frames read so far are handled.
+    /// session as one batch once the chunk of frames they came in is handled.
     batch: Option<SendBatch>,
     /// COMMIT id → sends not yet confirmed.
     commits: HashMap<u64, usize>,
@@ -161,13 +162,17 @@ impl StompConnectionActor {
             // No body can be larger than the frame that carries it.
             max_body_bytes: limits.max_body_bytes.min(limits.max_frame_bytes as usize),
         });
-        ctx.add_stream(FrameReader::new(
-            read,
-            codec,
-            window.clone(),
-            budget,
-            Duration::from_millis(limits.frame_read_timeout_ms),
-        ));
+        // Frames in chunks of what has been read (see the `StreamHandler`).
+        ctx.add_stream(
+            FrameReader::new(
+                read,
+                codec,
+                window.clone(),
+                budget,
+                Duration::from_millis(limits.frame_read_timeout_ms),
+            )
+            .ready_chunks(limits.max_deliveries_per_frame.max(1)),
+        );
         ctx.run_later(
             Duration::from_millis(limits.handshake_timeout_ms),
             |act, ctx| {
@@ -555,7 +560,7 @@ impl StompConnectionActor {
             Some(_) => None,
         };
         if commit.is_none() && origin.is_none() {
-            return self.batch_send(destination, message, permit, frame.get("receipt"), ctx);
+            return self.batch_send(destination, message, permit, frame.get("receipt"));
         }
         // Alone: a send with an origin is kept once, whatever else is batched.
         self.flush_sends()?;
@@ -579,7 +584,7 @@ impl StompConnectionActor {
         Ok(())
     }
 
-    /// Adds a SEND to the batch, which is passed on once the frames already read are
+    /// Adds a SEND to the batch, which is passed on once the chunk of frames it came in is
     /// handled (or sooner: another destination, a full batch, any other frame).
     fn batch_send(
         &mut self,
@@ -587,7 +592,6 @@ impl StompConnectionActor {
         message: Message,
         permit: WindowPermit,
         receipt: Option<&str>,
-        ctx: &mut Context<Self>,
     ) -> Result<(), Failure> {
         let full = self.batch.as_ref().is_some_and(|batch| {
             batch.destination != destination
@@ -596,15 +600,12 @@ impl StompConnectionActor {
         if full {
             self.flush_sends()?;
         }
-        let batch = self.batch.get_or_insert_with(|| {
-            ctx.notify(FlushSends);
-            SendBatch {
-                destination,
-                read_at: message.timestamp,
-                messages: Vec::new(),
-                receipts: Vec::new(),
-                permit: WindowPermit::default(),
-            }
+        let batch = self.batch.get_or_insert_with(|| SendBatch {
+            destination,
+            read_at: message.timestamp,
+            messages: Vec::new(),
+            receipts: Vec::new(),
+            permit: WindowPermit::default(),
         });
         batch.messages.push(message);
         batch.receipts.extend(receipt.map(str::to_string));
@@ -831,37 +832,43 @@ impl Actor for StompConnectionActor {
     }
 }
 
-impl StreamHandler<Result<Inbound, ReadError<StompError>>> for StompConnectionActor {
-    fn handle(&mut self, item: Result<Inbound, ReadError<StompError>>, ctx: &mut Context<Self>) {
+/// The frames come in chunks: all that the reader had decoded or could read without
+/// waiting (`ready_chunks`, at most `max_deliveries_per_frame`). The SENDs of a chunk go
+/// to the session as one batch once it is handled — one enqueue, one dispatch and one
+/// write of MESSAGEs for the lot. (Frame by frame, actix hands over its turn after 16
+/// stream items, and a batch flushed at the next turn held about 16 messages.)
+impl StreamHandler<Vec<Result<Inbound, ReadError<StompError>>>> for StompConnectionActor {
+    fn handle(
+        &mut self,
+        items: Vec<Result<Inbound, ReadError<StompError>>>,
+        ctx: &mut Context<Self>,
+    ) {
         self.read_since_check = true;
-        match item {
-            Ok(Inbound::Frame(frame)) => self.on_frame(frame, ctx),
-            Ok(Inbound::Heartbeat) => {}
-            Err(ReadError::Decode(StompError::Io(e))) => {
-                tracing::debug!(peer = %self.peer, "STOMP read failed: {e}");
-                ctx.stop();
+        for item in items {
+            if ctx.state() != ActorState::Running {
+                // Closing: what follows a fatal frame is not read (`stopped` passes on the
+                // SENDs batched before it).
+                return;
             }
-            Err(e) => self.fail(Failure::from(e), ctx),
+            match item {
+                Ok(Inbound::Frame(frame)) => self.on_frame(frame, ctx),
+                Ok(Inbound::Heartbeat) => {}
+                Err(ReadError::Decode(StompError::Io(e))) => {
+                    tracing::debug!(peer = %self.peer, "STOMP read failed: {e}");
+                    ctx.stop();
+                }
+                Err(e) => self.fail(Failure::from(e), ctx),
+            }
+        }
+        if ctx.state() == ActorState::Running
+            && let Err(failure) = self.flush_sends()
+        {
+            self.fail(failure, ctx);
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-/// Pass on the batched SENDs (queued behind the frames already read).
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-struct FlushSends;
-
-impl Handler<FlushSends> for StompConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, _: FlushSends, ctx: &mut Context<Self>) {
-        if let Err(failure) = self.flush_sends() {
-            self.fail(failure, ctx);
-        }
     }
 }
 
