@@ -215,6 +215,21 @@ async fn a_stomp_flood_is_pushed_back_and_told_why() {
     );
 }
 
+/// The same with 1 MiB SENDs: each is charged to the connection's send window as it is
+/// handled, before the next frame is read, so large frames are held to the window as
+/// small ones are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_flood_of_large_sends_is_pushed_back() {
+    let connect = encoded(&StompFrame::new(Command::Connect).header("accept-version", "1.2"));
+    let body = Bytes::from(vec![b'x'; 1 << 20]);
+    let send = encoded(&stomp_send("flooded", &body));
+    let said = flooded(BrokerProcess::stomp_addr, &connect, send).await;
+    assert!(
+        said.contains("ERROR") && said.contains("queue:flooded is full"),
+        "{said}"
+    );
+}
+
 /// The same with native one-way sends (no receipts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_one_way_flood_is_pushed_back_and_told_why() {

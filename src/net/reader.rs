@@ -17,6 +17,9 @@
 //! - **Read deadline.** A frame that has started must be complete within the frame timeout
 //!   (time spent paused by a full window does not count), or the reader yields
 //!   [`ReadError::Stalled`] and the connection is closed with a reason.
+//!
+//! [`MarkIdle`] wraps a reader for a connection that batches what it reads: it says when
+//! the frames read so far are all handled, so the batch can go on then.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -319,6 +322,51 @@ impl<R, D> Drop for FrameReader<R, D> {
     }
 }
 
+/// What [`MarkIdle`] yields.
+#[derive(Debug, PartialEq)]
+pub enum Reading<T> {
+    Item(T),
+    /// The items before this were all that was ready: the next waits for the socket.
+    Idle,
+}
+
+/// A stream that, after one or more items, says when its inner stream has nothing more
+/// ready ([`Reading::Idle`]) instead of only going quiet. A connection handles each frame
+/// as it comes — its send window charged frame by frame, as before reading the next —
+/// and passes on what it batched from them once it hears `Idle`.
+pub struct MarkIdle<S> {
+    inner: S,
+    /// An item came since the last `Idle`.
+    busy: bool,
+}
+
+impl<S> MarkIdle<S> {
+    pub fn new(inner: S) -> Self {
+        MarkIdle { inner, busy: false }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for MarkIdle<S> {
+    type Item = Reading<S::Item>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(item)) => {
+                this.busy = true;
+                Poll::Ready(Some(Reading::Item(item)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            // The inner stream has registered the waker: the next poll waits on it.
+            Poll::Pending if this.busy => {
+                this.busy = false;
+                Poll::Ready(Some(Reading::Idle))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +402,26 @@ mod tests {
         timeout: Duration,
     ) -> FrameReader<tokio::io::DuplexStream, Lines> {
         FrameReader::new(socket, Lines, window.clone(), budget.clone(), timeout)
+    }
+
+    #[tokio::test]
+    async fn mark_idle_says_when_nothing_more_is_ready() {
+        use futures::FutureExt;
+        let (tx, rx) = futures::channel::mpsc::unbounded::<u32>();
+        let mut reading = MarkIdle::new(rx);
+        // Nothing has come: quiet, no `Idle`.
+        assert!(reading.next().now_or_never().is_none());
+        tx.unbounded_send(1).unwrap();
+        tx.unbounded_send(2).unwrap();
+        assert_eq!(reading.next().await, Some(Reading::Item(1)));
+        assert_eq!(reading.next().await, Some(Reading::Item(2)));
+        assert_eq!(reading.next().await, Some(Reading::Idle));
+        // One `Idle` per run of items.
+        assert!(reading.next().now_or_never().is_none());
+        tx.unbounded_send(3).unwrap();
+        assert_eq!(reading.next().await, Some(Reading::Item(3)));
+        drop(tx);
+        assert_eq!(reading.next().await, None);
     }
 
     #[tokio::test]

@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use tokio::net::TcpStream;
 
 use super::frames::{
@@ -52,7 +51,7 @@ use crate::destination::{
 use crate::frontend::{Services, WriterStopped, slow_consumer_reason, start_writer, writer_limits};
 use crate::message::decimal::numbered;
 use crate::message::{AckMode, Destination, DestinationKind, Message, now_millis};
-use crate::net::reader::{FrameReader, ReadError, SendWindow, WindowPermit};
+use crate::net::reader::{FrameReader, MarkIdle, ReadError, Reading, SendWindow, WindowPermit};
 use crate::net::writer::{CloseReason, FrameSink};
 use crate::protocol::stomp::{
     Command, Inbound, StompCodec, StompError, StompFrame, StompLimits, encode_into,
@@ -115,7 +114,7 @@ pub struct StompConnectionActor {
     next_number: u64,
     pending: HashMap<u64, Pending>,
     /// SENDs (outside transactions) to one destination read in a row, passed to the
-    /// session as one batch once the chunk of frames they came in is handled.
+    /// session as one batch once the frames read so far are handled.
     batch: Option<SendBatch>,
     /// COMMIT id → sends not yet confirmed.
     commits: HashMap<u64, usize>,
@@ -162,17 +161,14 @@ impl StompConnectionActor {
             // No body can be larger than the frame that carries it.
             max_body_bytes: limits.max_body_bytes.min(limits.max_frame_bytes as usize),
         });
-        // Frames in chunks of what has been read (see the `StreamHandler`).
-        ctx.add_stream(
-            FrameReader::new(
-                read,
-                codec,
-                window.clone(),
-                budget,
-                Duration::from_millis(limits.frame_read_timeout_ms),
-            )
-            .ready_chunks(limits.max_deliveries_per_frame.max(1)),
-        );
+        // Frames, and word when those read so far are all handled (see the `StreamHandler`).
+        ctx.add_stream(MarkIdle::new(FrameReader::new(
+            read,
+            codec,
+            window.clone(),
+            budget,
+            Duration::from_millis(limits.frame_read_timeout_ms),
+        )));
         ctx.run_later(
             Duration::from_millis(limits.handshake_timeout_ms),
             |act, ctx| {
@@ -584,8 +580,8 @@ impl StompConnectionActor {
         Ok(())
     }
 
-    /// Adds a SEND to the batch, which is passed on once the chunk of frames it came in is
-    /// handled (or sooner: another destination, a full batch, any other frame).
+    /// Adds a SEND to the batch, which is passed on once the frames read so far are handled
+    /// (or sooner: another destination, a full batch, any other frame).
     fn batch_send(
         &mut self,
         destination: Destination,
@@ -832,38 +828,35 @@ impl Actor for StompConnectionActor {
     }
 }
 
-/// The frames come in chunks: all that the reader had decoded or could read without
-/// waiting (`ready_chunks`, at most `max_deliveries_per_frame`). The SENDs of a chunk go
-/// to the session as one batch once it is handled — one enqueue, one dispatch and one
-/// write of MESSAGEs for the lot. (Frame by frame, actix hands over its turn after 16
-/// stream items, and a batch flushed at the next turn held about 16 messages.)
-impl StreamHandler<Vec<Result<Inbound, ReadError<StompError>>>> for StompConnectionActor {
+/// Each frame is handled as it comes (a SEND's bytes charged to the send window before the
+/// next is read); the SENDs batched from them go to the session when the reader has
+/// nothing more ready ([`Reading::Idle`]) — one enqueue, one dispatch and one write of
+/// MESSAGEs for all that arrived together. (Flushed at actix's next turn instead, which
+/// comes after 16 stream items, a batch held about 16 messages.)
+impl StreamHandler<Reading<Result<Inbound, ReadError<StompError>>>> for StompConnectionActor {
     fn handle(
         &mut self,
-        items: Vec<Result<Inbound, ReadError<StompError>>>,
+        reading: Reading<Result<Inbound, ReadError<StompError>>>,
         ctx: &mut Context<Self>,
     ) {
-        self.read_since_check = true;
-        for item in items {
-            if ctx.state() != ActorState::Running {
-                // Closing: what follows a fatal frame is not read (`stopped` passes on the
-                // SENDs batched before it).
+        let item = match reading {
+            Reading::Item(item) => item,
+            Reading::Idle => {
+                if let Err(failure) = self.flush_sends() {
+                    self.fail(failure, ctx);
+                }
                 return;
             }
-            match item {
-                Ok(Inbound::Frame(frame)) => self.on_frame(frame, ctx),
-                Ok(Inbound::Heartbeat) => {}
-                Err(ReadError::Decode(StompError::Io(e))) => {
-                    tracing::debug!(peer = %self.peer, "STOMP read failed: {e}");
-                    ctx.stop();
-                }
-                Err(e) => self.fail(Failure::from(e), ctx),
+        };
+        self.read_since_check = true;
+        match item {
+            Ok(Inbound::Frame(frame)) => self.on_frame(frame, ctx),
+            Ok(Inbound::Heartbeat) => {}
+            Err(ReadError::Decode(StompError::Io(e))) => {
+                tracing::debug!(peer = %self.peer, "STOMP read failed: {e}");
+                ctx.stop();
             }
-        }
-        if ctx.state() == ActorState::Running
-            && let Err(failure) = self.flush_sends()
-        {
-            self.fail(failure, ctx);
+            Err(e) => self.fail(Failure::from(e), ctx),
         }
     }
 
