@@ -30,7 +30,8 @@
 //!     │       └── ConsumerActor<NativeWire> ─ (session) one per subscription: Dispatch →
 //!     │                                       Deliver
 //!     ├── StompConnectionActor ─ (frontend::stomp) one per STOMP socket: FrameReader
-//!     │   │                      (StompCodec) reads; transactions, receipts, heart-beats
+//!     │   │                      (StompCodec) reads; SENDs batched until nothing more
+//!     │   │                      is ready (MarkIdle); transactions, receipts, heart-beats
 //!     │   ├── writer task
 //!     │   └── SessionActor<StompWire> ─ the connection's one session
 //!     │       └── ConsumerActor<StompWire> ─ encodes MESSAGEs onto the writer itself (the
