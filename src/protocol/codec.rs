@@ -143,21 +143,32 @@ pub fn put_framed<T: serde::Serialize>(
     dst: &mut BytesMut,
     max: usize,
 ) -> Result<(), ProtocolError> {
+    framed(dst, max, |dst| put_rmp(value, dst))
+}
+
+/// Appends a length prefix, then what `body` writes, then sets the prefix; refuses a body
+/// longer than `max`. On an error `dst` is left as it was.
+fn framed(
+    dst: &mut BytesMut,
+    max: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), ProtocolError>,
+) -> Result<(), ProtocolError> {
     let start = dst.len();
     dst.put_u32(0);
-    let mut writer = dst.writer();
-    let encoded = rmp_serde::encode::write(&mut writer, value);
-    let dst = writer.into_inner();
-    if let Err(e) = encoded {
+    let written = body(dst).and_then(|()| {
+        let len = dst.len() - start - LEN_BYTES;
+        set_length(&mut dst[start..], len, max)
+    });
+    if written.is_err() {
         dst.truncate(start);
-        return Err(ProtocolError::Encode(e.to_string()));
     }
-    let len = dst.len() - start - LEN_BYTES;
-    if let Err(e) = set_length(&mut dst[start..], len, max) {
-        dst.truncate(start);
-        return Err(e);
-    }
-    Ok(())
+    written
+}
+
+/// `value` as positional MessagePack, appended to `dst`.
+fn put_rmp<T: serde::Serialize>(value: &T, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+    rmp_serde::encode::write(&mut dst.writer(), value)
+        .map_err(|e| ProtocolError::Encode(e.to_string()))
 }
 
 /// Writes `len` into the length prefix at the front of `framed`, refusing one over `max`.
@@ -184,19 +195,14 @@ pub fn encode_frame_into(
     max_frame_bytes: usize,
 ) -> Result<(), ProtocolError> {
     dst.reserve(frame.encoded_size_hint());
-    // `Send` and `Deliver` by hand (the same bytes); anything else by `rmp_serde`.
-    let start = dst.len();
-    dst.put_u32(0);
-    if super::hot_frames::encode(frame, dst) {
-        let len = dst.len() - start - LEN_BYTES;
-        if let Err(e) = set_length(&mut dst[start..], len, max_frame_bytes) {
-            dst.truncate(start);
-            return Err(e);
+    framed(dst, max_frame_bytes, |dst| {
+        // `Send` and `Deliver` by hand (the same bytes); anything else by `rmp_serde`.
+        if super::hot_frames::encode(frame, dst) {
+            Ok(())
+        } else {
+            put_rmp(frame, dst)
         }
-        return Ok(());
-    }
-    dst.truncate(start);
-    put_framed(frame, dst, max_frame_bytes)
+    })
 }
 
 /// One frame as its own length-prefixed buffer.

@@ -8,8 +8,9 @@
 //! form moved 1.2–1.3× the messages. So no frame field may use `skip_serializing_if`, and
 //! any change to a frame's fields is a new [`PROTOCOL_VERSION`]. The first frame a client
 //! sends is [`Frame::Hello`] carrying the version; the broker answers [`Frame::Welcome`].
-//! `rmp_serde` writes every frame; the two every message crosses, `Send` and `Deliver`, are
-//! read by hand (`hot_frames`, the same bytes, field by field), the others by `rmp_serde`.
+//! The two frames every message crosses, `Send` and `Deliver`, are written and read by hand
+//! (`hot_frames`: the same bytes `rmp_serde` writes, field by field); every other frame,
+//! and anything the hand-written path declines, by `rmp_serde`.
 //! (Journal records have a versioned format of their own: `store::format`.)
 
 mod codec;
