@@ -352,16 +352,13 @@ impl<'a> FrameWriter<'a> {
     }
 
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
-        self.header_with(name, |dst, escapes| put_text(dst, value, escapes))
+        self.header_line(name, true, |dst, escapes| put_text(dst, value, escapes))
     }
 
     /// A header of STOMP's own (`destination`, `message-id`, …): its name, which holds
     /// nothing to escape, is written as it is; the value is escaped.
     pub fn protocol_header(&mut self, name: &'static str, value: &str) -> &mut Self {
-        self.write_name(name, false);
-        put_text(self.dst, value, self.escapes);
-        self.dst.put_u8(b'\n');
-        self
+        self.header_line(name, false, |dst, escapes| put_text(dst, value, escapes))
     }
 
     /// A header of STOMP's own whose value is `prefix` followed by `value` (`/queue/` and a
@@ -372,11 +369,10 @@ impl<'a> FrameWriter<'a> {
         prefix: &str,
         value: &str,
     ) -> &mut Self {
-        self.write_name(name, false);
-        put_text(self.dst, prefix, self.escapes);
-        put_text(self.dst, value, self.escapes);
-        self.dst.put_u8(b'\n');
-        self
+        self.header_line(name, false, |dst, escapes| {
+            put_text(dst, prefix, escapes);
+            put_text(dst, value, escapes);
+        })
     }
 
     /// A header of STOMP's own whose value is two numbers joined by `:` (an `ack` id,
@@ -387,38 +383,41 @@ impl<'a> FrameWriter<'a> {
         first: u64,
         second: u64,
     ) -> &mut Self {
-        self.write_name(name, false);
-        self.dst.put_slice(Decimal::new(first).as_bytes());
-        self.dst.put_slice(if self.escapes { b"\\c" } else { b":" });
-        self.dst.put_slice(Decimal::new(second).as_bytes());
-        self.dst.put_u8(b'\n');
-        self
+        self.header_line(name, false, |dst, escapes| {
+            dst.put_slice(Decimal::new(first).as_bytes());
+            dst.put_slice(if escapes { b"\\c" } else { b":" });
+            dst.put_slice(Decimal::new(second).as_bytes());
+        })
     }
 
     /// A header of STOMP's own whose value is a number, written without `core::fmt`.
     pub fn protocol_header_u64(&mut self, name: &'static str, value: u64) -> &mut Self {
-        self.write_name(name, false);
-        self.dst.put_slice(Decimal::new(value).as_bytes());
-        self.dst.put_u8(b'\n');
-        self
+        self.header_line(name, false, |dst, _| {
+            dst.put_slice(Decimal::new(value).as_bytes())
+        })
     }
 
     /// A header whose value is written by `value` (a number, a formatted name): no escape
     /// needed, so its text must hold none of `\r \n : \\`.
     pub fn header_fmt(&mut self, name: &str, value: std::fmt::Arguments) -> &mut Self {
-        self.header_with(name, |dst, _| {
+        self.header_line(name, true, |dst, _| {
             let _ = std::fmt::Write::write_fmt(dst, value);
         })
     }
 
-    /// `name:`, escaped if `escape` and the frame escapes headers.
-    fn write_name(&mut self, name: &str, escape: bool) {
-        put_text(self.dst, name, escape && self.escapes);
+    /// One header line: `name:` (escaped if `escape_name` and the frame escapes headers),
+    /// what `value` writes (told whether the frame escapes), and the line's end. Always
+    /// inlined, so each caller's constant `escape_name` folds away (with `#[inline]` alone
+    /// writing 100 MESSAGEs took 11.9–12.1 µs instead of 11.0–11.2).
+    #[inline(always)]
+    fn header_line(
+        &mut self,
+        name: &str,
+        escape_name: bool,
+        value: impl FnOnce(&mut BytesMut, bool),
+    ) -> &mut Self {
+        put_text(self.dst, name, escape_name && self.escapes);
         self.dst.put_u8(b':');
-    }
-
-    fn header_with(&mut self, name: &str, value: impl FnOnce(&mut BytesMut, bool)) -> &mut Self {
-        self.write_name(name, true);
         value(self.dst, self.escapes);
         self.dst.put_u8(b'\n');
         self
